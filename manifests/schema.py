@@ -1,0 +1,197 @@
+"""The manifest contract: one row per sample, whatever the source dataset.
+
+Every reader in `manifests/` produces `ManifestRow`s; `write_manifest` stores them as Parquet with the Arrow schema
+below (column names as in DESIGN.md, so other tools can read them), `read_manifest` gives them back. Rows a reader
+cannot use are `Rejection`s written to `<manifest>.errors.jsonl`; rows that look wrong but are kept as published carry
+`flags`. pyarrow is imported inside the functions that need it, so importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+"""A sample key inside shards. No dots: WebDataset splits member names on the first dot."""
+
+KINDS = ("video", "image")
+
+
+def make_key(text: str) -> str:
+    """Turn any id (file name, YouTube id, LLaVA id) into a valid key; characters outside the key alphabet become `_`."""
+    key = re.sub(r"[^A-Za-z0-9_-]", "_", text.strip())
+    if not key:
+        raise ValueError(f"cannot make a key from {text!r}")
+    return key
+
+
+def errors_path(manifest_path: str | Path) -> Path:
+    """Where the rejections of a manifest go: `x.parquet` → `x.errors.jsonl`."""
+    p = Path(manifest_path)
+    return p.with_name(p.name.removesuffix(".parquet") + ".errors.jsonl")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One annotated event; `start`/`end` in seconds relative to the window start."""
+
+    start: float
+    end: float
+    caption: str
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One sample. `window` is (start, end) seconds inside the media file, None for the whole file; `duration` is the
+    window's length in seconds (None when unknown until decoding, e.g. a user's own files)."""
+
+    key: str
+    dataset: str
+    kind: str
+    media: str
+    window: tuple[float, float] | None = None
+    duration: float | None = None
+    events: tuple[Event, ...] = ()
+    caption: str | None = None
+    source_id: str | None = None
+    flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not KEY_RE.match(self.key):
+            raise ValueError(f"invalid key {self.key!r}: keys are [A-Za-z0-9_-]+")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.window is not None and not self.window[0] < self.window[1]:
+            raise ValueError(f"window {self.window} of {self.key}: start must be < end")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["window"] = list(self.window) if self.window is not None else None
+        d["events"] = [asdict(e) for e in self.events]
+        d["flags"] = list(self.flags)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ManifestRow":
+        window = d.get("window")
+        if isinstance(window, dict):
+            window = (window["start"], window["end"])
+        return cls(
+            key=d["key"], dataset=d["dataset"], kind=d["kind"], media=d["media"],
+            window=tuple(float(x) for x in window) if window is not None else None,
+            duration=d.get("duration"),
+            events=tuple(Event(float(e["start"]), float(e["end"]), e["caption"]) for e in d.get("events") or ()),
+            caption=d.get("caption"), source_id=d.get("source_id"), flags=tuple(d.get("flags") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A source record that cannot become a sample, with the reason (a short snake_case word) and detail."""
+
+    source_id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class ReadResult:
+    """What a reader returns: the rows it kept, the records it rejected, and per-reason statistics."""
+
+    rows: list[ManifestRow] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    def flag_counts(self) -> Counter:
+        return Counter(f for r in self.rows for f in r.flags)
+
+    def rejection_counts(self) -> Counter:
+        return Counter(r.reason for r in self.rejected)
+
+
+def arrow_schema():
+    import pyarrow as pa
+
+    event = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("caption", pa.string())])
+    return pa.schema([
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("media", pa.string(), nullable=False),
+        pa.field("window", pa.struct([("start", pa.float64()), ("end", pa.float64())])),
+        pa.field("duration", pa.float64()),
+        pa.field("events", pa.list_(event)),
+        pa.field("caption", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("flags", pa.list_(pa.string())),
+    ])
+
+
+def write_manifest(result: ReadResult, path: str | Path, provenance: dict) -> Path:
+    """Write rows as Parquet (provenance in the file's metadata) and rejections beside it; returns the Parquet path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = Counter(r.key for r in result.rows)
+    dup = [k for k, n in keys.items() if n > 1]
+    if dup:
+        raise ValueError(f"duplicate manifest keys: {dup[:5]}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    for r in result.rows:
+        d = r.to_json()
+        d["window"] = {"start": r.window[0], "end": r.window[1]} if r.window is not None else None
+        records.append(d)
+    meta = {
+        "vtl.provenance": json.dumps(provenance, sort_keys=True),
+        "vtl.stats": json.dumps(result.stats, sort_keys=True, default=str),
+    }
+    table = pa.Table.from_pylist(records, schema=arrow_schema().with_metadata(meta))
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    err = errors_path(path)
+    with open(err.with_name(err.name + ".tmp"), "w") as f:
+        for rej in result.rejected:
+            f.write(json.dumps(asdict(rej)) + "\n")
+    err.with_name(err.name + ".tmp").replace(err)
+    return path
+
+
+def iter_manifest(path: str | Path, batch_size: int = 4096) -> Iterator[ManifestRow]:
+    """Stream rows of a manifest without loading the whole file."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=batch_size):
+        for d in batch.to_pylist():
+            yield ManifestRow.from_json(d)
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    return list(iter_manifest(path))
+
+
+def manifest_metadata(path: str | Path) -> dict:
+    """The provenance and stats stored in a manifest's Parquet metadata."""
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(path).metadata or {}
+    return {k.decode().removeprefix("vtl."): json.loads(v) for k, v in md.items() if k.startswith(b"vtl.")}
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def rows_to_jsonl(rows: Iterable[ManifestRow]) -> str:
+    return "".join(json.dumps(r.to_json()) + "\n" for r in rows)

@@ -1,0 +1,74 @@
+"""The two time contracts of DESIGN.md, as pure functions: which frames a sample uses, and how seconds become the
+two-digit timestamp tokens in text (and back). Everything that samples frames, renders or parses timestamps calls
+these; nothing else re-implements them.
+"""
+from __future__ import annotations
+
+import math
+
+NUM_FRAMES = 100
+"""Frames per video sample (VTimeLLM, paper §3.1)."""
+
+
+def frame_indices(num_frames: int, fps: float, window: tuple[float, float] | None = None,
+                  n: int = NUM_FRAMES) -> list[int]:
+    """VTimeLLM's sampling: `linspace(start, end, n)` truncated to int, first and last frame included.
+
+    Whole file: start 0, end num_frames − 1. A window [w0, w1] (seconds): start = max(int(fps·w0), 0),
+    end = min(int(fps·w1), num_frames − 1). Raises ValueError when nothing is left to sample.
+    """
+    if num_frames <= 0:
+        raise ValueError("video has no frames")
+    if window is None:
+        start, end = 0, num_frames - 1
+    else:
+        if not fps > 0:
+            raise ValueError(f"cannot place a window without a frame rate (fps={fps})")
+        start = max(int(fps * window[0]), 0)
+        end = min(int(fps * window[1]), num_frames - 1)
+        if start > num_frames - 1:
+            raise ValueError(f"window {window} starts after the last frame ({num_frames} frames at {fps:g} fps)")
+        if end < start:
+            raise ValueError(f"window {window} is empty at {fps:g} fps")
+    if n == 1:
+        return [start]
+    step = (end - start) / (n - 1)
+    # Same values as numpy.linspace(start, end, n).astype(int32); computed exactly in floats like numpy does.
+    return [int(start + i * step) if i < n - 1 else int(end) for i in range(n)]
+
+
+def frame_times(indices: list[int], fps: float) -> list[float]:
+    """Seconds (from the start of the file) at which the given frames are shown."""
+    return [i / fps for i in indices] if fps > 0 else [0.0 for _ in indices]
+
+
+def quantize(seconds: float, duration: float) -> int:
+    """`min(round(t / D · 100), 99)` (Python's round: half to even), floored at 0 for times before the window."""
+    if not duration > 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    return max(0, min(round(seconds / duration * 100), 99))
+
+
+def render(q: int) -> str:
+    """A quantised position as the two-digit token VTimeLLM trains on: 7 → "07"."""
+    if not 0 <= q <= 99:
+        raise ValueError(f"timestamp position {q} outside 0..99")
+    return f"{q:02d}"
+
+
+def render_time(seconds: float, duration: float) -> str:
+    return render(quantize(seconds, duration))
+
+
+def grounding_span(a: int, b: int, duration: float) -> tuple[float, float]:
+    """Grounding answer "aa to bb" → seconds: (a/100·D, b/100·D) (VTimeLLM eval; no +1 on the end)."""
+    return a / 100 * duration, b / 100 * duration
+
+
+def dense_caption_span(a: int, b: int, duration: float) -> tuple[float, float]:
+    """Dense-captioning answer "from aa to bb" → seconds: (a/100·D, (b+1)/100·D) (VTimeLLM eval rule)."""
+    return a / 100 * duration, (b + 1) / 100 * duration
+
+
+def is_finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
