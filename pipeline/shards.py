@@ -140,13 +140,15 @@ class ShardWriter:
     a final name. `shards` lists what was written (name, samples, bytes, sha256, keys).
     """
 
-    def __init__(self, out_dir: str | Path, prefix: str, samples_per_shard: int = 1000):
+    def __init__(self, out_dir: str | Path, prefix: str, samples_per_shard: int = 1000, mtime: float | None = None):
+        # `mtime` fixes the tar members' modification time (default: now), so the same input gives byte-identical shards.
         if samples_per_shard < 1:
             raise ValueError("samples_per_shard must be ≥ 1")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
         self.samples_per_shard = samples_per_shard
+        self.mtime = mtime
         self.shards: list[ShardInfo] = []
         self._tar = None
         self._keys: list[str] = []
@@ -160,7 +162,7 @@ class ShardWriter:
             name = f"{self.prefix}-{len(self.shards):06d}{SHARD_SUFFIX}"
             self._tmp = self.out_dir / f".{name}.tmp"
             self._stream = open(self._tmp, "wb")
-            self._tar = wds.TarWriter(self._stream, encoder=False)
+            self._tar = wds.TarWriter(self._stream, encoder=False, mtime=self.mtime)
         self._tar.write(members)
         self._keys.append(sample.key)
         if len(self._keys) >= self.samples_per_shard:
