@@ -1,0 +1,206 @@
+"""Conversation formats and label masks: turns -> (input_ids, labels) for training, prompt ids for generation.
+
+One module owns the prompt formats (reference §4.3, §8):
+
+- `plain` (stage 1): BOS + `<video>` + "\\n" masked, caption + "\\n" supervised, no EOS. The human turn's text is
+  replaced by `<video>\\n`, as VTimeLLM does.
+- `v1` (Vicuna v1.1, stages 2-3): system + " USER: " + q1 + " ASSISTANT: " + a1 + "</s>" + "USER: " + q2 ...;
+  loss only on each answer and its "</s>".
+- `chatglm3`: `[gMASK] sop`, then per turn a role token immediately followed by the turn's tokens, then EOS; the
+  tokens after each `<|assistant|>` role token up to and including the next role token (or EOS) are supervised.
+- `chat_template`: any HF causal LM through its tokenizer's chat template; masks come from rendering prefixes.
+
+Masks are computed segment by segment: every piece of the prompt is tokenized on its own and marked supervised or
+not, so no "-2" length arithmetic depends on how a tokenizer merges across boundaries. Boundaries sit right before
+the space that opens an answer (" " + answer), which SentencePiece/Metaspace tokenizers attach to the answer's first
+word, so the supervised ids are the ones the full prompt would contain. `encode` never truncates: the caller counts
+and reports over-long samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VIDEO_TOKEN_INDEX = -200
+IGNORE_INDEX = -100
+VIDEO_PLACEHOLDER = "<video>"
+FORMATS = ("plain", "v1", "chatglm3", "chat_template")
+V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+             "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+CHATGLM_PREFIX = ("[gMASK]", "sop")
+CHATGLM_ROLES = {"human": "<|user|>", "gpt": "<|assistant|>"}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids with one VIDEO_TOKEN_INDEX sentinel, and labels (IGNORE_INDEX where no loss is taken)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class _Seg:
+    """A prompt piece: `text` to tokenize (may contain `<video>`) or literal `ids`; `supervised` marks loss."""
+
+    text: str = ""
+    ids: tuple[int, ...] = ()
+    supervised: bool = False
+
+
+def _check_turns(turns: list[dict], for_generation: bool) -> None:
+    if not turns:
+        raise ValueError("conversation has no turns")
+    for i, turn in enumerate(turns):
+        want = "human" if i % 2 == 0 else "gpt"
+        if turn.get("from") != want:
+            raise ValueError(f"turn {i} must come from {want!r} (turns alternate human/gpt), got {turn.get('from')!r}")
+        if not isinstance(turn.get("value"), str):
+            raise ValueError(f"turn {i} has no text value")
+    last = turns[-1]["from"]
+    if for_generation and last != "human":
+        raise ValueError("a generation prompt needs the conversation to end with a human turn")
+    if not for_generation and last != "gpt":
+        raise ValueError("a training sample needs the conversation to end with a gpt turn")
+    count = sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns)
+    if count != 1:
+        raise ValueError(f"{VIDEO_PLACEHOLDER} must appear exactly once in the conversation, found {count}")
+    if VIDEO_PLACEHOLDER not in turns[0]["value"]:
+        raise ValueError(f"{VIDEO_PLACEHOLDER} must be in the first human turn")
+
+
+def _special_id(tokenizer, token: str) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or tid == tokenizer.unk_token_id:
+        raise ValueError(f"tokenizer has no token {token!r} (needed by this conversation format)")
+    return tid
+
+
+def _bos(tokenizer) -> tuple[int, ...]:
+    return () if tokenizer.bos_token_id is None else (tokenizer.bos_token_id,)
+
+
+def _eos(tokenizer) -> tuple[int, ...]:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no EOS token; the v1 and chatglm3 formats need one")
+    return (tokenizer.eos_token_id,)
+
+
+def _plain(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
+    if len(turns) != (1 if for_generation else 2):
+        raise ValueError("the plain format takes exactly one human turn and one gpt turn (caption)")
+    segs = [_Seg(ids=_bos(tokenizer)), _Seg(text=VIDEO_PLACEHOLDER + "\n")]
+    if not for_generation:
+        segs.append(_Seg(text=turns[1]["value"] + "\n", supervised=True))
+    return segs
+
+
+def _v1(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
+    segs = [_Seg(ids=_bos(tokenizer))]
+    prefix = V1_SYSTEM + " "
+    for i in range(0, len(turns), 2):
+        # The masked part ends at "ASSISTANT:"; the answer starts with its separating space (see module docstring).
+        segs.append(_Seg(text=prefix + "USER: " + turns[i]["value"] + " ASSISTANT:"))
+        if i + 1 < len(turns):
+            segs.append(_Seg(text=" " + turns[i + 1]["value"], supervised=True))
+            segs.append(_Seg(ids=_eos(tokenizer), supervised=True))
+        prefix = ""
+    return segs
+
+
+def _chatglm3(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
+    segs = [_Seg(ids=tuple(_special_id(tokenizer, t) for t in CHATGLM_PREFIX))]
+    role_ids = {k: _special_id(tokenizer, v) for k, v in CHATGLM_ROLES.items()}
+    for turn in turns:
+        # Reference §8: the loss mask is shifted right by one, so the role token that ends an answer (next <|user|>)
+        # or the final EOS is supervised, and the <|assistant|> token itself is not.
+        after_answer = turn["from"] == "human" and len(segs) > 1
+        segs.append(_Seg(ids=(role_ids[turn["from"]],), supervised=after_answer))
+        segs.append(_Seg(text=turn["value"], supervised=turn["from"] == "gpt"))
+    if for_generation:
+        segs.append(_Seg(ids=(role_ids["gpt"],)))
+    else:
+        segs.append(_Seg(ids=_eos(tokenizer), supervised=True))
+    return segs
+
+
+def _chat_template(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("format 'chat_template' needs a tokenizer with a chat template")
+    messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in turns]
+    segs, done = [], ""
+    for i, msg in enumerate(messages):
+        if msg["role"] == "user":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)
+        if not (prompt.startswith(done) and full.startswith(prompt)):
+            raise ValueError("the chat template does not render conversations as growing prefixes; "
+                             "its label mask cannot be derived by prefix rendering")
+        segs += [_Seg(text=prompt[len(done):]), _Seg(text=full[len(prompt):], supervised=True)]
+        done = full
+    if for_generation:
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if not prompt.startswith(done):
+            raise ValueError("the chat template's generation prompt does not extend the rendered history")
+        segs.append(_Seg(text=prompt[len(done):]))
+    return segs
+
+
+_BUILDERS = {"plain": _plain, "v1": _v1, "chatglm3": _chatglm3, "chat_template": _chat_template}
+
+
+def _tokenize(tokenizer, text: str) -> list[int]:
+    ids: list[int] = []
+    for j, chunk in enumerate(text.split(VIDEO_PLACEHOLDER)):
+        if j:
+            ids.append(VIDEO_TOKEN_INDEX)
+        if chunk:
+            ids += tokenizer(chunk, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def segments(turns: list[dict], tokenizer, fmt: str, for_generation: bool = False) -> list[tuple[list[int], bool]]:
+    """The prompt as (ids, supervised) pieces, in order; exposed so tests can compare pieces with full prompts."""
+    if fmt not in _BUILDERS:
+        raise ValueError(f"unknown conversation format {fmt!r}; choose one of {FORMATS}")
+    _check_turns(turns, for_generation)
+    pieces = []
+    for seg in _BUILDERS[fmt](turns, tokenizer, for_generation):
+        ids = list(seg.ids) if seg.ids else _tokenize(tokenizer, seg.text)
+        if seg.supervised and VIDEO_TOKEN_INDEX in ids:
+            raise ValueError(f"{VIDEO_PLACEHOLDER} may not appear in an answer")
+        pieces.append((ids, seg.supervised))
+    return pieces
+
+
+def encode(turns: list[dict], tokenizer, fmt: str) -> Encoded:
+    """Training ids and labels for one conversation (never truncated)."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for ids, supervised in segments(turns, tokenizer, fmt):
+        input_ids += ids
+        labels += ids if supervised else [IGNORE_INDEX] * len(ids)
+    return Encoded(input_ids, labels)
+
+
+def generation_prompt(turns: list[dict], tokenizer, fmt: str) -> list[int]:
+    """Prompt ids for inference: all turns so far (ending with a human turn), then the assistant prefix."""
+    return [i for ids, _ in segments(turns, tokenizer, fmt, for_generation=True) for i in ids]
+
+
+def supervised_spans(labels: list[int]) -> list[list[int]]:
+    """The runs of supervised label ids, in order (one per answer for v1): handy for checking masks by decoding."""
+    spans, run = [], []
+    for label in labels:
+        if label == IGNORE_INDEX:
+            if run:
+                spans.append(run)
+            run = []
+        else:
+            run.append(label)
+    if run:
+        spans.append(run)
+    return spans

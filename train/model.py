@@ -1,0 +1,180 @@
+"""VideoLLM: a Hugging Face causal LM plus a Linear projector; video features replace the `<video>` sentinel.
+
+Reference §4.1-4.2: each sample's VIDEO_TOKEN_INDEX position becomes its N projected feature rows (100 for a video,
+1 for an image) in `inputs_embeds`; labels there are IGNORE_INDEX; sequences are re-padded on the right.
+`load_llm` resolves `--llm` (hub name, local path, or `tiny-random`) and picks the attention implementation.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LLM = "lmsys/vicuna-7b-v1.5"
+TINY_RANDOM = "tiny-random"
+FEATURE_DIM = 768
+TINY_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 4096}
+
+
+def attention_implementation(requested: str = "auto") -> str:
+    """`flash_attention_2` when flash-attn is importable and a CUDA GPU of capability >= 8 exists, else SDPA."""
+    if requested not in ("auto", "sdpa", "eager", "flash_attention_2"):
+        raise ValueError(f"unknown attention implementation {requested!r}")
+    if requested in ("sdpa", "eager"):
+        return requested
+    reason = None
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        reason = "flash-attn is not installed"
+    if reason is None and not torch.cuda.is_available():
+        reason = "no CUDA GPU is available"
+    if reason is None and torch.cuda.get_device_capability()[0] < 8:
+        reason = f"the GPU has compute capability {torch.cuda.get_device_capability()} (< 8.0)"
+    if reason is None:
+        return "flash_attention_2"
+    if requested == "flash_attention_2":
+        raise RuntimeError(f"flash_attention_2 was requested but {reason}; use --attn sdpa")
+    log.info("attention: using PyTorch SDPA because %s", reason)
+    return "sdpa"
+
+
+def load_llm(name_or_path: str, dtype: torch.dtype | None = None, attn: str = "auto"):
+    """Load a causal LM and its tokenizer from a hub name or a local folder (right padding, a pad token set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    llm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attention_implementation(attn))
+    return llm, prepare_tokenizer(tokenizer)
+
+
+def prepare_tokenizer(tokenizer):
+    """Right padding; pad = unk when there is no pad token (VTimeLLM's choice for Vicuna), else eos."""
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    return tokenizer
+
+
+def build_tiny_random(texts: Iterable[str], out_dir: str | Path | None = None, seed: int = 0, vocab_size: int = 512,
+                      **size):
+    """A small LLaMA-config model with random weights (fixed seed) and a BPE tokenizer trained on `texts`.
+
+    With `out_dir`, both are saved there and reloaded with AutoModelForCausalLM/AutoTokenizer, so what is returned is
+    exactly what a later `--from` or `load_for_inference` reads back.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from train.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    cfg = LlamaConfig(**{**TINY_SIZE, **size}, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    cfg._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        llm = LlamaForCausalLM(cfg)
+    if out_dir is None:
+        return llm, prepare_tokenizer(tokenizer)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    llm.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return load_llm(str(out_dir), attn="sdpa")
+
+
+def new_projector(feature_dim: int, hidden: int, seed: int | None = 0) -> nn.Linear:
+    """Linear(feature_dim -> hidden) with bias; default nn.Linear init from a fixed seed."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return nn.Linear(feature_dim, hidden, bias=True)
+
+
+class VideoLLM(nn.Module):
+    """LLM + projector. `conv_format` names the conversation format the model is trained/prompted with."""
+
+    def __init__(self, llm: nn.Module, tokenizer, projector: nn.Linear, conv_format: str = "v1"):
+        super().__init__()
+        self.llm = llm
+        self.projector = projector
+        self.tokenizer = tokenizer
+        self.conv_format = conv_format
+        hidden = llm.get_input_embeddings().weight.shape[1]
+        if projector.out_features != hidden:
+            raise ValueError(f"projector outputs {projector.out_features} but the LLM hidden size is {hidden}")
+        # Filled by train.stages: what the LLM was built from, so checkpoints can record it.
+        self.provenance: dict = {}
+
+    @property
+    def feature_dim(self) -> int:
+        return self.projector.in_features
+
+    def _embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids.clamp(min=0))
+
+    def _splice(self, ids: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor | None):
+        """One sequence: text embeddings with the video sentinel replaced by `rows` (and labels IGNORE there)."""
+        where = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
+        text = self._embed_text(ids)
+        if len(where) == 0:
+            return text, labels
+        if len(where) > 1:
+            raise ValueError(f"a sequence has {len(where)} video sentinels; exactly one is supported")
+        p = int(where[0])
+        rows = rows.to(text.dtype)
+        emb = torch.cat([text[:p], rows, text[p + 1:]])
+        if labels is not None:
+            ignore = labels.new_full((rows.shape[0],), IGNORE_INDEX)
+            labels = torch.cat([labels[:p], ignore, labels[p + 1:]])
+        return emb, labels
+
+    def embed(self, input_ids: list[int], features: torch.Tensor) -> torch.Tensor:
+        """inputs_embeds (L', hidden) for one sequence; used by batched generation (left padding done by the caller)."""
+        device = self.projector.weight.device
+        ids = torch.as_tensor(input_ids, device=device)
+        rows = self.projector(features.to(device=device, dtype=self.projector.weight.dtype))
+        return self._splice(ids, rows, None)[0]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                features: torch.Tensor | None = None, num_features: torch.Tensor | None = None):
+        """Right-padded batch in, transformers CausalLMOutput out (loss when labels are given)."""
+        projected = self.projector(features.to(self.projector.weight.dtype))
+        lengths = attention_mask.sum(dim=1).tolist()
+        embs, labs = [], []
+        for b, n in enumerate(lengths):
+            lab = None if labels is None else labels[b, :n]
+            emb, lab = self._splice(input_ids[b, :n], projected[b, :int(num_features[b])], lab)
+            embs.append(emb)
+            labs.append(lab)
+        width = max(e.shape[0] for e in embs)
+        inputs = embs[0].new_zeros((len(embs), width, embs[0].shape[1]))
+        mask = attention_mask.new_zeros((len(embs), width))
+        out_labels = None if labels is None else labels.new_full((len(embs), width), IGNORE_INDEX)
+        for b, emb in enumerate(embs):
+            inputs[b, :emb.shape[0]] = emb
+            mask[b, :emb.shape[0]] = 1
+            if out_labels is not None:
+                out_labels[b, :emb.shape[0]] = labs[b]
+        return self.llm(inputs_embeds=inputs, attention_mask=mask, labels=out_labels, use_cache=False)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Non-reentrant checkpointing; works with a frozen LLM because the projected rows carry gradients."""
+        self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(self.llm, "enable_input_require_grads"):
+            self.llm.enable_input_require_grads()
+
+
+def load_for_inference(checkpoint_dir: str | Path, llm: str | None = None, device: str = "cpu",
+                       dtype: torch.dtype | None = None) -> VideoLLM:
+    """Load a checkpoint folder for evaluation (LoRA chain merged, eval mode); see train.checkpoint."""
+    from train.checkpoint import load_for_inference as _load
+
+    return _load(checkpoint_dir, llm=llm, device=device, dtype=dtype)
