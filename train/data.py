@@ -1,0 +1,269 @@
+"""Streaming training data: shards → split by rank and worker → shuffle buffer → tokenize → padded micro-batches.
+
+Each epoch has its own shard order (seeded); rank r takes shards r, r+W, ... of it, and DataLoader worker w of that
+rank takes every k-th of those. A worker reads its shards one after the other through a shuffle buffer, so memory is
+bounded by the buffer, never by the dataset. Workers cycle through epochs on their own; the trainer decides how many
+steps make an epoch (from index.json) and when to stop.
+
+Exact resume: the shuffle buffer's random choices are made on sample *positions* (0..n-1 in the worker's stream), not
+on the samples, so the order a worker yields is a pure function of (seed, epoch, rank, worker, shard sizes). The
+loader position saved in a checkpoint is, per worker, (epoch, positions consumed); a resumed worker replays the
+position order without reading anything, then reads only the shards still holding samples it has not yielded. The
+DataLoader hands out items round-robin over its workers; on resume the worker roles are rotated so the next item
+comes from the same worker as it would have without the interruption. Together a resumed run sees exactly the
+samples, in exactly the order, of an uninterrupted one (tests compare the loss sequences).
+
+Samples longer than `max_tokens` (text tokens + feature rows) are skipped and counted, never truncated.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.shards import decode_sample, iter_tar_members, read_index
+from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str
+    samples: int
+
+
+def index_shards(shard_dir: str | Path) -> list[Shard]:
+    """The shards listed in index.json (written last by the producer, so its presence means the set is complete)."""
+    index = read_index(shard_dir)
+    shards = [Shard(str(Path(shard_dir) / s["name"]), int(s["samples"])) for s in index["shards"]]
+    if not shards:
+        raise ValueError(f"{shard_dir}: index.json lists no shards")
+    return shards
+
+
+def epoch_order(shards: list[Shard], epoch: int, seed: int) -> list[Shard]:
+    """This epoch's shard order: the same on every rank (same seed), different from epoch to epoch."""
+    order = list(shards)
+    random.Random(f"shards/{seed}/{epoch}").shuffle(order)
+    return order
+
+
+def worker_shards(shards: list[Shard], rank: int, world: int, worker: int, workers: int) -> list[Shard]:
+    """Split by node (rank), then by DataLoader worker: disjoint subsets that together cover every shard."""
+    return shards[rank::world][worker::workers]
+
+
+def usable_workers(num_shards: int, world: int, requested: int) -> int:
+    """Worker count such that every worker of every rank owns ≥ 1 shard (an empty worker would never yield)."""
+    if num_shards < world:
+        raise ValueError(f"{num_shards} shards cannot feed {world} ranks: write more, smaller shards "
+                         f"(build-qa --samples-per-shard) or use fewer processes")
+    return max(1, min(requested, num_shards // world))
+
+
+class ShuffleOrder:
+    """The order a shuffle buffer of `size` yields positions 0..total-1 in, computed on positions only.
+
+    Fill the buffer; then for every new position swap it with a random buffer slot and yield that slot's old
+    content; at the end yield what is left in random order. `buffer` and `read` say which positions a reader
+    must hold at any point, which is what a resumed reader needs.
+    """
+
+    def __init__(self, total: int, size: int, rng: random.Random):
+        self.total, self.size, self.rng = total, size, rng
+        self.buffer: list[int] = []
+        self.read = 0
+        self._drain: list[int] | None = None
+
+    def __iter__(self) -> "ShuffleOrder":
+        return self
+
+    def __next__(self) -> int:
+        while self.read < self.total and len(self.buffer) < self.size:
+            self.buffer.append(self.read)
+            self.read += 1
+        if self.read < self.total:
+            slot = self.rng.randrange(self.size)
+            out, self.buffer[slot] = self.buffer[slot], self.read
+            self.read += 1
+            return out
+        if self._drain is None:
+            self._drain = self.buffer
+            self.rng.shuffle(self._drain)
+        if not self._drain:
+            raise StopIteration
+        return self._drain.pop()
+
+
+def _read_positions(shards: list[Shard], wanted) -> Iterator[tuple[int, dict]]:
+    """(position, raw members) for the positions `wanted(pos)` accepts, skipping whole shards that hold none."""
+    start = 0
+    for shard in shards:
+        end = start + shard.samples
+        if any(wanted(p) for p in range(start, end)):
+            n = 0
+            for n, members in enumerate(iter_tar_members(shard.path), 1):
+                if wanted(start + n - 1):
+                    yield start + n - 1, members
+            if n != shard.samples:
+                raise ValueError(f"{shard.path}: holds {n} samples, index.json says {shard.samples}")
+        start = end
+
+
+def ordered_stream(shards: list[Shard], buffer: int, rng: random.Random, skip: int) -> Iterator[tuple[int, dict]]:
+    """Raw samples in shuffle-buffer order, the first `skip` left out without reading them. Holds ≤ buffer + 1."""
+    order = ShuffleOrder(sum(s.samples for s in shards), buffer, rng)
+    for _ in range(skip):
+        next(order)
+    pending = set(order.buffer) if order._drain is None else set(order._drain)
+    first_unread = order.read
+    reader = _read_positions(shards, lambda p: p >= first_unread or p in pending)
+    held: dict[int, dict] = {}
+    for pos in order:
+        while pos not in held:
+            got, members = next(reader)
+            held[got] = members
+        yield pos, held.pop(pos)
+
+
+class ShardStream(IterableDataset):
+    """One rank's endless stream of tokenized samples; each item says which worker made it and how far it got."""
+
+    def __init__(self, shards: list[Shard], *, rank: int, world: int, workers: int, buffer: int, seed: int,
+                 tokenizer, conv_format: str, max_tokens: int, state: dict | None = None):
+        self.shards, self.rank, self.world, self.workers = shards, rank, world, workers
+        self.buffer, self.seed, self.tokenizer, self.fmt, self.max_tokens = buffer, seed, tokenizer, conv_format, max_tokens
+        self.state = state
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        rotation = self.state["next_worker"] if self.state else 0
+        worker = (physical + rotation) % self.workers
+        pos = self.state["workers"][worker] if self.state else {"epoch": 0, "consumed": 0, "skipped": 0}
+        epoch, consumed, skipped = pos["epoch"], pos["consumed"], pos["skipped"]
+        while True:
+            mine = worker_shards(epoch_order(self.shards, epoch, self.seed), self.rank, self.world, worker, self.workers)
+            rng = random.Random(f"buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
+            yielded, started_at = 0, consumed
+            for _, members in ordered_stream(mine, self.buffer, rng, consumed):
+                consumed += 1
+                item = self._tokenize(members)
+                if item is None:
+                    skipped += 1
+                    continue
+                yielded += 1
+                item.update(worker=worker, epoch=epoch, consumed=consumed, skipped=skipped)
+                yield item
+            if not yielded and started_at == 0:
+                raise ValueError(f"rank {self.rank} worker {worker}: no sample of {[s.path for s in mine]} fits "
+                                 f"max_tokens={self.max_tokens}")
+            epoch, consumed = epoch + 1, 0
+
+    def _tokenize(self, members: dict) -> dict | None:
+        sample = decode_sample(members)
+        if sample.conversation is None:
+            raise ValueError(f"sample {sample.key} has no conversation.json: pass training shards (build-qa output), "
+                             f"not feature shards")
+        enc = encode(sample.conversation["turns"], self.tokenizer, self.fmt)
+        if len(enc.input_ids) - 1 + len(sample.features) > self.max_tokens:
+            return None
+        return {"key": sample.key, "input_ids": enc.input_ids, "labels": enc.labels, "features": sample.features}
+
+
+def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids/mask/labels and zero-padded features (B, Nmax, D) with each sample's row count."""
+    length = max(len(it["input_ids"]) for it in items)
+    rows = max(len(it["features"]) for it in items)
+    dim = items[0]["features"].shape[1]
+    b = len(items)
+    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((b, length), dtype=torch.long)
+    labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
+    features = torch.zeros((b, rows, dim), dtype=torch.float16)
+    for i, it in enumerate(items):
+        n = len(it["input_ids"])
+        input_ids[i, :n] = torch.tensor(it["input_ids"])
+        attention_mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(it["labels"])
+        features[i, : len(it["features"])] = torch.from_numpy(np.asarray(it["features"], dtype=np.float16))
+    num_features = torch.tensor([len(it["features"]) for it in items], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "features": features,
+            "num_features": num_features}
+
+
+def _identity(item):
+    return item
+
+
+class TrainLoader:
+    """Micro-batches for one rank, and the loader position to save with a checkpoint (`state_dict`)."""
+
+    def __init__(self, shard_dir: str | Path, *, tokenizer, conv_format: str, micro_batch: int, max_tokens: int,
+                 rank: int = 0, world: int = 1, num_workers: int = 2, buffer: int = 1000, seed: int = 0,
+                 state: dict | None = None):
+        self.shards = index_shards(shard_dir)
+        self.samples_per_epoch = sum(s.samples for s in self.shards)
+        workers = usable_workers(len(self.shards), world, max(num_workers, 1))
+        if state is not None:
+            _check_state(state, workers, world, rank)
+        self.micro_batch, self.rank, self.world, self.workers = micro_batch, rank, world, workers
+        self.pad_id = _pad_id(tokenizer)
+        self.dataset = ShardStream(self.shards, rank=rank, world=world, workers=workers, buffer=buffer, seed=seed,
+                                   tokenizer=tokenizer, conv_format=conv_format, max_tokens=max_tokens, state=state)
+        # With num_workers=0 one logical worker runs in this process; otherwise one process per logical worker.
+        self.loader = DataLoader(self.dataset, batch_size=None, collate_fn=_identity,
+                                 num_workers=workers if num_workers > 0 else 0,
+                                 persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+        self._positions = dict(enumerate(state["workers"])) if state else {}
+        self._next_worker = state["next_worker"] if state else 0
+        self.samples = state["samples"] if state else 0
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], list[str]]]:
+        """(batch, keys) pairs, forever; the position advances as batches are handed out."""
+        items: list[dict] = []
+        for item in self.loader:
+            items.append(item)
+            self._positions[item["worker"]] = {k: item[k] for k in ("epoch", "consumed", "skipped")}
+            self._next_worker = (item["worker"] + 1) % self.workers
+            if len(items) == self.micro_batch:
+                self.samples += len(items)
+                yield collate(items, self.pad_id), [it["key"] for it in items]
+                items = []
+
+    @property
+    def skipped_long(self) -> int:
+        return sum(p["skipped"] for p in self._positions.values())
+
+    @property
+    def epoch(self) -> int:
+        return min((p["epoch"] for p in self._positions.values()), default=0)
+
+    def state_dict(self) -> dict:
+        blank = {"epoch": 0, "consumed": 0, "skipped": 0}
+        return {"rank": self.rank, "world": self.world, "num_workers": self.workers, "next_worker": self._next_worker,
+                "samples": self.samples, "workers": [self._positions.get(w, blank) for w in range(self.workers)]}
+
+
+def _check_state(state: dict, workers: int, world: int, rank: int) -> None:
+    if (state["num_workers"], state["world"], state["rank"]) != (workers, world, rank):
+        raise ValueError(f"saved loader position is for rank {state['rank']} of {state['world']} with "
+                         f"{state['num_workers']} workers; this run is rank {rank} of {world} with {workers}: "
+                         f"resume with the same number of processes and --num-workers")
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("tokenizer has no pad, unk or eos token to pad with")
+    return pad
+
+
+__all__ = ["TrainLoader", "ShardStream", "ShuffleOrder", "collate", "index_shards", "epoch_order", "worker_shards",
+           "VIDEO_TOKEN_INDEX"]
