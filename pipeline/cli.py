@@ -21,6 +21,69 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+@app.command("inspect")
+def inspect_cmd(
+    shard_dir: Path = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output)."),
+    show: int = typer.Option(0, "--show", help="Render this many samples: meta, events timeline, conversation."),
+    key: Optional[list[str]] = typer.Option(None, "--key", help="Render the sample with this key (repeatable)."),
+    verify: bool = typer.Option(False, "--verify", help="Check every shard against the index (sha256, counts, "
+                                "unique keys, shapes, dtype, NaN/Inf); exit 1 on any mismatch."),
+    scan: int = typer.Option(1000, "--scan", help="Samples streamed for the statistics (0 = all; --verify: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise a shard folder; render samples; verify shards against the index."""
+    from pipeline.inspect import InspectConfig, run
+
+    try:
+        cfg = InspectConfig(shard_dir=shard_dir, show=show, keys=tuple(key or ()), verify=verify, scan=scan,
+                            as_json=as_json)
+        code = run(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    raise typer.Exit(code)
+
+
+def _parse_options(items: list[str]) -> dict:
+    """`-o name=value` pairs; values are read as JSON where they parse (numbers, true/false), else as text."""
+    import json
+
+    options = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            fail(f"--option takes name=value, got {item!r}")
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value
+    return options
+
+
+@app.command()
+def manifest(
+    dataset: str = typer.Option(..., help="activitynet | charades | didemo | internvid | lcc | vtimellm | files"),
+    annotations: Path = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL)"),
+    out: Path = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
+    durations: Optional[Path] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
+    media_root: Optional[Path] = typer.Option(None, help="folder with the media; rows whose file is missing are rejected"),
+    option: list[str] = typer.Option([], "--option", "-o", help="reader option name=value (e.g. max_window_s=120)"),
+) -> None:
+    """Read a dataset's annotations into a Parquet manifest; print kept / flagged / rejected counts."""
+    from rich.console import Console
+
+    from manifests.build import ManifestConfig, build_manifest
+    from manifests.report import summary_table
+    from pipeline.shards import producer
+
+    try:
+        cfg = ManifestConfig(dataset=dataset, annotations=annotations, out=out, durations=durations,
+                             media_root=media_root, options=_parse_options(option))
+        result, path, errors = build_manifest(cfg, producer())
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        fail(str(exc))
+    Console().print(summary_table(dataset, result, path, errors))
+
+
 def main() -> None:
     app()
 

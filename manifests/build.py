@@ -1,0 +1,84 @@
+"""`vtl-pipeline manifest`: its frozen config and the one function the command calls.
+
+`build_manifest` reads one annotation source with `read_dataset`, writes the Parquet manifest and its
+`.errors.jsonl`, and records provenance (dataset, annotation path + sha256, durations path + sha256, media root,
+options, the producing package) in the Parquet metadata, so every manifest says how it was made.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from manifests.readers import READERS, read_dataset, reader_options
+from manifests.schema import ReadResult, errors_path, file_sha256, write_manifest
+
+
+@dataclass(frozen=True)
+class ManifestConfig:
+    """One manifest run.
+
+    dataset: a name in `manifests.READERS`.
+    annotations: the annotation file (a folder or a media file for `files`).
+    out: the Parquet file to write; rejections go to `<out without .parquet>.errors.jsonl`.
+    durations: CSV with `id` and `length`/`duration` (Charades needs it; DiDeMo and files may use it).
+    media_root: folder holding the media; when given, rows whose media is not there are rejected.
+    options: reader options (InternVid selection thresholds), name → value.
+    """
+
+    dataset: str
+    annotations: Path
+    out: Path
+    durations: Path | None = None
+    media_root: Path | None = None
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in READERS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(READERS)}")
+        if not Path(self.annotations).exists():
+            raise FileNotFoundError(f"annotations not found: {self.annotations}")
+        if self.durations is not None and not Path(self.durations).is_file():
+            raise FileNotFoundError(f"durations CSV not found: {self.durations}")
+        if self.media_root is not None and not Path(self.media_root).is_dir():
+            raise FileNotFoundError(f"media root is not a folder: {self.media_root}")
+        if Path(self.out).suffix != ".parquet":
+            raise ValueError(f"--out must end in .parquet, got {self.out}")
+        unknown = set(self.options) - set(reader_options(self.dataset))
+        if unknown:
+            raise ValueError(f"{self.dataset} takes no option {sorted(unknown)}; "
+                             f"it takes {sorted(reader_options(self.dataset)) or 'none'}")
+
+
+def _digest(path: Path | None) -> str | None:
+    """sha256 of a file; a folder (the `files` reader) is hashed over its sorted relative paths and sizes."""
+    if path is None:
+        return None
+    if Path(path).is_file():
+        return file_sha256(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(path).rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path)}\0{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def provenance(cfg: ManifestConfig, producer: dict) -> dict:
+    return {
+        "dataset": cfg.dataset,
+        "annotations": {"path": str(Path(cfg.annotations).resolve()), "sha256": _digest(cfg.annotations)},
+        "durations": None if cfg.durations is None else {"path": str(Path(cfg.durations).resolve()),
+                                                         "sha256": _digest(cfg.durations)},
+        "media_root": None if cfg.media_root is None else str(Path(cfg.media_root).resolve()),
+        "options": dict(cfg.options),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "producer": producer,
+    }
+
+
+def build_manifest(cfg: ManifestConfig, producer: dict) -> tuple[ReadResult, Path, Path]:
+    """Read, write the manifest and its errors file; returns the result and both paths."""
+    result = read_dataset(cfg.dataset, cfg.annotations, durations=cfg.durations, media_root=cfg.media_root,
+                          **cfg.options)
+    out = write_manifest(result, cfg.out, provenance(cfg, producer))
+    return result, out, errors_path(out)

@@ -1,0 +1,155 @@
+"""Helpers every reader shares: media paths, duration tables, event checks, unique keys, the reasons and flags.
+
+Reasons (a `Rejection` = a record or an event that cannot be used) and flags (a kept row that looks wrong) are
+named here once, so the counts printed by `vtl-pipeline manifest` read the same for every dataset.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
+
+# Rejection reasons.
+UNPARSABLE = "unparsable"
+START_NOT_BEFORE_END = "start_not_before_end"
+NO_USABLE_EVENTS = "no_usable_events"
+NO_DURATION = "no_duration"
+NO_MEDIA = "no_media"
+MEDIA_MISSING = "media_missing"
+NO_CAPTION = "no_caption"
+NOT_MEDIA = "not_media"
+BAD_WINDOW = "bad_window"
+
+# Flags on kept rows.
+END_PAST_DURATION = "event_end_past_duration"
+START_NEGATIVE = "event_start_negative"
+KEY_SUFFIXED = "key_suffixed"
+
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DEFAULT_VIDEO_EXTS = (".mp4", ".mkv", ".webm")
+
+
+def kind_of(path: str | Path) -> str | None:
+    """`video` or `image` from a file's extension (case-insensitive), None for anything else."""
+    ext = Path(str(path)).suffix.lower()
+    return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
+
+
+def is_uri(media: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", media) is not None
+
+
+def resolve_video(media_root: str | Path | None, stem: str, exts: Iterable[str] = DEFAULT_VIDEO_EXTS) -> str:
+    """The media path of a video known only by its id: `{root}/{stem}{ext}` for the first ext that exists, else
+    `{stem}.mp4` (under the root when one is given; a missing file is then rejected by `drop_missing_media`)."""
+    exts = tuple(exts)
+    if media_root is None:
+        return f"{stem}{exts[0]}"
+    root = Path(media_root)
+    for ext in exts:
+        if (root / f"{stem}{ext}").is_file():
+            return str(root / f"{stem}{ext}")
+    return str(root / f"{stem}{exts[0]}")
+
+
+def resolve_named(media_root: str | Path | None, name: str) -> str:
+    """A media path the annotation names (an image path, a file name): under the root when one is given."""
+    if media_root is None or is_uri(name) or Path(name).is_absolute():
+        return name
+    return str(Path(media_root) / name)
+
+
+def read_durations(path: str | Path) -> dict[str, float]:
+    """A CSV of durations: an `id` column and a `length` (Charades' CSV) or `duration` column, seconds.
+    Rows with an empty or unparsable value are left out, so their videos are rejected as `no_duration`."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        col = "length" if "length" in fields else "duration" if "duration" in fields else None
+        if "id" not in fields or col is None:
+            raise ValueError(f"{path}: a durations CSV needs an `id` column and a `length` or `duration` column, "
+                             f"found {fields}")
+        out = {}
+        for row in reader:
+            try:
+                out[row["id"].strip()] = float(row[col])
+            except (TypeError, ValueError):
+                continue
+        return out
+
+
+def check_events(events: list[Event], duration: float | None, source_id: str,
+                 result: ReadResult) -> tuple[list[Event], set[str]]:
+    """Split published events into usable ones and rejections (start ≥ end); flag, but keep as published, events that
+    end past the duration or start before 0 (the reference scorers use them as published; the timestamp rule clamps
+    them at 99). The duration comparison is exact: the published value is the time base, whatever its rounding."""
+    kept, flags = [], set()
+    for i, ev in enumerate(events):
+        if not ev.start < ev.end:
+            result.rejected.append(Rejection(f"{source_id}#{i}", START_NOT_BEFORE_END,
+                                             f"event {i} [{ev.start}, {ev.end}]: {ev.caption[:60]}"))
+            continue
+        if duration is not None and ev.end > duration:
+            flags.add(END_PAST_DURATION)
+        if ev.start < 0:
+            flags.add(START_NEGATIVE)
+        kept.append(ev)
+    return kept, flags
+
+
+def count_event_stats(result: ReadResult) -> None:
+    """Event-level figures every video reader reports."""
+    result.stats["rows"] = len(result.rows)
+    result.stats["events_kept"] = sum(len(r.events) for r in result.rows)
+    result.stats["events_end_past_duration"] = sum(
+        1 for r in result.rows if r.duration is not None for e in r.events if e.end > r.duration)
+    result.stats["events_rejected"] = sum(1 for r in result.rejected if r.reason == START_NOT_BEFORE_END)
+
+
+def unique_keys(result: ReadResult) -> ReadResult:
+    """Make keys unique in row order: the first row keeps its key, later ones get `_2`, `_3`, ... (skipping any
+    suffix another row already uses) and the flag `key_suffixed`. Deterministic for a given annotation file."""
+    taken = Counter(r.key for r in result.rows)
+    if all(n == 1 for n in taken.values()):
+        return result
+    used: set[str] = set()
+    rows = []
+    for row in result.rows:
+        if row.key not in used:
+            used.add(row.key)
+            rows.append(row)
+            continue
+        n = 2
+        while f"{row.key}_{n}" in used or f"{row.key}_{n}" in taken:
+            n += 1
+        new = f"{row.key}_{n}"
+        used.add(new)
+        rows.append(replace(row, key=new, flags=tuple(sorted(set(row.flags) | {KEY_SUFFIXED}))))
+    result.rows = rows
+    return result
+
+
+def drop_missing_media(result: ReadResult) -> ReadResult:
+    """Reject rows whose local media file does not exist (URIs are left to the decoder)."""
+    kept = []
+    for row in result.rows:
+        if is_uri(row.media) or Path(row.media).is_file():
+            kept.append(row)
+        else:
+            result.rejected.append(Rejection(row.source_id or row.key, MEDIA_MISSING, row.media))
+    result.rows = kept
+    return result
+
+
+def video_key(vid: str) -> str:
+    return make_key(vid)
+
+
+def with_flags(row: ManifestRow, flags: Iterable[str]) -> ManifestRow:
+    return replace(row, flags=tuple(sorted(set(row.flags) | set(flags))))
