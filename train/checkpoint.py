@@ -1,0 +1,224 @@
+"""Checkpoint folders: save, read back for a next stage or for inference, and import VTimeLLM's released weights.
+
+A checkpoint folder (`vtl-train --out DIR`) is self-contained:
+- `projector.safetensors` (`weight`, `bias`), the projector the model ran with (trained in stage 1, frozen later);
+- `adapter/` (PEFT format) for the LoRA trained in stage 2 or 3, and `base_adapters/NN/` for the adapters that were
+  merged into the LLM before it (stage 3 carries stage 2's), in merge order;
+- `llm/` with the LLM + tokenizer when they cannot be named (`tiny-random`), so `--from` continues from exactly it;
+- `vtl_checkpoint.json`, written last, saying how to rebuild the model: LLM source, adapter chain, format, producer.
+The training loop adds `run_config.json`, `metrics.jsonl`, `tensorboard/` and `engine/` beside these.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.shards import producer, write_json_atomic
+from train.model import TINY_RANDOM, VideoLLM, load_llm
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_JSON = "vtl_checkpoint.json"
+PROJECTOR_FILE = "projector.safetensors"
+ADAPTER_DIR = "adapter"
+BASE_ADAPTERS_DIR = "base_adapters"
+LLM_DIR = "llm"
+
+
+def read_checkpoint(checkpoint_dir: str | Path) -> dict:
+    """The checkpoint's `vtl_checkpoint.json`, with a clear error when the folder is not a finished checkpoint."""
+    path = Path(checkpoint_dir) / CHECKPOINT_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint_dir} is not a vtl checkpoint (no {CHECKPOINT_JSON}; "
+                                "an interrupted run leaves none: use --resume on it)")
+    return json.loads(path.read_text())
+
+
+def _save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _copy_dir(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+
+
+def save_checkpoint(model: VideoLLM, out_dir: str | Path, *, stage: int, config: dict | None = None,
+                    projector_state: dict | None = None, adapter_state: dict | None = None) -> Path:
+    """Write projector, adapters, LLM (when it has no name) and `vtl_checkpoint.json` (last) into `out_dir`.
+
+    `projector_state` / `adapter_state` let a ZeRO-3 caller pass gathered (unpartitioned) weights.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = model.provenance
+    _save_state(out / PROJECTOR_FILE, projector_state or model.projector.state_dict())
+    adapters = []
+    for i, src in enumerate(prov.get("base_adapters", [])):
+        rel = f"{BASE_ADAPTERS_DIR}/{i:02d}"
+        _copy_dir(Path(src), out / rel)
+        adapters.append(rel)
+    if hasattr(model.llm, "peft_config"):
+        model.llm.save_pretrained(str(out / ADAPTER_DIR), state_dict=adapter_state)
+        adapters.append(ADAPTER_DIR)
+    saved = None
+    if prov.get("llm_dir"):
+        _copy_dir(Path(prov["llm_dir"]), out / LLM_DIR)
+        saved = LLM_DIR
+    meta = {"stage": stage, "llm": {"source": prov.get("llm_source"), "saved": saved},
+            "conv_format": model.conv_format, "feature_dim": model.feature_dim, "projector": PROJECTOR_FILE,
+            "adapters": adapters, "producer": producer(), "config": config or {}}
+    write_json_atomic(out / CHECKPOINT_JSON, meta)
+    return out
+
+
+def load_projector_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """`weight`/`bias` from our `projector.safetensors` or VTimeLLM's `mm_projector.bin` (keys `...mm_projector.X`)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.split("mm_projector.")[-1]: v for k, v in raw.items() if "mm_projector." in k}
+        if not state:
+            raise ValueError(f"{path}: no 'mm_projector.' keys (found {sorted(raw)[:5]}); not a VTimeLLM projector")
+    if set(state) != {"weight", "bias"}:
+        raise ValueError(f"{path}: a projector needs exactly 'weight' and 'bias', found {sorted(state)}")
+    return state
+
+
+def projector_from_state(state: dict[str, torch.Tensor], hidden: int) -> nn.Linear:
+    out_dim, in_dim = state["weight"].shape
+    if out_dim != hidden:
+        raise ValueError(f"projector maps to {out_dim} but the LLM hidden size is {hidden}: wrong LLM for it?")
+    proj = nn.Linear(in_dim, out_dim, bias=True)
+    proj.load_state_dict({k: v.float() for k, v in state.items()})
+    return proj
+
+
+def resolve_llm_path(meta: dict, checkpoint_dir: Path, llm: str | None) -> str:
+    """Which LLM a checkpoint continues from: its saved `llm/` if any, else `llm` (a local copy), else the source."""
+    saved = meta["llm"].get("saved")
+    if saved:
+        if llm not in (None, TINY_RANDOM, meta["llm"]["source"]):
+            log.warning("checkpoint %s carries its own LLM in %s/; ignoring --llm %s", checkpoint_dir, saved, llm)
+        return str(checkpoint_dir / saved)
+    if llm == TINY_RANDOM or (llm is None and meta["llm"]["source"] == TINY_RANDOM):
+        raise ValueError(f"checkpoint {checkpoint_dir} was not trained on a saved tiny-random LLM; pass --llm PATH")
+    return llm or meta["llm"]["source"]
+
+
+def merge_adapters(llm: nn.Module, adapter_dirs: list[Path]) -> nn.Module:
+    """Load each PEFT adapter in order and merge it into the weights (reference §5.2, stage 3 / inference)."""
+    from peft import PeftModel
+
+    for path in adapter_dirs:
+        llm = PeftModel.from_pretrained(llm, str(path), is_trainable=False).merge_and_unload()
+    return llm
+
+
+def load_chain(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,
+               attn: str = "auto"):
+    """(LLM with the checkpoint's whole adapter chain merged, tokenizer, projector, meta, LLM path)."""
+    ckpt = Path(checkpoint_dir)
+    meta = read_checkpoint(ckpt)
+    llm_path = resolve_llm_path(meta, ckpt, llm)
+    model, tokenizer = load_llm(llm_path, dtype=dtype, attn=attn)
+    model = merge_adapters(model, [ckpt / rel for rel in meta["adapters"]])
+    hidden = model.get_input_embeddings().weight.shape[1]
+    projector = projector_from_state(load_projector_file(ckpt / meta["projector"]), hidden)
+    return model, tokenizer, projector, meta, llm_path
+
+
+def load_for_inference(checkpoint_dir: str | Path, llm: str | None = None, device: str = "cpu",
+                       dtype: torch.dtype | None = None) -> VideoLLM:
+    """A VideoLLM ready for generation: LoRA chain merged, projector loaded, eval mode, on `device` in `dtype`."""
+    model, tokenizer, projector, meta, llm_path = load_chain(checkpoint_dir, llm=llm, dtype=dtype)
+    video_llm = VideoLLM(model, tokenizer, projector, conv_format=meta["conv_format"])
+    video_llm.provenance = {"llm_source": meta["llm"]["source"], "checkpoint": str(checkpoint_dir)}
+    return video_llm.to(device=device, dtype=dtype).eval()
+
+
+def _vtimellm_adapter(src: Path, dst: Path) -> None:
+    """Copy a VTimeLLM LoRA folder as a PEFT folder with safetensors weights (its keys already match PEFT's)."""
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{src}: expected a LoRA adapter, got peft_type {cfg.get('peft_type')!r}")
+    if (src / "adapter_model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(src / "adapter_model.safetensors"))
+    elif (src / "adapter_model.bin").is_file():
+        state = torch.load(src / "adapter_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{src}: no adapter_model.safetensors or adapter_model.bin")
+    bad = [k for k in state if "lora_" not in k]
+    if bad:
+        raise ValueError(f"{src}: adapter holds non-LoRA weights {bad[:3]}; not supported")
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_json_atomic(tmp / "adapter_config.json", cfg)
+    _save_state(tmp / "adapter_model.safetensors", state)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+
+
+def _non_lora_projector(adapter_dirs: list[Path]) -> dict | None:
+    """VTimeLLM stores `non_lora_trainables.bin` beside each LoRA; only projector weights are accepted there."""
+    found = None
+    for src in adapter_dirs:
+        path = src / "non_lora_trainables.bin"
+        if path.is_file():
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            other = [k for k in raw if "mm_projector." not in k]
+            if other:
+                raise ValueError(f"{path}: holds non-projector weights {other[:3]}; not supported")
+            if raw:
+                found = load_projector_file(path)
+    return found
+
+
+def import_vtimellm(out_dir: str | Path, *, llm: str, mm_projector: str | Path | None,
+                    adapters: list[str | Path] = (), conv_format: str | None = None) -> Path:
+    """Turn VTimeLLM's released weights into a vtl checkpoint folder (start of a stage, or for eval).
+
+    `mm_projector` is the stage-1 `mm_projector.bin`; `adapters` are the stage-2 (and stage-3) LoRA folders in merge
+    order. The result is a stage-(1 + len(adapters)) checkpoint whose LLM is `llm` (recorded by name or path).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    adapter_dirs = [Path(a) for a in adapters]
+    state = load_projector_file(mm_projector) if mm_projector else _non_lora_projector(adapter_dirs)
+    if state is None:
+        raise ValueError("no projector given: pass mm_projector.bin (stage 1 release)")
+    _save_state(out / PROJECTOR_FILE, state)
+    rels = []
+    for i, src in enumerate(adapter_dirs):
+        rels.append(f"{BASE_ADAPTERS_DIR}/{i:02d}")
+        _vtimellm_adapter(src, out / rels[-1])
+    stage = 1 + len(rels)
+    meta = {"stage": stage, "llm": {"source": llm, "saved": None},
+            "conv_format": conv_format or ("plain" if stage == 1 else "v1"),
+            "feature_dim": int(state["weight"].shape[1]), "projector": PROJECTOR_FILE, "adapters": rels,
+            "producer": producer(),
+            "config": {"imported_from": {"mm_projector": str(mm_projector) if mm_projector else None,
+                                         "adapters": [str(a) for a in adapter_dirs]}}}
+    write_json_atomic(out / CHECKPOINT_JSON, meta)
+    return out

@@ -1,0 +1,170 @@
+"""The three training stages: one table of what differs, and three short functions that build the model for each.
+
+Reference §5.1-5.2. The order of operations is part of the recipe, so each `prepare_stageN` spells it out.
+The functions take a TrainConfig-like object (attributes `stage`, `llm`, `from_checkpoint`, `out`, `shards`,
+`conv_format`, `lora_r`, `lora_alpha`, `lora_dropout`, `seed`, `attn`) and return a VideoLLM whose
+`requires_grad` flags select exactly the stage's trainable parameters.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from train.checkpoint import LLM_DIR, load_chain, read_checkpoint
+from train.model import FEATURE_DIM, TINY_RANDOM, VideoLLM, build_tiny_random, load_llm, new_projector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the stage table (reference §5.1)."""
+
+    number: int
+    data: str
+    conv_format: str
+    trainable: str
+    init_chain: str
+    zero: int
+    lr: float
+    epochs: int
+    micro_batch: int
+    from_stage: int | None
+
+
+STAGES = {
+    1: Stage(1, "image/video captions (LCS-558K)", "plain", "projector",
+             "LLM as loaded (frozen); new projector", 3, 1e-3, 1, 16, None),
+    2: Stage(2, "templated boundary QA (InternVid)", "v1", "lora",
+             "stage-1 LLM + projector (frozen); new LoRA", 3, 1e-4, 2, 8, 1),
+    3: Stage(3, "instruction dialogues (ActivityNet, DiDeMo, VideoInstruct)", "v1", "lora",
+             "stage-2 LoRA merged into the LLM; projector frozen; new LoRA", 2, 1e-4, 2, 8, 2),
+}
+
+
+def lora_targets(llm: nn.Module) -> list[str]:
+    """Names of every nn.Linear leaf of the LLM but `lm_head` (reference §5.2: found before the projector exists)."""
+    names = {name.split(".")[-1] for name, mod in llm.named_modules() if isinstance(mod, nn.Linear)}
+    names.discard("lm_head")
+    return sorted(names)
+
+
+def add_lora(llm: nn.Module, cfg) -> nn.Module:
+    """Wrap the LLM with a fresh LoRA (r, α, dropout from cfg; bias none), seeded for reproducible init."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                        target_modules=lora_targets(llm), task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return get_peft_model(llm, config)
+
+
+def select_trainable(model: VideoLLM, what: str) -> list[str]:
+    """Freeze everything, then unfreeze the stage's parameters; returns the trainable parameter names."""
+    if what not in ("projector", "lora"):
+        raise ValueError(f"unknown trainable set {what!r}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("projector.") if what == "projector" else "lora_" in name)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
+    """Texts to train the tiny-random tokenizer on: conversation turns and captions of the first `limit` samples."""
+    from pipeline.shards import iter_samples
+
+    texts: list[str] = []
+    for i, sample in enumerate(iter_samples(shard_dir)):
+        if i >= limit:
+            break
+        turns = (sample.conversation or {}).get("turns", [])
+        texts += [t["value"] for t in turns] + [sample.meta.get("caption") or ""]
+        texts += [e.get("caption", "") for e in sample.meta.get("events") or []]
+    return [t for t in texts if t]
+
+
+def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
+    """Stage 1's LLM: a named/path checkpoint, or tiny-random built from the shards' texts and saved in out/llm."""
+    if cfg.llm != TINY_RANDOM:
+        llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
+        return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
+    saved = Path(cfg.out) / LLM_DIR
+    if getattr(cfg, "resume", False) and saved.is_dir():  # a resumed run continues from the LLM it saved
+        llm, tok = load_llm(str(saved), dtype=dtype, attn="sdpa")
+    else:
+        texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
+        llm, tok = build_tiny_random(texts, seed=cfg.seed)
+        if int(os.environ.get("RANK", "0")) == 0:
+            _save_llm(llm, tok, saved)
+        llm = llm.to(dtype) if dtype is not None else llm
+    return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
+
+
+def _save_llm(llm: nn.Module, tokenizer, target: Path) -> None:
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    llm.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+
+
+def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):
+    """The previous checkpoint's LLM (adapter chain merged), tokenizer, projector and provenance."""
+    if not cfg.from_checkpoint:
+        raise ValueError(f"stage {stage.number} needs --from, the stage-{stage.from_stage} checkpoint")
+    ckpt = Path(cfg.from_checkpoint)
+    meta = read_checkpoint(ckpt)
+    if meta["stage"] != stage.from_stage:
+        raise ValueError(f"stage {stage.number} starts from a stage-{stage.from_stage} checkpoint; "
+                         f"{ckpt} is stage {meta['stage']}")
+    llm, tok, projector, meta, llm_path = load_chain(ckpt, llm=cfg.llm, dtype=dtype, attn=cfg.attn)
+    prov = {"llm_source": meta["llm"]["source"] if meta["llm"]["saved"] else llm_path,
+            "llm_dir": str(ckpt / meta["llm"]["saved"]) if meta["llm"]["saved"] else None,
+            "base_adapters": [str(ckpt / rel) for rel in meta["adapters"]]}
+    return llm, tok, projector, prov
+
+
+def _finish(llm, tok, projector: nn.Linear, prov: dict, stage: Stage, cfg) -> VideoLLM:
+    model = VideoLLM(llm, tok, projector.to(next(llm.parameters()).dtype), cfg.conv_format or stage.conv_format)
+    model.provenance = prov
+    trainable = select_trainable(model, stage.trainable)
+    log.info("stage %d: %d trainable tensors (%d parameters)", stage.number, len(trainable),
+             sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return model
+
+
+def prepare_stage1(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype | None = None,
+                   feature_dim: int = FEATURE_DIM) -> VideoLLM:
+    """Stage 1: load (or build) the LLM and freeze it; add a new projector, the only trainable part."""
+    llm, tok, prov = _fresh_llm(cfg, texts, dtype)
+    projector = new_projector(feature_dim, llm.get_input_embeddings().weight.shape[1], seed=cfg.seed)
+    return _finish(llm, tok, projector, prov, STAGES[1], cfg)
+
+
+def prepare_stage2(cfg, dtype: torch.dtype | None = None) -> VideoLLM:
+    """Stage 2: stage-1 LLM -> LoRA on all linear layers but lm_head -> stage-1 projector, frozen."""
+    llm, tok, projector, prov = _from_previous(cfg, STAGES[2], dtype)
+    llm = add_lora(llm, cfg)
+    return _finish(llm, tok, projector, prov, STAGES[2], cfg)
+
+
+def prepare_stage3(cfg, dtype: torch.dtype | None = None) -> VideoLLM:
+    """Stage 3: stage-2 LLM with its LoRA merged (merge_and_unload, in load_chain) -> a fresh LoRA; projector frozen."""
+    llm, tok, projector, prov = _from_previous(cfg, STAGES[3], dtype)
+    llm = add_lora(llm, cfg)
+    return _finish(llm, tok, projector, prov, STAGES[3], cfg)
+
+
+def prepare_model(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype | None = None) -> VideoLLM:
+    """The model for `cfg.stage` (dispatch to prepare_stage1/2/3)."""
+    if cfg.stage == 1:
+        return prepare_stage1(cfg, texts=texts, dtype=dtype)
+    return (prepare_stage2 if cfg.stage == 2 else prepare_stage3)(cfg, dtype=dtype)
+
