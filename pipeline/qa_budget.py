@@ -1,0 +1,80 @@
+"""Token-budget check: how many positions a training sample takes, so samples longer than the trainer's context are
+reported at build time instead of being truncated silently by the collator (reference §4.2: VTimeLLM truncates at
+`model_max_length` 2048, counting the video as one token, and never after the features are spliced in).
+
+The count is the tokenised text of the conversation as the trainer lays it out, with `<video>` removed, plus the
+N feature rows that replace it. Layouts (reference §4.3): `plain` = `<video>\\n` + answer + `\\n`; `v1` = the Vicuna
+system prompt, then per round `USER: q ASSISTANT: a</s>`. The tokenizer is a local Hugging Face tokenizer folder;
+transformers is imported only when a check is asked for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+             "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+FORMATS = ("plain", "v1")
+
+
+def layout(turns: list[dict], fmt: str) -> str:
+    """The conversation text the trainer tokenises, `<video>` removed (its positions are counted separately)."""
+    if fmt == "plain":
+        answer = next((t["value"] for t in turns if t["from"] == "gpt"), "")
+        text = "<video>\n" + answer + "\n"
+    elif fmt == "v1":
+        parts = [V1_SYSTEM + " "]
+        for t in turns:
+            parts.append(f"USER: {t['value']} " if t["from"] == "human" else f"ASSISTANT: {t['value']}</s>")
+        text = "".join(parts)
+    else:
+        raise ValueError(f"token-budget format must be one of {FORMATS}, got {fmt!r}")
+    return text.replace("<video>", "")
+
+
+@dataclass
+class TokenBudget:
+    """Counts positions per sample and remembers the samples over `max_tokens`."""
+
+    tokenizer_path: Path
+    max_tokens: int
+    fmt: str
+    over: list[str] = field(default_factory=list)
+    max_seen: int = 0
+    checked: int = 0
+
+    def __post_init__(self) -> None:
+        from transformers import AutoTokenizer
+
+        if self.fmt not in FORMATS:
+            raise ValueError(f"token-budget format must be one of {FORMATS}, got {self.fmt!r}")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_path))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load a tokenizer from {self.tokenizer_path}: {exc}") from exc
+
+    def positions(self, turns: list[dict], num_features: int) -> int:
+        ids = self.tokenizer(layout(turns, self.fmt), add_special_tokens=True)["input_ids"]
+        return len(ids) + num_features
+
+    def check(self, key: str, turns: list[dict], num_features: int) -> int:
+        n = self.positions(turns, num_features)
+        self.checked += 1
+        self.max_seen = max(self.max_seen, n)
+        if n > self.max_tokens:
+            self.over.append(key)
+        return n
+
+    def report(self, listed: int = 100) -> dict:
+        return {"checked": True, "tokenizer": str(self.tokenizer_path), "format": self.fmt,
+                "max_tokens": self.max_tokens, "samples_checked": self.checked, "over": len(self.over),
+                "over_keys": self.over[:listed], "max_seen": self.max_seen}
+
+
+def not_checked(reason: str, max_tokens: int) -> dict:
+    return {"checked": False, "reason": reason, "max_tokens": max_tokens, "over": 0}
+
+
+def default_format(stage: str | int) -> str:
+    """Stage 1 trains on `plain`, stages 2 and 3 on `v1` (reference §5.1)."""
+    return "plain" if str(stage) == "1" else "v1"
