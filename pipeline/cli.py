@@ -84,6 +84,68 @@ def manifest(
     Console().print(summary_table(dataset, result, path, errors))
 
 
+@app.command("build-qa")
+def build_qa_cmd(
+    stage: str = typer.Option(..., "--stage", help="1 (captions, plain), 2 (templated boundary QA), 3 (dialogues) "
+                              "or eval (grounding/dvc queries)."),
+    features: Path = typer.Option(..., "--features", help="Feature-shard folder written by extract."),
+    out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
+    seed: int = typer.Option(0, "--seed", help="Stage 2: seed of the per-sample random stream (seed:key)."),
+    dense_ratio: float = typer.Option(0.2, "--dense-ratio", help="Stage 2: share of single-turn dense captioning."),
+    grounding_ratio: float = typer.Option(0.5, "--grounding-ratio",
+                                          help="Stage 2 multi-turn: probability of a grounding turn per event."),
+    overlap: str = typer.Option("keep", "--overlap", help="Stage 2: keep (and count) or drop overlapping events."),
+    dialogues: Optional[Path] = typer.Option(None, "--dialogues", help="Stage 3: VTimeLLM stage3.json-format file."),
+    task: Optional[str] = typer.Option(None, "--task", help="Eval: grounding or dvc."),
+    max_tokens: int = typer.Option(2048, "--max-tokens", help="Token budget per sample (text + feature rows)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer folder for the budget check."),
+    conv_format: Optional[str] = typer.Option(None, "--conv-format", help="Budget layout: plain or v1."),
+    samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run's files in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Feature shards → training shards with conversation.json (stages 1-3) or evaluation queries."""
+    from pipeline.qa_build import BuildQaConfig, run_build_qa, summarize
+
+    try:
+        cfg = BuildQaConfig(stage=stage, features=features, out=out, seed=seed, dense_ratio=dense_ratio,
+                            grounding_ratio=grounding_ratio, overlap=overlap, dialogues=dialogues, task=task,
+                            max_tokens=max_tokens, tokenizer=tokenizer, conv_format=conv_format,
+                            samples_per_shard=samples_per_shard, overwrite=overwrite, progress=progress)
+        result = run_build_qa(cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        fail(str(exc))
+    summarize(result)
+    typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
+
+
+@app.command("import-vtimellm")
+def import_vtimellm_cmd(
+    json_path: Path = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
+    features_dir: Path = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
+    out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
+    stage: Optional[int] = typer.Option(None, "--stage", help="1, 2 or 3 (default: inferred from the records)."),
+    max_tokens: int = typer.Option(2048, "--max-tokens", help="Token budget per sample (text + feature rows)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer folder for the budget check."),
+    conv_format: Optional[str] = typer.Option(None, "--conv-format", help="Budget layout: plain or v1."),
+    samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run's files in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """VTimeLLM's released JSON + {id}.npy features → training shards (missing features become error records)."""
+    from pipeline.import_vtimellm import ImportConfig, run_import, summarize
+
+    try:
+        cfg = ImportConfig(json=json_path, features_dir=features_dir, out=out, stage=stage, max_tokens=max_tokens,
+                           tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard,
+                           overwrite=overwrite, progress=progress)
+        result = run_import(cfg)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        fail(str(exc))
+    summarize(result)
+    typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
+
+
 def main() -> None:
     app()
 
