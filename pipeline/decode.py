@@ -1,0 +1,147 @@
+"""Reading frames: decord for videos (PyAV only where decord cannot open a file), PIL for images.
+
+A media problem is data, not a crash: every failure here raises `MediaError(reason, detail)`, which the steps turn
+into an `ErrorRecord`. Reasons are short snake_case words: missing_file, unreadable, no_frames, window_outside_file,
+decode_failed, bad_image. decord/av/PIL are imported inside functions (import-light CLIs).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class MediaError(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def check_exists(path: str) -> None:
+    if not os.path.isfile(path):
+        raise MediaError("missing_file", f"{path} does not exist")
+
+
+@dataclass
+class VideoSource:
+    """An opened video: its frame count and rate, the decoder that opened it, and a frame reader."""
+
+    path: str
+    num_frames: int
+    fps: float
+    decoder: str
+    height: int = 0
+    width: int = 0
+    threads: int = 1
+    _reader: object = None
+
+    def frame_shape(self) -> tuple[int, int]:
+        """(H, W) of the frames; decord exposes no size without decoding, so ask for it only when needed."""
+        if not self.height:
+            self.height, self.width = (int(v) for v in self._reader[0].shape[:2])
+        return self.height, self.width
+
+    def read(self, indices: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        """uint8 (len(indices), H, W, 3) RGB. `size` = (h, w) asks the decoder to resize (fast path)."""
+        try:
+            if self.decoder == "decord":
+                frames = _decord_read(self, indices, size)
+            else:
+                frames = _pyav_read(self.path, indices, size)
+        except MediaError:
+            raise
+        except Exception as e:  # truncated/corrupt streams and failed seeks surface as assorted decoder errors
+            raise MediaError("decode_failed", f"{type(e).__name__}: {e}") from e
+        if frames.shape[0] != len(indices):
+            raise MediaError("decode_failed", f"got {frames.shape[0]} of {len(indices)} frames")
+        return frames
+
+
+def open_video(path: str, threads: int = 1) -> VideoSource:
+    """decord first (what VTimeLLM used); PyAV only when decord cannot open the file."""
+    check_exists(path)
+    try:
+        import decord
+
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+        src = VideoSource(path, len(vr), float(vr.get_avg_fps()), "decord", threads=threads, _reader=vr)
+    except Exception as decord_error:
+        try:
+            src = _pyav_open(path)
+        except Exception as e:
+            raise MediaError("unreadable", f"decord: {decord_error}; pyav: {type(e).__name__}: {e}") from e
+    if src.num_frames <= 0:
+        raise MediaError("no_frames", f"{path} has no decodable frames")
+    return src
+
+
+def _decord_read(src: VideoSource, indices: list[int], size: tuple[int, int] | None) -> np.ndarray:
+    import decord
+
+    vr = src._reader
+    if size is not None and size != src.frame_shape():
+        vr = decord.VideoReader(src.path, ctx=decord.cpu(0), width=size[1], height=size[0], num_threads=src.threads)
+    return vr.get_batch(list(indices)).asnumpy()
+
+
+def _pyav_open(path: str) -> VideoSource:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or 0
+        h, w = stream.codec_context.height, stream.codec_context.width
+        # Container frame counts are often missing or wrong; count by decoding, as decord's index would.
+        n = sum(1 for _ in container.decode(stream))
+    return VideoSource(path, n, float(rate), "pyav", h, w)
+
+
+def _pyav_read(path: str, indices: list[int], size: tuple[int, int] | None) -> np.ndarray:
+    import av
+
+    wanted: dict[int, list[int]] = {}
+    for pos, idx in enumerate(indices):
+        wanted.setdefault(idx, []).append(pos)
+    out: list[np.ndarray | None] = [None] * len(indices)
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for i, frame in enumerate(container.decode(stream)):
+            if i in wanted:
+                kw = {"height": size[0], "width": size[1], "interpolation": "BICUBIC"} if size else {}
+                arr = frame.to_ndarray(format="rgb24", **kw)
+                for pos in wanted[i]:
+                    out[pos] = arr
+            if i >= max(indices):
+                break
+    got = [a for a in out if a is not None]
+    if len(got) != len(indices):
+        raise MediaError("decode_failed", f"pyav decoded {len(got)} of {len(indices)} requested frames")
+    return np.stack(got)
+
+
+def read_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (1, H, W, 3) RGB. `size` = (h, w) resizes with PIL bicubic (fast path only)."""
+    check_exists(path)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.BICUBIC)
+            arr = np.asarray(im, dtype=np.uint8)
+    except Exception as e:
+        raise MediaError("bad_image", f"{type(e).__name__}: {e}") from e
+    return arr[None]
+
+
+def image_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception as e:
+        raise MediaError("bad_image", f"{type(e).__name__}: {e}") from e
