@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
-from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
+from manifests.schema import Event, ReadResult, Rejection
 
 # Rejection reasons.
 UNPARSABLE = "unparsable"
@@ -145,11 +145,3 @@ def drop_missing_media(result: ReadResult) -> ReadResult:
             result.rejected.append(Rejection(row.source_id or row.key, MEDIA_MISSING, row.media))
     result.rows = kept
     return result
-
-
-def video_key(vid: str) -> str:
-    return make_key(vid)
-
-
-def with_flags(row: ManifestRow, flags: Iterable[str]) -> ManifestRow:
-    return replace(row, flags=tuple(sorted(set(row.flags) | set(flags))))

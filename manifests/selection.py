@@ -49,6 +49,12 @@ class SelectionRule:
     max_windows_per_video: int = 1   # 0 = keep every qualifying window
 
     def __post_init__(self) -> None:
+        for name in ("min_events", "max_windows_per_video"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("max_window_s", "min_event_s", "min_mean_ratio"):
+            if not isinstance(getattr(self, name), (int, float)) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if not (self.max_window_s > 0 and self.min_event_s >= 0 and 0 <= self.min_mean_ratio < 1):
             raise ValueError(f"invalid selection thresholds: {self}")
         if self.min_events < 1 or self.max_windows_per_video < 0:
