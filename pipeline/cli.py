@@ -146,6 +146,83 @@ def import_vtimellm_cmd(
     typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
 
 
+@app.command("synth")
+def synth_cmd(
+    out: Path = typer.Option(..., "--out", help="Output folder: videos/, images/, annotations/, synth_info.json."),
+    videos: int = typer.Option(64, "--videos", help="Number of videos (train + test)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything drawn; same seed, same dataset."),
+    images: int = typer.Option(256, "--images", help="Stage-1 images (one event each), LLaVA caption format."),
+    test_fraction: float = typer.Option(0.25, "--test-fraction", help="Share of videos held out (split by video)."),
+    min_duration: float = typer.Option(4.0, "--min-duration", help="Shortest video, seconds."),
+    max_duration: float = typer.Option(40.0, "--max-duration", help="Longest video, seconds."),
+    fps: Optional[list[float]] = typer.Option(None, "--fps", help="Frame rates to draw from (repeatable; "
+                                              "default 10, 15, 24, 30)."),
+    size: int = typer.Option(64, "--size", help="Frame width and height, pixels (even)."),
+    dialogues: int = typer.Option(2, "--dialogues-per-video", help="Stage-3 dialogues per train video."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
+) -> None:
+    """Generate a synthetic grounding dataset (videos with known event spans) in ActivityNet/LLaVA/VTimeLLM formats."""
+    from pipeline.synth_dataset import SynthConfig, generate
+
+    try:
+        cfg = SynthConfig(out=out, videos=videos, seed=seed, images=images, test_fraction=test_fraction,
+                          min_duration=min_duration, max_duration=max_duration, size=size,
+                          dialogues_per_video=dialogues, overwrite=overwrite,
+                          **({"fps": tuple(fps)} if fps else {}))
+    except ValueError as e:
+        fail(str(e))
+    info = generate(cfg)
+    c = info["counts"]
+    typer.echo(f"{c['videos']} videos ({c['train']} train, {c['test']} test, {c['events']} events, "
+               f"{c['frames']} frames), {c['images']} images, {c['dialogues']} stage-3 dialogues → {out}")
+    for name, rel in info["files"].items():
+        typer.echo(f"  {name:15s} {out / rel}")
+
+
+@app.command("extract")
+def extract_cmd(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name: manifest and output under "
+                                          "--data-root/NAME/ (manifest.parquet, features/)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
+    data_root: Path = typer.Option(Path("./data"), "--data-root", help="Root of the per-dataset folders."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | ray://host:port); "
+                                          "default: start Ray on this machine."),
+    executor: str = typer.Option("ray", "--executor", help="ray, or local (in-process, for debugging)."),
+    tasks: Optional[int] = typer.Option(None, "--tasks", help="Fixed number of manifest slices (default: from "
+                                        "the row count). A rerun must use the same."),
+    samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
+    encoders: int = typer.Option(1, "--encoders", help="CLIP encoder actors (one GPU each when GPUs exist)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Frames per encoder forward pass."),
+    decode_threads: int = typer.Option(1, "--decode-threads", help="Decoder threads per decode task."),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray (default: all)."),
+    clip_model: str = typer.Option("ViT-L-14", "--clip-model", help="ViT-L-14, or tiny-random (tests, CPU demo)."),
+    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="ViT-L-14.pt (OpenAI, as VTimeLLM "
+                                                "ships it) or an open_clip checkpoint."),
+    clip_pretrained: Optional[str] = typer.Option(None, "--clip-pretrained", help="open_clip hub tag, e.g. openai."),
+    fast_resize: bool = typer.Option(False, "--fast-resize", help="Resize in the decoder (faster; not the "
+                                     "VTimeLLM-compatible default, see docs/extract.md for its cosine)."),
+    device: str = typer.Option("auto", "--device", help="Encoder device: auto, cpu or cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Decode videos, sample 100 frames per sample and write CLIP features to shards (resumable Ray job)."""
+    from pipeline.clip import ClipConfig
+    from pipeline.extract import ExtractConfig, ExtractError, print_summary, run_extract
+
+    try:
+        clip = ClipConfig(model=clip_model, weights=str(clip_weights) if clip_weights else None,
+                          pretrained=clip_pretrained, fast_resize=fast_resize, device=device)
+        cfg = ExtractConfig(dataset=dataset, manifest=str(manifest) if manifest else None,
+                            out=str(out) if out else None, data_root=str(data_root), executor=executor,
+                            address=address, tasks=tasks, samples_per_shard=samples_per_shard, encoders=encoders,
+                            batch_size=batch_size, decode_threads=decode_threads, num_cpus=num_cpus,
+                            progress=progress, clip=clip)
+        summary = run_extract(cfg)
+    except (ValueError, ExtractError) as exc:
+        fail(str(exc))
+    raise typer.Exit(print_summary(summary))
+
+
 def main() -> None:
     app()
 

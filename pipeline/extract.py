@@ -271,3 +271,23 @@ def extract_one(media_path: str | os.PathLike, clip_config: ClipConfig, window: 
     if item.error is not None:
         raise MediaError(item.error.reason, item.error.detail)
     return item.features, item.meta
+
+
+def print_summary(s: ExtractSummary, console=None) -> int:
+    """Counts by outcome and error reason; returns the exit code (1 when tasks failed and a rerun is needed)."""
+    from rich.console import Console
+
+    console = console or Console()
+    rate = s.rows / s.seconds if s.seconds else 0.0
+    console.print(f"extract: {s.rows} rows, {s.tasks_run} tasks run, {s.tasks_skipped} already done, "
+                  f"{s.seconds:.1f} s ({rate:.2f} rows/s)")
+    if s.failed:
+        for task_id, why in sorted(s.failed.items()):
+            console.print(f"  task {task_id} failed: {why}")
+        console.print(f"[red]{len(s.failed)} task(s) failed; rerun the same command to resume (index not written)")
+        return 1
+    console.print(f"  {s.samples} samples in shards, {sum(s.errors.values())} in errors.jsonl")
+    for reason, n in s.errors.most_common():
+        console.print(f"    {reason}: {n}")
+    console.print(f"  → {s.out_dir}")
+    return 0
