@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -108,12 +108,16 @@ def decode_sample(members: dict) -> Sample:
     return Sample(key=key, features=feats, meta=meta, conversation=conv)
 
 
-def iter_tar_members(path: str | Path) -> Iterator[dict]:
-    """Group the members of one shard by key, in file order (the WebDataset layout), values as bytes."""
+def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[dict]:
+    """Group the members of one shard by key, in file order (the WebDataset layout), values as bytes.
+
+    `path` may also be an open binary stream (read front to back once), e.g. one that hashes what passes through.
+    """
     import tarfile
 
     current: dict | None = None
-    with tarfile.open(path, "r|") as tar:
+    opened = tarfile.open(fileobj=path, mode="r|") if hasattr(path, "read") else tarfile.open(path, "r|")
+    with opened as tar:
         for info in tar:
             if not info.isfile():
                 continue
