@@ -151,7 +151,7 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     stage = cfg.stage or infer_stage(records)
     budget = None if cfg.tokenizer is None else TokenBudget(Path(cfg.tokenizer), cfg.max_tokens,
                                                              cfg.conv_format or default_format(stage))
-    stats = QaStats(stage=str(stage), source="import-vtimellm")
+    stats = QaStats(stage=stage, source="import-vtimellm")
     stats.inputs["records"] = len(records)
     out = QaOutput(Path(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard, cfg.overwrite)
     for kr in progress_iter(assign_keys(records), len(records), f"import stage {stage}", cfg.progress):

@@ -175,7 +175,7 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     """Build the training (or evaluation) shards of `cfg.features` into `cfg.out`."""
     index_in = read_index(cfg.features)
     budget = _make_budget(cfg)
-    stats = QaStats(stage=cfg.stage, source="build-qa", seed=cfg.seed if cfg.stage == "2" else None)
+    stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa", seed=cfg.seed if cfg.stage == "2" else None)
     prefix = f"eval-{cfg.task}" if cfg.stage == "eval" else f"stage{cfg.stage}"
     out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
     join = DialogueJoin(Path(cfg.dialogues), out) if cfg.stage == "3" else None

@@ -25,7 +25,8 @@ MAX_LISTED_KEYS = 100
 class QaStats:
     """What index.json's `qa` section holds; filled as samples are written."""
 
-    stage: str
+    stage: int | str
+    """1, 2, 3 or "eval"."""
     source: str
     seed: int | None = None
     samples: int = 0
@@ -150,6 +151,9 @@ def print_summary(title: str, index_path: Path) -> None:
     budget = qa["token_budget"]
     table.add_row("token budget", f"{budget['over']} over {budget['max_tokens']} tokens (max seen "
                   f"{budget['max_seen']})" if budget.get("checked") else budget.get("reason", "not checked"))
+    if budget.get("over_keys"):
+        more = budget["over"] - len(budget["over_keys"][:10])
+        table.add_row("over budget", ", ".join(budget["over_keys"][:10]) + (f" (+{more} more)" if more else ""))
     Console().print(table)
 
 
