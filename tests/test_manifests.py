@@ -156,3 +156,14 @@ def test_unknown_dataset_option_and_missing_file(tmp_path):
         read_dataset("activitynet", tmp_path / "none.json")
     with pytest.raises(ValueError, match="no option"):
         read_dataset("activitynet", ANET, max_window_s=3)
+
+
+def test_unique_keys_skip_taken_suffixes():
+    from manifests.common import unique_keys
+    from manifests.schema import ManifestRow, ReadResult
+
+    rows = [ManifestRow(key=k, dataset="files", kind="video", media=f"{i}.mp4")
+            for i, k in enumerate(["a", "a", "a_2", "a"])]
+    out = unique_keys(ReadResult(rows=rows)).rows
+    assert [r.key for r in out] == ["a", "a_3", "a_2", "a_4"]
+    assert [r.flags for r in out] == [(), ("key_suffixed",), (), ("key_suffixed",)]

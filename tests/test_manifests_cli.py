@@ -119,3 +119,17 @@ def test_clear_errors_exit_2(tmp_path, args, message):
     out = tmp_path / "x.parquet"
     res = run(*args, "--out", out)
     assert res.exit_code == 2 and message in res.output and not out.exists()
+
+
+def test_manifest_command_stays_light(tmp_path):
+    """Building a manifest (e.g. on a cluster's head node) must not pull in torch, ray or decord."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom pipeline.cli import app\n"
+            f"r = CliRunner().invoke(app, ['manifest', '--dataset', 'didemo', '--annotations', "
+            f"'{REAL / 'didemo_test_sample.json'}', '--out', '{tmp_path / 'd.parquet'}'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "print(sorted(m for m in ('torch', 'ray', 'decord', 'open_clip', 'deepspeed') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
