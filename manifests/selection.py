@@ -4,7 +4,8 @@ The paper keeps "videos ≤ 120 s with multiple non-overlapping events, each > 3
 video". InternVid-10M-FLT gives clips of long YouTube videos, so the "video" is a window of the original, as in the
 released stage2.json (`meta.split`). For one YouTube video, deterministically:
 
-1. drop clips of length ≤ `min_event_s` (`event_too_short`) and longer than `max_window_s` (`event_longer_than_window`);
+1. drop clips of length ≤ `min_event_s` (`event_too_short`) and longer than `max_window_s`
+   (`event_longer_than_window`);
 2. drop overlaps, keeping the largest non-overlapping set: clips by (end, start, caption), a clip is kept when it
    starts at or after the end of the last kept one (`event_overlaps`);
 3. scan the kept clips in time order, growing a window `[first start, last end]` while it stays ≤ `max_window_s` and

@@ -65,7 +65,7 @@ def manifest(
     annotations: Path = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL)"),
     out: Path = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
     durations: Optional[Path] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
-    media_root: Optional[Path] = typer.Option(None, help="folder with the media; rows whose file is missing are rejected"),
+    media_root: Optional[Path] = typer.Option(None, help="folder with the media; rows missing there are rejected"),
     option: list[str] = typer.Option([], "--option", "-o", help="reader option name=value (e.g. max_window_s=120)"),
 ) -> None:
     """Read a dataset's annotations into a Parquet manifest; print kept / flagged / rejected counts."""

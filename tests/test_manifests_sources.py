@@ -25,7 +25,8 @@ def test_lcc(tmp_path):
     path.write_text(json.dumps(data))
     result = read_dataset("lcc", path, media_root=None)
     assert [(r.key, r.kind, r.media, r.caption) for r in result.rows] == [
-        ("004539375", "image", "00453/004539375.jpg", "select luxury furniture 3 - inch gel memory foam mattress topper"),
+        ("004539375", "image", "00453/004539375.jpg",
+         "select luxury furniture 3 - inch gel memory foam mattress topper"),
         ("004539375_2", "image", "00453/004539375b.jpg", "dup id")]
     assert result.rows[1].flags == ("key_suffixed",) and result.rows[1].source_id == "004539375"
     assert result.rejection_counts() == Counter(no_media=1, no_caption=1, unparsable=1)
