@@ -194,12 +194,13 @@ def tokenize_events(scorer: CaptionScorer, events: Mapping[str, Sequence[Event]]
 
 def dvc_metrics(preds: Mapping[str, Sequence[Event]], gts: Mapping[str, Sequence[Event]],
                 scorer: CaptionScorer | None = None, tious: Sequence[float] = DVC_TIOUS, seed: int = 0,
-                unparsed: int = 0) -> dict:
+                unparsed: int = 0, details: dict | None = None) -> dict:
     """SODA_c, CIDEr, METEOR, BLEU4 (percent), `n` videos and `unparsed` (percent of videos whose answer was
     unparsable; their empty prediction scores 0). Videos are those of `preds`; each must be in `gts`.
 
     The random strings paired with unmatched predictions come from `random.Random(seed)`, so results repeat
-    (the reference scorer draws them unseeded; they match nothing either way).
+    (the reference scorer draws them unseeded; they match nothing either way). `details`, when given, receives the
+    per-tIoU scores (percent) for plotting.
     """
     missing = [v for v in preds if v not in gts]
     if missing:
@@ -208,13 +209,15 @@ def dvc_metrics(preds: Mapping[str, Sequence[Event]], gts: Mapping[str, Sequence
     tp = tokenize_events(scorer, {v: list(e)[:MAX_PROPOSALS] for v, e in preds.items()})
     tg = tokenize_events(scorer, {v: gts[v] for v in preds})
     rng = random.Random(seed)
-    sums = {"CIDEr": 0.0, "METEOR": 0.0, "BLEU4": 0.0}
+    per_tiou: dict[str, list[float]] = {"CIDEr": [], "METEOR": [], "BLEU4": []}
     for tiou in tious:
         per_video = [scorer.corpus(pairs) if (pairs := match_pairs(tp[v], tg[v], tiou, rng)) else None for v in tp]
-        for key in sums:  # a video without predictions scores 0 at every tIoU
-            sums[key] += sum(s[key] for s in per_video if s) / len(per_video)
+        for key, values in per_tiou.items():  # a video without predictions scores 0 at every tIoU
+            values.append(100.0 * sum(s[key] for s in per_video if s) / len(per_video))
     out = {"SODA_c": 100.0 * soda_c(tp, tg, scorer.meteor_matrix)}
-    out.update({k: 100.0 * v / len(tious) for k, v in sums.items()})
+    out.update({k: sum(v) / len(tious) for k, v in per_tiou.items()})
+    if details is not None:
+        details.update(per_tiou, tious=list(tious))
     out["n"] = len(preds)
     out["unparsed"] = 100.0 * unparsed / len(preds) if preds else 0.0
     return out

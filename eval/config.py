@@ -1,0 +1,121 @@
+"""One frozen config per command (`vtl-eval score`, `vtl-eval grounding|dvc`, `vtl-chat`), validated on creation.
+
+The CLIs map options 1:1 to these fields; nothing below the CLI sees typer.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TASKS = ("grounding", "dvc")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _exists(path: Path | None, what: str) -> None:
+    if path is not None and not Path(path).exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """`vtl-eval score`: score an existing predictions file without a model."""
+
+    task: str
+    """grounding or dvc."""
+    predictions: Path
+    """Predictions JSONL (one query a line)."""
+    annotations: Path
+    """Ground truth: any annotation file the manifest readers accept, or a manifest Parquet."""
+    out: Path
+    """Folder for metrics.json, the plot and run_config.json."""
+    dataset: str | None = None
+    """Manifest reader name (charades, activitynet, ...); guessed from the suffix (.txt charades, .json activitynet)."""
+    durations: Path | None = None
+    """Durations file the reader needs (Charades-STA: the Charades CSV with its `length` column)."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        _exists(self.predictions, "predictions file")
+        _exists(self.annotations, "annotations")
+        _exists(self.durations, "durations file")
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """`vtl-eval grounding|dvc`: generate answers for evaluation shards with a checkpoint, then score them."""
+
+    task: str
+    """grounding or dvc."""
+    checkpoint: Path
+    """A vtl checkpoint folder (vtl-train --out, or an imported VTimeLLM checkpoint)."""
+    shards: Path
+    """Evaluation shards (vtl-pipeline build-qa --stage eval --task TASK)."""
+    out: Path
+    """Folder for predictions.jsonl, metrics.json, the plot and run_config.json."""
+    llm: str | None = None
+    """Override of the checkpoint's LLM source (local path or hub name)."""
+    batch_size: int = 8
+    """Queries generated together (left padding); 1 = one query at a time, as VTimeLLM does."""
+    max_new_tokens: int = 256
+    """Generation limit per answer (VTimeLLM: 1024; answers end at EOS long before)."""
+    device: str = "auto"
+    """cuda when available, else cpu; or name one."""
+    dtype: str = "auto"
+    """auto = bfloat16 on GPU, float32 on CPU."""
+    limit: int | None = None
+    """Evaluate only the first N queries (smoke runs)."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        _exists(self.checkpoint, "checkpoint folder")
+        _exists(self.shards, "shard folder")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens must be >= 1")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("limit must be >= 1")
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """`vtl-chat VIDEO --checkpoint DIR`: features of one video, then questions in a loop or one-shot."""
+
+    video: Path
+    checkpoint: Path
+    question: str | None = None
+    """Ask this one question and exit; without it, read questions from the terminal until empty input / EOF."""
+    llm: str | None = None
+    clip_model: str = "ViT-L-14"
+    """open_clip model name used for features (tiny-random for tests), as extract takes it."""
+    clip_weights: str | None = None
+    """Local CLIP weights file (e.g. ViT-L-14.pt)."""
+    max_new_tokens: int = 256
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _exists(self.video, "video")
+        _exists(self.checkpoint, "checkpoint folder")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}")
+
+
+def resolve_device(device: str, dtype: str):
+    """(torch device string, torch dtype) for `auto` choices: GPU + bfloat16 when available, else CPU + float32."""
+    import torch
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.startswith("cuda") else torch.float32
+    return dev, getattr(torch, dtype)

@@ -1,0 +1,185 @@
+"""Scoring predictions against ground truth: `vtl-eval score` and the last step of `vtl-eval grounding|dvc`.
+
+Predictions are JSONL, one query a line: `{"video": ID, "query": TEXT, "answer": RAW_TEXT}` (parsed with
+`eval.parse`), or, without `answer`, `{"video", "query", "span": [s, e]}` (grounding) /
+`{"video", "events": [{"span": [s, e], "sentence": T}]}` (dvc) in seconds. When a line has `answer`, the answer is
+what is scored. Ground truth comes from any annotation file the manifest readers accept (or a manifest Parquet):
+a grounding line is matched to the event of its video whose sentence equals the query's sentence (the text inside
+"During which frames can we see …?", or the line's `sentence`), lower-cased, final period removed; repeated
+sentences of one video are matched in file order. Spans are scored as published (ends past the duration included).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou
+from eval.parse import dense_caption_events, grounding_answer_span
+
+TASKS = ("grounding", "dvc")
+GROUNDING_QUERY = "During which frames can we see {}?"
+"""VTimeLLM's evaluation query (reference §6.2); the sentence is lower-cased, final period removed."""
+DVC_QUERY = ("Could you please describe the events in the video in detail? Be specific about the activities of "
+             "individuals, their surroundings, and interactions with others. The output should be in JSON format, "
+             'structured as follows: {"event": "xx", "timestamps": "from xx to xx"}.')
+_QUERY_RE = re.compile(r"^During which frames can we see (.+)\?$", re.DOTALL)
+SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
+
+
+def normalize_sentence(sentence: str) -> str:
+    """Strip, lower-case, drop one final period: the form the grounding query embeds."""
+    s = sentence.strip().lower()
+    return s[:-1] if s.endswith(".") else s
+
+
+def query_sentence(line: dict) -> str:
+    """The sentence a grounding prediction asks about (its `sentence`, else parsed out of `query`)."""
+    if line.get("sentence"):
+        return normalize_sentence(line["sentence"])
+    query = str(line.get("query", "")).strip()
+    m = _QUERY_RE.match(query)
+    return normalize_sentence(m.group(1) if m else query)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One video's ground truth: its duration (time base of the answers) and events in seconds."""
+
+    duration: float
+    events: tuple[Event, ...]
+
+
+def read_predictions(path: str | Path, task: str) -> list[dict]:
+    """Predictions JSONL → list of dicts; a malformed line stops with its line number (nothing is guessed)."""
+    out = []
+    with open(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
+            if not isinstance(line, dict) or "video" not in line:
+                raise ValueError(f"{path}:{lineno}: a prediction needs a 'video' field")
+            wanted = "span" if task == "grounding" else "events"
+            if "answer" not in line and wanted not in line:
+                raise ValueError(f"{path}:{lineno}: a {task} prediction needs 'answer' or '{wanted}'")
+            out.append(line)
+    if not out:
+        raise ValueError(f"{path}: no predictions")
+    return out
+
+
+def read_truth(annotations: str | Path, dataset: str | None = None, durations: str | Path | None = None
+               ) -> dict[str, Truth]:
+    """Ground truth by video id (both the source id and the manifest key) from annotations or a manifest."""
+    path = Path(annotations)
+    if path.suffix == ".parquet":
+        from manifests.schema import read_manifest
+
+        rows = read_manifest(path)
+    else:
+        from manifests import read_dataset
+
+        name = dataset or SUFFIX_DATASET.get(path.suffix)
+        if name is None:
+            raise ValueError(f"cannot tell the dataset of {path}: pass --dataset")
+        rows = read_dataset(name, path, durations=durations).rows
+    truth: dict[str, Truth] = {}
+    for row in rows:
+        if not row.duration:
+            raise ValueError(f"{row.key}: no duration in the annotations; pass --durations")
+        t = Truth(float(row.duration), tuple(((e.start, e.end), e.caption) for e in row.events))
+        for vid in {row.key, row.source_id or row.key}:
+            truth[vid] = t
+    return truth
+
+
+def _video(truth: dict[str, Truth], line: dict) -> Truth:
+    vid = str(line["video"])
+    if vid not in truth:
+        raise ValueError(f"prediction for video {vid!r}, which the annotations do not have")
+    return truth[vid]
+
+
+def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
+    """Per query: video, sentence, ground-truth span, predicted span (None = unparsable) and IoU."""
+    queues: dict[tuple[str, str], deque] = defaultdict(deque)
+    for vid, t in truth.items():
+        for span, sentence in t.events:
+            queues[(vid, normalize_sentence(sentence))].append(span)
+    records = []
+    for line in preds:
+        t, key = _video(truth, line), (str(line["video"]), query_sentence(line))
+        if not queues[key]:
+            raise ValueError(f"video {key[0]!r} has no (further) event with the sentence {key[1]!r}")
+        gt = queues[key].popleft()
+        if "answer" in line:
+            span = grounding_answer_span(str(line["answer"]), t.duration)
+        else:
+            span = tuple(float(x) for x in line["span"]) if line["span"] is not None else None
+        records.append({"video": key[0], "sentence": key[1], "gt": list(gt),
+                        "span": list(span) if span else None, "iou": temporal_iou(span, gt) if span else None})
+    return records
+
+
+def dvc_inputs(preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict, int]:
+    """(predicted events by video, ground truth by video, number of unparsable answers)."""
+    events: dict[str, list[Event]] = {}
+    unparsed = 0
+    for line in preds:
+        vid, t = str(line["video"]), _video(truth, line)
+        if vid in events:
+            raise ValueError(f"two dense-captioning predictions for video {vid!r}")
+        if "answer" in line:
+            parsed = dense_caption_events(str(line["answer"]), t.duration)
+        else:
+            parsed = [((float(e["span"][0]), float(e["span"][1])), str(e["sentence"])) for e in line["events"]]
+        unparsed += parsed is None
+        events[vid] = parsed or []
+    gts = {vid: list(truth[vid].events) for vid in events}
+    return events, gts, unparsed
+
+
+def score(task: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict]:
+    """(metrics.json content, plot data) for one task."""
+    if task == "grounding":
+        records = grounding_records(preds, truth)
+        return grounding_metrics([r["iou"] for r in records]), {"ious": [r["iou"] for r in records]}
+    if task == "dvc":
+        events, gts, unparsed = dvc_inputs(preds, truth)
+        details: dict = {}
+        return dvc_metrics(events, gts, unparsed=unparsed, details=details), details
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def plot(task: str, data: dict, metrics: dict, path: str | Path) -> Path:
+    """IoU histogram (grounding) or per-tIoU scores (dvc) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if task == "grounding":
+        ious = [x if x is not None else 0.0 for x in data["ious"]]
+        ax.hist(ious, bins=20, range=(0, 1), color="tab:blue")
+        ax.set_xlabel("IoU (unparsable answers count as 0)")
+        ax.set_ylabel("queries")
+        ax.set_title(f"grounding: n={metrics['n']}, mIoU={metrics['mIoU']:.1f}, R1@0.5={metrics['R1@0.5']:.1f}")
+    else:
+        tious = data["tious"]
+        for name in ("CIDEr", "METEOR", "BLEU4"):
+            ax.plot(tious, data[name], marker="o", label=name)
+        ax.set_xlabel("tIoU threshold")
+        ax.set_ylabel("score (%)")
+        ax.legend()
+        ax.set_title(f"dense captioning: n={metrics['n']}, SODA_c={metrics['SODA_c']:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,103 @@
+"""`vtl-eval score` on the real Charades-STA excerpt with predictions written here, plus the input checks."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eval.cli import app
+from eval.score import read_predictions, read_truth
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
+STA = REAL / "charades_sta_train_sample.txt"
+CSV = REAL / "Charades_v1_train_sample.csv"
+pytestmark = pytest.mark.skipif(not STA.is_file(), reason="real Charades-STA excerpt not present")
+
+
+def _first_queries(n):
+    """The first n queries of the excerpt whose video has a duration, read here independently of the readers."""
+    lengths = {r["id"]: float(r["length"]) for r in csv.DictReader(open(CSV))}
+    out = []
+    for line in open(STA):
+        head, _, sentence = line.rstrip("\n").partition("##")
+        vid, s, e = head.split()
+        if vid in lengths:
+            out.append((vid, float(s), float(e), sentence, lengths[vid]))
+        if len(out) == n:
+            return out
+    raise AssertionError("excerpt too short")
+
+
+def _iou(p, g):
+    inter = max(0.0, min(p[1], g[1]) - max(p[0], g[0]))
+    return inter / (max(p[1], g[1]) - min(p[0], g[0]))
+
+
+def test_score_grounding_on_charades_excerpt(tmp_path):
+    q = _first_queries(5)
+    lines, ious = [], []
+    # 0: answer text with the GT quantised to the 0–99 scale → IoU of (a/100·D, b/100·D) with the GT
+    vid, s, e, sent, d = q[0]
+    a, b = min(round(s / d * 100), 99), min(round(e / d * 100), 99)
+    lines.append({"video": vid, "query": f"During which frames can we see {sent.lower().rstrip('.')}?",
+                  "answer": f"The event happens from {a:02d} to {b:02d}."})
+    ious.append(round(_iou((a / 100 * d, b / 100 * d), (s, e)), 2))
+    # 1: unparsable
+    vid, s, e, sent, d = q[1]
+    lines.append({"video": vid, "query": sent, "answer": "I am not sure."})
+    ious.append(0.0)
+    # 2: a span in seconds (another system's output), exactly the GT → IoU 1
+    vid, s, e, sent, d = q[2]
+    lines.append({"video": vid, "query": sent, "span": [s, e]})
+    ious.append(1.0)
+    # 3: reversed answer → IoU 0
+    vid, s, e, sent, d = q[3]
+    lines.append({"video": vid, "query": sent, "answer": "From 90 to 10."})
+    ious.append(0.0)
+    # 4: the whole video
+    vid, s, e, sent, d = q[4]
+    lines.append({"video": vid, "sentence": sent, "answer": "00 to 99"})
+    ious.append(round(_iou((0.0, 0.99 * d), (s, e)), 2))
+    pred = tmp_path / "predictions.jsonl"
+    pred.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred), "--annotations",
+                                   str(STA), "--durations", str(CSV), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(m) == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"}
+    assert m["n"] == 5 and m["unparsed"] == pytest.approx(20.0)
+    assert m["mIoU"] == pytest.approx(100 * sum(ious) / 5)
+    for t in (0.3, 0.5, 0.7):
+        assert m[f"R1@{t}"] == pytest.approx(100 * sum(i >= t for i in ious) / 5)
+    assert (tmp_path / "out" / "grounding.png").stat().st_size > 1000
+    run = json.loads((tmp_path / "out" / "run_config.json").read_text())
+    assert run["producer"]["name"] == "vtl" and run["config"]["task"] == "grounding"
+
+
+def test_score_rejects_bad_input_clearly(tmp_path):
+    pred = tmp_path / "p.jsonl"
+    pred.write_text('{"video": "AO8RW", "query": "x", "answer": "00 to 10"}\nnot json\n')
+    with pytest.raises(ValueError, match=":2: not JSON"):
+        read_predictions(pred, "grounding")
+    pred.write_text('{"video": "AO8RW", "query": "x"}\n')
+    with pytest.raises(ValueError, match="needs 'answer' or 'span'"):
+        read_predictions(pred, "grounding")
+    pred.write_text('{"video": "NOPE1", "query": "a person is putting a book on a shelf.", "answer": "00 to 10"}\n')
+    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred), "--annotations",
+                                   str(STA), "--durations", str(CSV)])
+    assert res.exit_code == 2 and "NOPE1" in res.output
+    pred.write_text('{"video": "AO8RW", "query": "a sentence nobody wrote", "answer": "00 to 10"}\n')
+    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred), "--annotations",
+                                   str(STA), "--durations", str(CSV)])
+    assert res.exit_code == 2 and "a sentence nobody wrote" in res.output
+
+
+def test_truth_indexed_by_source_id_with_durations():
+    truth = read_truth(STA, durations=CSV)
+    vid, s, e, sent, d = _first_queries(1)[0]
+    assert truth[vid].duration == pytest.approx(d)
+    assert ((s, e), sent) in [(tuple(span), text) for span, text in truth[vid].events]
