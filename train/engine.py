@@ -1,0 +1,239 @@
+"""The engine seam: what the training loop needs from DeepSpeed (or plain PyTorch), and nothing more.
+
+`forward(batch) → loss`, `backward(loss)`, `step() → stepped?` (the optimizer steps every `accumulation` micro-batches),
+`lr`, `save(dir, tag)` / `load(dir) → tag`, `gathered()` (whole parameters under ZeRO-3, for exporting weights).
+
+`DeepSpeedEngine` is the real path: `deepspeed.initialize` with a config built from TrainConfig (ZeRO stage, bf16 on
+GPU / fp32 on CPU, micro-batch and accumulation, gradient clipping, AdamW with `torch_adam: true` so no optimizer op
+has to be compiled). It runs on CPU too, over gloo. `TorchEngine` is a single-process plain-PyTorch version of the
+same contract (same optimizer, same schedule, same loss scaling) for debugging without DeepSpeed.
+
+The learning-rate schedule is `warmup_cosine` for both: linear warm-up from 0, then cosine decay to 0 (the HF
+Trainer's "cosine" schedule VTimeLLM trained with), passed to DeepSpeed as a client scheduler.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+
+LATEST = "latest"
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier for optimizer step `step` (0-based) of `total`, `warmup` of them warming up."""
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps(cfg: TrainConfig, total: int) -> int:
+    return math.ceil(cfg.warmup_ratio * total)
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` → bf16 on a CUDA GPU (VTimeLLM's choice), fp32 on CPU (bf16 matmuls on CPU are slow and lossy)."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() else "fp32"
+    if precision == "bf16" and not torch.cuda.is_available():
+        return "bf16"  # allowed: DeepSpeed's CPU accelerator supports bf16, just slowly
+    return precision
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Join the launcher's process group (torchrun / deepspeed set RANK etc.); a bare `python` run is rank 0 of 1."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+    if not dist.is_initialized():
+        # The backend comes from DeepSpeed's accelerator: nccl on GPUs, gloo on CPU.
+        deepspeed.init_distributed()
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class Engine(Protocol):
+    module: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+
+    def forward(self, batch: dict) -> torch.Tensor: ...
+    def backward(self, loss: torch.Tensor) -> None: ...
+    def step(self) -> bool: ...
+    @property
+    def lr(self) -> float: ...
+    def save(self, directory: Path, tag: str) -> None: ...
+    def load(self, directory: Path) -> str | None: ...
+    def gathered(self) -> contextlib.AbstractContextManager: ...
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: the stage preparation froze everything")
+    return params
+
+
+def _scheduler(optimizer, cfg: TrainConfig, total: int):
+    warm = warmup_steps(cfg, total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warm))
+
+
+def deepspeed_config(cfg: TrainConfig, precision: str) -> dict:
+    """The DeepSpeed JSON config for this run (also saved in run_config.json)."""
+    zero: dict = {"stage": cfg.zero}
+    if cfg.zero > 0:
+        zero.update(overlap_comm=torch.cuda.is_available(), contiguous_gradients=True)
+    if cfg.zero == 3:
+        zero.update(stage3_gather_16bit_weights_on_model_save=True)
+    return {
+        "train_batch_size": cfg.global_batch,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
+        "gradient_accumulation_steps": cfg.accumulation,
+        "gradient_clipping": cfg.grad_clip,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": False},
+        "zero_optimization": zero,
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                                                  "betas": [0.9, 0.999], "eps": 1e-8, "torch_adam": True}},
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class DeepSpeedEngine:
+    """The loop's view of a `deepspeed.DeepSpeedEngine`."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int):
+        import deepspeed
+
+        self.precision = resolve_precision(cfg.precision)
+        self.config = deepspeed_config(cfg, self.precision)
+        self.zero = cfg.zero
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=_trainable(model), config=self.config,
+            lr_scheduler=lambda opt: _scheduler(opt, cfg, total_steps))
+        self.module = self.engine.module
+        self.device = self.engine.device
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.engine(**batch).loss
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)  # scales by 1/accumulation itself
+
+    def step(self) -> bool:
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        return boundary
+
+    @property
+    def lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def save(self, directory: Path, tag: str) -> None:
+        # Frozen weights are rebuilt from --llm/--from on resume; saving them would write the whole LLM every time.
+        self.engine.save_checkpoint(str(directory), tag=tag, exclude_frozen_parameters=True)
+
+    def load(self, directory: Path) -> str | None:
+        if not (Path(directory) / LATEST).exists():
+            return None
+        path, _ = self.engine.load_checkpoint(str(directory), load_module_strict=False)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed could not load the checkpoint in {directory}")
+        return (Path(directory) / LATEST).read_text().strip()
+
+    def gathered(self):
+        if self.zero != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
+
+
+class TorchEngine:
+    """Plain PyTorch, one process: AdamW + the same schedule, clipping and accumulation as the DeepSpeed path."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int):
+        self.precision = resolve_precision(cfg.precision)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.module = model.to(self.device, self.dtype)
+        self.params = _trainable(model)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           betas=(0.9, 0.999), eps=1e-8)
+        self.scheduler = _scheduler(self.optimizer, cfg, total_steps)
+        self.accumulation, self.grad_clip, self.micro = cfg.accumulation, cfg.grad_clip, 0
+        self.config = {"engine": "torch", "precision": self.precision}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.module(**batch).loss
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accumulation).backward()
+
+    def step(self) -> bool:
+        self.micro += 1
+        if self.micro % self.accumulation:
+            return False
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _names(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+
+    def save(self, directory: Path, tag: str) -> None:
+        folder = Path(directory) / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {"params": {n: p.detach().cpu() for n, p in self._names().items()},
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "micro": self.micro}
+        torch.save(state, folder / "engine_state.pt")
+        (Path(directory) / LATEST).write_text(tag)  # written last: a half-saved tag is never "latest"
+
+    def load(self, directory: Path) -> str | None:
+        latest = Path(directory) / LATEST
+        if not latest.exists():
+            return None
+        tag = latest.read_text().strip()
+        state = torch.load(Path(directory) / tag / "engine_state.pt", map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for name, p in self._names().items():
+                p.copy_(state["params"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro = state["micro"]
+        return tag
+
+    def gathered(self):
+        return contextlib.nullcontext()
+
+
+def make_engine(model: nn.Module, cfg: TrainConfig, total_steps: int) -> Engine:
+    return DeepSpeedEngine(model, cfg, total_steps) if cfg.engine == "deepspeed" else TorchEngine(model, cfg, total_steps)
