@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from manifests.schema import make_key
 from pipeline import qa
 from pipeline.qa_budget import FORMATS, TokenBudget, default_format, not_checked
 from pipeline.qa_dialogues import RecordError, assign_keys, load_records, record_duration, record_label, \
@@ -127,12 +128,16 @@ def _eval(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
 
 
 class DialogueJoin:
-    """Stage 3: dialogues grouped by the key of their video, consumed as feature samples arrive."""
+    """Stage 3: dialogues grouped by the key of their video (make_key(record id)), consumed as feature samples
+    arrive. A feature sample matches by its key, else by make_key(its source_id) (the manifest reader of stage3.json
+    suffixes the second row of a video, `{key}_2`). The first feature sample of a video takes all its dialogues; a
+    later one of the same video is an error `duplicate_video`."""
 
     def __init__(self, path: Path, out: QaOutput):
         keyed = assign_keys(load_records(path))
         out.stats.inputs["dialogues"] = len(keyed)
         self.by_video: dict[str, list] = {}
+        self.done: set[str] = set()
         for kr in keyed:
             if kr.key is None:
                 reason = "bad_record" if kr.video_key is None else "duplicate_key"
@@ -141,10 +146,16 @@ class DialogueJoin:
                 self.by_video.setdefault(kr.video_key, []).append(kr)
 
     def __call__(self, sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
-        records = self.by_video.pop(sample.key, None)
+        source = sample.meta.get("source_id")
+        video = sample.key if sample.key in self.by_video or not source else make_key(str(source))
+        records = self.by_video.pop(video, None)
         if not records:
-            yield sample.key, None, "no_dialogue", "no dialogue in --dialogues has this key"
+            if video in self.done or sample.key in self.done:
+                yield sample.key, None, "duplicate_video", f"dialogues of {video!r} already joined to another sample"
+            else:
+                yield sample.key, None, "no_dialogue", "no dialogue in --dialogues has this key or source_id"
             return
+        self.done.add(video)
         duration = _duration(sample.meta)
         for kr in records:
             given = record_duration(kr.record)

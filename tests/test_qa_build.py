@@ -88,24 +88,30 @@ def test_stage3_joins_dialogues_by_key_with_several_dialogues_per_video(tmp_path
                 "conversations": [{"from": "human", "value": "<video>\nWhen does the dog run?"},
                                   {"from": "gpt", "value": answer}]}
     records = [dialogue("v0", "From <s1> to <e1>."), dialogue("v0", "Between <s1> and <e1>."),
+               dialogue("src4", "Near <e1>."),
                dialogue("v1", "At <s1>."), dialogue("missing", "From <s1> to <e1>."),
                {"id": "v3", "meta": {"duration": 10.0, "token": {}},
                 "conversations": [{"from": "human", "value": "<video>\nWhen?"}, {"from": "gpt", "value": "<s9>"}]}]
     path = tmp_path / "stage3.json"
     path.write_text(json.dumps(records))
-    out = _build(tmp_path, features[0], "s3", stage="3", dialogues=path)
+    metas = _metas() + [video_meta("v0_2", 10.0, [])]
+    metas[4]["source_id"] = "src4"  # joined by source_id when the key has no dialogue
+    metas[5]["source_id"] = "v0"  # a second feature row of v0, as the manifest reader of stage3.json makes
+    write_feature_shards(tmp_path / "feat3", metas)
+    out = _build(tmp_path, tmp_path / "feat3", "s3", stage="3", dialogues=path)
     samples = {s.key: s for s in iter_samples(out)}
-    assert sorted(samples) == ["v0-d0", "v0-d1", "v1"]
+    assert sorted(samples) == ["src4", "v0-d0", "v0-d1", "v1"]
+    assert samples["src4"].conversation["turns"][1]["value"] == "Near 13." and samples["src4"].meta["source_key"] == "v4"
     assert samples["v0-d0"].conversation["turns"][1]["value"] == "From 10 to 40."
     assert samples["v0-d1"].meta["key"] == "v0-d1" and samples["v0-d1"].meta["source_key"] == "v0"
     # v1's features span 20 s: the time base is the features' duration, and the mismatch is noted.
     assert samples["v1"].conversation["turns"][1]["value"] == "At 05."
     errors = {(e.key, e.reason) for e in read_errors(out)}
     assert errors == {("missing", "no_features"), ("v3", "unrendered_placeholder"), ("v2", "no_dialogue"),
-                      ("v4", "no_dialogue")}
+                      ("v0_2", "duplicate_video")}
     qa = read_index(out)["qa"]
-    assert qa["inputs"] == {"dialogues": 5, "feature_samples": 5} and qa["notes"]["duration_mismatch"] == 1
-    assert qa["tasks"] == {"dialogue": 3}
+    assert qa["inputs"] == {"dialogues": 6, "feature_samples": 6}
+    assert qa["notes"]["duration_mismatch"] == 2 and qa["tasks"] == {"dialogue": 4}
 
 
 def test_eval_grounding_and_dvc_samples(tmp_path, features):
