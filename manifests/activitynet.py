@@ -2,7 +2,8 @@
 
 One video row per vid, the whole file (`window` None), `duration` as published, one event per (timestamp, sentence)
 pair with the sentence stripped (the published sentences carry leading spaces). Events with start ≥ end are rejected
-one by one; events ending past the duration are kept as published and the row is flagged.
+one by one; events ending past the duration are kept as published and the row is flagged. Under `--media-root` the
+file is `{vid}` or, as many mirrors name it, the bare YouTube id without `v_`, with .mp4, .mkv or .webm.
 """
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def _parse_events(vid: str, entry: dict) -> tuple[float, list[Event]]:
         raise ValueError(f"{len(timestamps)} timestamps but {len(sentences)} sentences")
     events = [Event(float(s), float(e), str(t).strip()) for (s, e), t in zip(timestamps, sentences)]
     return duration, events
+
+
+def _without_prefix(vid: str) -> tuple[str, ...]:
+    """Many ActivityNet mirrors name files by the bare YouTube id, without the annotations' `v_` prefix."""
+    return (vid[2:],) if vid.startswith("v_") and len(vid) > 2 else ()
 
 
 def read_activitynet(annotations: str | Path, durations: str | Path | None = None,
@@ -44,7 +50,7 @@ def read_activitynet(annotations: str | Path, durations: str | Path | None = Non
             result.rejected.append(Rejection(vid, NO_USABLE_EVENTS, f"{len(events)} published events, none usable"))
             continue
         result.rows.append(ManifestRow(
-            key=make_key(vid), dataset=DATASET, kind="video", media=resolve_video(media_root, vid),
+            key=make_key(vid), dataset=DATASET, kind="video", media=resolve_video(media_root, vid, alt_stems=_without_prefix(vid)),
             window=None, duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
     result.stats = {"videos_in": len(data)}
     count_event_stats(result)

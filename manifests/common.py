@@ -45,16 +45,19 @@ def is_uri(media: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", media) is not None
 
 
-def resolve_video(media_root: str | Path | None, stem: str, exts: Iterable[str] = DEFAULT_VIDEO_EXTS) -> str:
-    """The media path of a video known only by its id: `{root}/{stem}{ext}` for the first ext that exists, else
-    `{stem}.mp4` (under the root when one is given; a missing file is then rejected by `drop_missing_media`)."""
+def resolve_video(media_root: str | Path | None, stem: str, exts: Iterable[str] = DEFAULT_VIDEO_EXTS,
+                  alt_stems: Iterable[str] = ()) -> str:
+    """The media path of a video known only by its id: `{root}/{stem}{ext}` for the first ext (then the first
+    alternative stem) that exists, else `{stem}.mp4` (under the root when one is given; a missing file is then
+    rejected by `drop_missing_media`)."""
     exts = tuple(exts)
     if media_root is None:
         return f"{stem}{exts[0]}"
     root = Path(media_root)
-    for ext in exts:
-        if (root / f"{stem}{ext}").is_file():
-            return str(root / f"{stem}{ext}")
+    for name in (stem, *alt_stems):
+        for ext in exts:
+            if (root / f"{name}{ext}").is_file():
+                return str(root / f"{name}{ext}")
     return str(root / f"{stem}{exts[0]}")
 
 

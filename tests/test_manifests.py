@@ -66,9 +66,10 @@ def test_activitynet_rejects_inverted_events_and_empty_videos(tmp_path):
 
 def test_activitynet_media_root_resolves_and_rejects_missing(tmp_path):
     (tmp_path / "v_---9CpRcKoU.webm").write_bytes(b"x")
+    (tmp_path / "--0edUL8zmA.mkv").write_bytes(b"x")         # a mirror without the `v_` prefix
     result = read_dataset("activitynet", ANET, media_root=tmp_path)
-    assert [r.media for r in result.rows] == [str(tmp_path / "v_---9CpRcKoU.webm")]
-    assert result.rejection_counts() == Counter(media_missing=299)
+    assert [r.media for r in result.rows] == [str(tmp_path / "v_---9CpRcKoU.webm"), str(tmp_path / "--0edUL8zmA.mkv")]
+    assert result.rejection_counts() == Counter(media_missing=298)
 
 
 def test_charades_counts_against_plain_parse():
