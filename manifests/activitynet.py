@@ -50,8 +50,8 @@ def read_activitynet(annotations: str | Path, durations: str | Path | None = Non
             result.rejected.append(Rejection(vid, NO_USABLE_EVENTS, f"{len(events)} published events, none usable"))
             continue
         result.rows.append(ManifestRow(
-            key=make_key(vid), dataset=DATASET, kind="video", media=resolve_video(media_root, vid, alt_stems=_without_prefix(vid)),
-            window=None, duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
+            key=make_key(vid), dataset=DATASET, kind="video",
+            media=resolve_video(media_root, vid, alt_stems=_without_prefix(vid)), window=None, duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
     result.stats = {"videos_in": len(data)}
     count_event_stats(result)
     return result
