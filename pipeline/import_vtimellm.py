@@ -122,8 +122,16 @@ def _conversation(kr: KeyedRecord, stage: int, stats: QaStats) -> dict:
     turns, note = render_dialogue(kr.record, record_duration(kr.record))
     if note:
         stats.notes[note] += 1
-    task = "dialogue" if stage == 3 else ("dense_captioning" if len(turns) == 2 else "multi_turn")
-    return qa.dialogue_conversation(turns, "import-vtimellm", stage, task)
+    if stage == 3:
+        return qa.dialogue_conversation(turns, "import-vtimellm", stage, "dialogue")
+    conv = qa.dialogue_conversation(turns, "import-vtimellm", stage,
+                                    "dense_captioning" if len(turns) == 2 else "multi_turn")
+    found = [qa.identify_template(t["value"]) for t in turns if t["from"] == "human"]
+    if None in found:
+        stats.notes["templates_unidentified"] += 1
+    else:
+        conv["templates"] = found
+    return conv
 
 
 def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, budget: TokenBudget | None) -> None:

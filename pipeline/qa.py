@@ -187,6 +187,23 @@ def stage2_conversation(events: list[Event], duration: float, seed: int, key: st
     return _conversation(2, "multi_turn", multi_turn_turns(pairs, duration), [t for _, t in pairs], seed)
 
 
+def _template_pattern(text: str) -> re.Pattern:
+    pattern = re.escape(text)
+    for slot, sub in (("{s}", r"\d\d"), ("{e}", r"\d\d"), ("{T}", r".+")):
+        pattern = pattern.replace(re.escape(slot), sub)
+    return re.compile(pattern, re.S)
+
+
+_PATTERNS = [(tid, _template_pattern(text)) for tid, text in templates.TEMPLATES.items()]
+
+
+def identify_template(question: str) -> str | None:
+    """The id of the stage-2 template a rendered question was made from (`<video>\n` ignored), or None. Used to
+    count template use in imported data and to check that built questions parse back to their recorded ids."""
+    text = question.replace(VIDEO, "").strip()
+    return next((tid for tid, pattern in _PATTERNS if pattern.fullmatch(text)), None)
+
+
 def stage1_conversation(caption: str | None) -> dict | None:
     """The `plain` stage-1 sample: human `<video>\\n`, answer = the caption (None when there is no caption)."""
     text = " ".join(caption.split()) if isinstance(caption, str) else ""

@@ -21,7 +21,8 @@ def _stage2_record(vid: str, duration: float, spans: list[tuple[float, float]]) 
         answer.append(f"From <s{i}> to <e{i}>, event {i}.")
     return {"source": "internvid", "id": vid, "meta": {"split": [10.0, 10.0 + duration], "duration": duration,
                                                       "token": token},
-            "conversations": [{"from": "human", "value": "<video>\nCould you please detail the events?"},
+            "conversations": [{"from": "human", "value": "<video>\nCould you please detail the events that took "
+                                                          "place during different time segments in the video?"},
                               {"from": "gpt", "value": " ".join(answer)}]}
 
 
@@ -64,7 +65,7 @@ def test_stage2_import_round_trips_features_bit_exactly_and_reports_missing(tmp_
         assert s.features.dtype == np.float16 and s.features.tobytes() == f.tobytes()
         assert s.conversation["turns"][1]["value"] == "From 00 to 17, event 0. From 91 to 98, event 1."
         assert s.conversation["stage"] == 2 and s.conversation["source"] == "import-vtimellm"
-        assert s.conversation["task"] == "dense_captioning"
+        assert s.conversation["task"] == "dense_captioning" and s.conversation["templates"] == ["D1"]
         assert s.meta["window"] == [10.0, 64.2] and s.meta["duration"] == 54.2 and s.meta["kind"] == "video"
         assert not any(PLACEHOLDER_RE.search(t["value"]) for t in s.conversation["turns"])
     reasons = {e.key: e.reason for e in read_errors(out)}
@@ -74,6 +75,7 @@ def test_stage2_import_round_trips_features_bit_exactly_and_reports_missing(tmp_
     assert index["totals"]["samples"] + index["totals"]["errors"] == 6 == index["qa"]["inputs"]["records"]
     assert index["qa"]["stage"] == 2 and index["num_frames"] == 100 and index["dim"] == 768
     assert index["qa"]["skipped"] == {"bad_shape": 1, "missing_features": 1, "unreadable_features": 1}
+    assert index["qa"]["templates"] == {"D1": 3}
     again = _run(tmp_path, json_path, feat_dir, "imp2")
     assert shard_hashes(again) == shard_hashes(out)
 
@@ -153,3 +155,27 @@ def test_cli_import_summary(tmp_path, stage2):
     missing = CliRunner().invoke(app, ["import-vtimellm", "--json", str(json_path), "--features-dir",
                                        str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert missing.exit_code == 2 and "is not a folder" in missing.output
+
+
+def test_stage2_multi_turn_templates_are_identified(tmp_path):
+    feat_dir = tmp_path / "f"
+    feat_dir.mkdir()
+    meta = {"duration": 50.0, "token": {"<s0>": 5.0, "<e0>": 10.0, "<s1>": 20.0, "<e1>": 30.0}}
+    known = [{"from": "human", "value": "<video>\nCould you tell me what happened from <s1> to <e1> in the video?"},
+             {"from": "gpt", "value": "a woman sings."},
+             {"from": "human", "value": "Between which frames can we find a dog barking taking place in the video?"},
+             {"from": "gpt", "value": "From <s0> to <e0>."}]
+    unknown = [known[0], known[1], {"from": "human", "value": "Why?"}, {"from": "gpt", "value": "Because."}]
+    records = [{"id": "a", "meta": meta, "conversations": known}, {"id": "b", "meta": meta, "conversations": unknown}]
+    for r in records:
+        np.save(feat_dir / f"{r['id']}.npy", np.zeros((100, 768), np.float16))
+    path = tmp_path / "stage2.json"
+    path.write_text(json.dumps(records))
+    assert infer_stage(records) == 2
+    out = _run(tmp_path, path, feat_dir, "o")
+    conv = {s.key: s.conversation for s in iter_samples(out)}
+    assert conv["a"]["templates"] == ["E2", "T7"] and conv["a"]["task"] == "multi_turn"
+    assert conv["a"]["turns"][0]["value"].endswith("from 40 to 60 in the video?")
+    assert conv["b"]["templates"] == []
+    qa = read_index(out)["qa"]
+    assert qa["notes"] == {"templates_unidentified": 1} and qa["templates"] == {"E2": 1, "T7": 1}

@@ -76,6 +76,14 @@ def test_stage2_mix_over_10k_samples_is_20_80_and_uses_every_template():
     assert abs(grounding / (grounding + captioning) - 0.5) < 0.02
 
 
+def test_built_questions_parse_back_to_their_template_ids():
+    for i in range(300):
+        conv = qa.stage2_conversation(_events(3), 30.0, seed=2, key=f"id{i}")
+        questions = [t["value"] for t in conv["turns"] if t["from"] == "human"]
+        assert [qa.identify_template(q) for q in questions] == conv["templates"]
+    assert qa.identify_template("<video>\nWhat is the man doing?") is None
+
+
 def test_stage2_is_deterministic_per_seed_and_key_and_ratios_are_configurable():
     events = _events(3)
     a = qa.stage2_conversation(events, 40.0, seed=1, key="abc")
