@@ -109,6 +109,9 @@ def test_chat_template_masks_by_rendered_prefixes():
     assert enc.input_ids[0] == tok.bos_token_id
     spans = supervised_spans(enc.labels)
     assert [tok.decode(s).strip() for s in spans] == [t["value"] + "</s>" for t in V1_TURNS[1::2]]
+    prompt = generation_prompt(V1_TURNS[:1], tok, "chat_template")
+    assert prompt.count(VIDEO_TOKEN_INDEX) == 1 and enc.input_ids[:len(prompt)] == prompt
+    assert tok.decode([i for i in prompt if i >= 0]).endswith("[/INST]")
 
 
 @pytest.mark.parametrize("turns, match", [

@@ -114,3 +114,14 @@ def test_projector_size_must_match(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="hidden size"):
         VideoLLM(model.llm, model.tokenizer, new_projector(768, 7))
+
+
+def test_gradient_checkpointing_keeps_projector_gradients(tmp_path):
+    llm, tok = build_tiny_random(TEXTS, seed=0)
+    model = VideoLLM(llm, tok, new_projector(768, llm.config.hidden_size)).train()
+    model.llm.requires_grad_(False)
+    model.enable_gradient_checkpointing()
+    assert model.llm.model.gradient_checkpointing
+    enc = encode(V1_TURNS, tok, "v1")
+    model(*batch([enc], [torch.randn(100, 768)])).loss.backward()
+    assert model.projector.weight.grad.abs().sum() > 0

@@ -146,6 +146,8 @@ class VideoLLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 features: torch.Tensor | None = None, num_features: torch.Tensor | None = None):
         """Right-padded batch in, transformers CausalLMOutput out (loss when labels are given)."""
+        if features is None or num_features is None:
+            raise ValueError("VideoLLM.forward needs features (B, Nmax, D) and num_features (B,)")
         projected = self.projector(features.to(self.projector.weight.dtype))
         lengths = attention_mask.sum(dim=1).tolist()
         embs, labs = [], []
