@@ -1,5 +1,6 @@
 """`vtl-eval score` on the real Charades-STA excerpt with predictions written here, plus the input checks."""
 import csv
+import shutil
 import json
 from pathlib import Path
 
@@ -101,3 +102,28 @@ def test_truth_indexed_by_source_id_with_durations():
     vid, s, e, sent, d = _first_queries(1)[0]
     assert truth[vid].duration == pytest.approx(d)
     assert ((s, e), sent) in [(tuple(span), text) for span, text in truth[vid].events]
+
+
+ANET = REAL / "activitynet_captions_train_sample.json"
+
+
+@pytest.mark.skipif(shutil.which("java") is None or not ANET.is_file(), reason="needs Java and the ActivityNet excerpt")
+def test_score_dvc_on_activitynet_excerpt(tmp_path):
+    data = json.loads(ANET.read_text())
+    (v1, a1), (v2, _) = list(data.items())[:2]
+    d = a1["duration"]
+    # Video 1: the ground truth written as the model would (JSON, two-digit positions); video 2: unparsable.
+    items = [{"event": s.strip(), "timestamps": f"from {min(round(a / d * 100), 99):02d} to "
+                                                f"{max(min(round(b / d * 100), 99) - 1, 0):02d}"}
+             for (a, b), s in zip(a1["timestamps"], a1["sentences"])]
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"video": v1, "query": "describe", "answer": json.dumps(items)}) + "\n"
+                    + json.dumps({"video": v2, "query": "describe", "answer": "A video."}) + "\n")
+    res = CliRunner().invoke(app, ["score", "--task", "dvc", "--predictions", str(pred), "--annotations", str(ANET)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m) == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"}
+    assert m["n"] == 2 and m["unparsed"] == pytest.approx(50.0)
+    # Video 1 repeats its ground truth: its METEOR is high at every tIoU; video 2 scores 0; the mean is ~half.
+    assert 25 < m["METEOR"] <= 50 and 25 < m["SODA_c"] <= 50
+    assert (tmp_path / "dvc.png").is_file()
