@@ -125,6 +125,8 @@ def print_summary(console, summary: dict) -> None:
 
     totals = summary["totals"] or {}
     head = Table.grid(padding=(0, 2))
+    head.add_column(no_wrap=True)
+    head.add_column(overflow="fold")
     prod = summary["producer"] or {}
     scanned = summary["scanned"]
     for label, value in (

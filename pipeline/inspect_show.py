@@ -32,6 +32,8 @@ def meta_table(sample: Sample):
 
     meta, feats = sample.meta, sample.features
     table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for name in ("dataset", "source_id", "media", "kind", "window", "duration", "fps", "num_frames", "encoder",
                  "caption", "decoder"):
         if meta.get(name) is not None:
