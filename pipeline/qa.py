@@ -91,10 +91,10 @@ def clean_events(raw_events: list[dict], duration: float, overlap: str = "keep")
         seen.add(ev)
         out.kept.append(ev)
     overlapping = _overlapping(out.kept)
-    if overlap == "drop":
+    if overlapping and overlap == "drop":
         out.dropped["overlapping"] += len(overlapping)
         out.kept = [ev for i, ev in enumerate(out.kept) if i not in overlapping]
-    else:
+    elif overlapping:
         out.notes["overlapping"] += len(overlapping)
     return out
 
