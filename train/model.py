@@ -43,7 +43,8 @@ def attention_implementation(requested: str = "auto") -> str:
         return "flash_attention_2"
     if requested == "flash_attention_2":
         raise RuntimeError(f"flash_attention_2 was requested but {reason}; use --attn sdpa")
-    log.info("attention: using PyTorch SDPA because %s", reason)
+    # On a GPU the user likely wanted flash attention, so say it louder there.
+    (log.warning if torch.cuda.is_available() else log.info)("attention: using PyTorch SDPA because %s", reason)
     return "sdpa"
 
 
