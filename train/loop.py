@@ -1,0 +1,242 @@
+"""`run(cfg)`: prepare the stage's model → stream the data → fit → save. One loop for all three stages.
+
+Every optimizer step appends one line to `metrics.jsonl` (step, loss, lr, tokens, ...) and writes the same scalars to
+TensorBoard; `--save-every N` writes an engine checkpoint (trainable weights, optimizer, schedule, loader position and
+RNG state per rank) to `out/engine/`, and `--resume` continues from the latest one: the resumed run trains on exactly
+the samples, in exactly the order, an uninterrupted run would have. The final checkpoint (projector, adapters,
+vtl_checkpoint.json) is written by train.checkpoint; `run_config.json` beside it records the resolved config.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipeline.shards import RUN_CONFIG, producer, read_index, write_json_atomic
+from train.config import TrainConfig
+from train.data import TrainLoader
+from train.engine import LATEST, init_distributed, make_engine, resolve_precision
+from train.progress import Progress
+
+log = logging.getLogger(__name__)
+
+ENGINE_DIR = "engine"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+# Fields that may differ between a run and its resume; anything else changing would change what is trained.
+RESUME_FREE = {"resume", "progress", "log_keys", "preset"}
+
+
+def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
+    """(steps per epoch, total optimizer steps): an epoch is the shards' sample count over the global batch."""
+    per_epoch = max(1, samples_per_epoch // cfg.global_batch)
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * per_epoch))
+    return per_epoch, total
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Train one stage as `cfg` says; returns the checkpoint folder."""
+    from train import stages
+    from train.checkpoint import save_checkpoint
+
+    rank, world = _setup(cfg)
+    out = Path(cfg.out)
+    _check_out(out, cfg, rank)
+    precision = resolve_precision(cfg.precision)
+    index = read_index(cfg.shards)
+    torch.manual_seed(cfg.seed + rank)  # dropout (LoRA) differs per rank, as data does
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    if cfg.stage == 1:
+        model = stages.prepare_stage1(cfg, dtype=dtype, feature_dim=index.get("dim") or 768)
+    else:
+        model = stages.prepare_model(cfg, dtype=dtype)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+
+    per_epoch, total = plan_steps(cfg, index["totals"]["samples"])
+    engine = make_engine(model, cfg, total)
+    start, state = _resume(engine, out, rank) if cfg.resume else (0, {})
+    loader = TrainLoader(cfg.shards, tokenizer=model.tokenizer, conv_format=model.conv_format,
+                         micro_batch=cfg.micro_batch, max_tokens=cfg.max_tokens, rank=rank, world=world,
+                         num_workers=cfg.num_workers, buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                         state=state.get("loader"))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RUN_CONFIG, {"config": cfg.to_dict(), "producer": producer(), "engine": engine.config,
+                                             "plan": {"steps_per_epoch": per_epoch, "total_steps": total,
+                                                      "accumulation": cfg.accumulation, "world_size": world},
+                                             "shards": {"dir": cfg.shards, "samples": index["totals"]["samples"],
+                                                        "producer": index.get("producer")}})
+    summary = fit(cfg, engine, loader, out, start, total, state, rank)
+
+    with engine.gathered():  # ZeRO-3: every rank takes part in gathering the partitioned weights
+        projector = {k: v.detach().clone() for k, v in engine.module.projector.state_dict().items()}
+        adapter = ({k: v.detach().clone() for k, v in engine.module.llm.state_dict().items() if "lora_" in k}
+                   if cfg.zero == 3 and hasattr(engine.module.llm, "peft_config") else None)
+    if rank == 0:
+        save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
+                        adapter_state=adapter)
+        print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {summary['loss']:.4f}, "
+              f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
+              f"checkpoint in {out}")
+    _barrier()
+    return out
+
+
+def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, total: int, state: dict,
+        rank: int) -> dict:
+    """The training loop: micro-batches until `total` optimizer steps, logging each step, saving every N."""
+    metrics = _MetricsLog(out, start, rank, cfg.log_keys)
+    tokens, elapsed = state.get("tokens", 0), state.get("elapsed", 0.0)
+    step, losses, micro_tokens, last = start, [], 0, {"loss": float("nan"), "skipped_long": 0}
+    t0 = time.perf_counter() - elapsed
+    bar = Progress(total, start, enabled=cfg.progress and rank == 0, label=f"stage {cfg.stage}")
+    batches = iter(loader)
+    while step < total:
+        batch, keys = next(batches)
+        micro_tokens += int(batch["attention_mask"].sum() + batch["num_features"].sum() - len(keys))
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        batch["features"] = batch["features"].to(engine.dtype)
+        loss = engine.forward(batch)
+        engine.backward(loss)
+        losses.append(loss.detach().float())
+        lr = engine.lr
+        metrics.keys(step + 1, keys)
+        if not engine.step():
+            continue
+        step += 1
+        mean_loss, step_tokens, skipped = _reduce(torch.stack(losses).mean(), micro_tokens, loader.skipped_long)
+        tokens += step_tokens
+        seconds = time.perf_counter() - t0
+        last = {"step": step, "loss": mean_loss, "lr": lr, "tokens": tokens, "samples": step * cfg.global_batch,
+                "epoch": round(step * cfg.global_batch / max(1, loader.samples_per_epoch), 4),
+                "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "skipped_long": skipped,
+                "elapsed_s": round(seconds, 3)}
+        metrics.write(last)
+        bar.update(step, last)
+        losses, micro_tokens = [], 0
+        if cfg.save_every and step % cfg.save_every == 0 or step == total:
+            save_state(engine, out, step, {"loader": loader.state_dict(), "tokens": tokens, "elapsed": seconds}, rank)
+    bar.close()
+    metrics.close()
+    return {"steps": step, "loss": last["loss"], "skipped_long": last["skipped_long"]}
+
+
+def save_state(engine, out: Path, step: int, client: dict, rank: int) -> None:
+    """Per-rank trainer state (loader position, RNG) first, then the engine's own save, whose `latest` comes last."""
+    tag = f"step{step:08d}"
+    folder = out / ENGINE_DIR / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = {"torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state().tolist()
+    write_json_atomic(folder / f"trainer_rank{rank}.json", {"step": step, **client, "rng": rng})
+    _barrier()
+    engine.save(out / ENGINE_DIR, tag)
+    _barrier()
+
+
+def _resume(engine, out: Path, rank: int) -> tuple[int, dict]:
+    tag = engine.load(out / ENGINE_DIR)
+    if tag is None:
+        raise FileNotFoundError(f"--resume: no engine checkpoint in {out / ENGINE_DIR} (save with --save-every N)")
+    state = json.loads((out / ENGINE_DIR / tag / f"trainer_rank{rank}.json").read_text())
+    torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(torch.tensor(state["rng"]["cuda"], dtype=torch.uint8))
+    log.info("resumed from %s (step %d)", tag, state["step"])
+    if rank == 0:
+        print(f"resuming from {out / ENGINE_DIR / tag} at step {state['step']}")
+    return state["step"], state
+
+
+def _setup(cfg: TrainConfig) -> tuple[int, int]:
+    if cfg.engine == "torch":
+        return 0, 1
+    rank, world, _ = init_distributed()
+    if world != cfg.world_size:
+        raise ValueError(f"config says world size {cfg.world_size} but the launcher started {world} processes")
+    return rank, world
+
+
+def _check_out(out: Path, cfg: TrainConfig, rank: int) -> None:
+    """Refuse to overwrite a finished or running checkpoint unless resuming it with the same config."""
+    from train.checkpoint import CHECKPOINT_JSON
+
+    if cfg.resume:
+        saved = json.loads((out / RUN_CONFIG).read_text())["config"] if (out / RUN_CONFIG).exists() else None
+        if saved is None:
+            raise FileNotFoundError(f"--resume: {out / RUN_CONFIG} not found; nothing to resume in {out}")
+        changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v)
+        if changed:
+            raise ValueError(f"--resume with a different config ({', '.join(changed)}): the run would not continue "
+                             "the same training; use the original options")
+        return
+    if (out / CHECKPOINT_JSON).exists() or (out / ENGINE_DIR / LATEST).exists():
+        raise FileExistsError(f"{out} already holds a (possibly interrupted) run: pass --resume, or another --out")
+
+
+def _reduce(loss: torch.Tensor, tokens: int, skipped: int) -> tuple[float, int, int]:
+    """Mean loss, summed tokens and skipped samples over ranks (one small all-reduce per step)."""
+    values = torch.tensor([float(loss), float(tokens), float(skipped)], dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(values)
+        values[0] /= dist.get_world_size()
+    return float(values[0]), int(values[1]), int(values[2])
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+class _MetricsLog:
+    """metrics.jsonl + TensorBoard on rank 0; `keys.rank{R}.jsonl` per rank with --log-keys. Resume trims the tail."""
+
+    def __init__(self, out: Path, start: int, rank: int, log_keys: bool):
+        self.rank, self.tb, self.metrics, self.key_file = rank, None, None, None
+        out.mkdir(parents=True, exist_ok=True)
+        if log_keys:
+            self.key_file = _open_trimmed(out / f"keys.rank{rank}.jsonl", start)
+        if rank != 0:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.metrics = _open_trimmed(out / METRICS, start)
+        self.tb = SummaryWriter(str(out / TENSORBOARD), purge_step=start + 1 if start else None)
+
+    def keys(self, step: int, keys: list[str]) -> None:
+        if self.key_file:
+            self.key_file.write(json.dumps({"step": step, "keys": keys}) + "\n")
+
+    def write(self, row: dict) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        for name in ("loss", "lr", "tokens_per_s", "skipped_long", "epoch"):
+            self.tb.add_scalar(f"train/{name}", row[name], row["step"])
+
+    def close(self) -> None:
+        for f in (self.metrics, self.key_file):
+            if f:
+                f.close()
+        if self.tb:
+            self.tb.close()
+
+
+def _open_trimmed(path: Path, start: int):
+    """Open a per-step JSON-lines file for appending, first dropping lines after step `start` (a resumed tail)."""
+    if start and path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
+        path.write_text("".join(line + "\n" for line in keep))
+    elif path.exists():
+        path.unlink()
+    return open(path, "a")
