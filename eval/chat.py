@@ -1,0 +1,93 @@
+"""`vtl-chat`: ask a trained model about one video (VTimeLLM's offline demo, in the terminal).
+
+The video goes through the same extract steps as the training data (`pipeline.extract.extract_one`: 100 frames,
+CLIP features), the checkpoint is loaded with its LoRA chain merged, and each question is answered greedily with the
+whole conversation so far as the prompt. Timestamps in answers ("12 to 45", positions on the 0–99 scale) are also
+shown in seconds of this video.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from eval.config import ChatConfig, resolve_device
+from eval.parse import GROUNDING_RE, seconds_note
+
+
+@dataclass
+class ChatSession:
+    """A loaded model, one video's features and duration, and the turns so far."""
+
+    model: object
+    features: object
+    duration: float
+    max_new_tokens: int = 256
+    turns: list[dict] = field(default_factory=list)
+
+    def ask(self, question: str) -> str:
+        """Answer one question; the first one carries the `<video>` placeholder, later ones continue the dialogue."""
+        from eval.generate import Query, generate_batch
+        from train.conversation import generation_prompt
+
+        value = question.strip() if self.turns else f"<video>\n{question.strip()}"
+        turns = [*self.turns, {"from": "human", "value": value}]
+        ids = generation_prompt(turns, self.model.tokenizer, self.model.conv_format)
+        answer = generate_batch(self.model, [Query(ids, self.features)], self.max_new_tokens)[0]
+        self.turns = [*turns, {"from": "gpt", "value": answer}]
+        return answer
+
+
+def open_session(cfg: ChatConfig) -> ChatSession:
+    """Extract the video's features with the configured CLIP and load the checkpoint."""
+    from pipeline.clip import ClipConfig
+    from pipeline.decode import MediaError
+    from pipeline.extract import extract_one
+    from train.model import load_for_inference
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights,
+                      device="cuda" if device.startswith("cuda") else "cpu")
+    try:
+        features, meta = extract_one(cfg.video, clip)
+    except MediaError as exc:  # bad media is the user's data: say what is wrong with it, no traceback
+        raise ValueError(f"{cfg.video}: cannot use this video ({exc})") from None
+    duration = meta.get("duration")
+    if not duration:
+        raise ValueError(f"{cfg.video}: no duration could be read, so answers cannot be placed in seconds")
+    model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
+    if model.feature_dim != features.shape[1]:
+        raise ValueError(f"the checkpoint's projector takes {model.feature_dim}-d features but the CLIP gives "
+                         f"{features.shape[1]}-d ones")
+    return ChatSession(model, features, float(duration), cfg.max_new_tokens)
+
+
+def render(answer: str, duration: float) -> str:
+    """The answer, plus the same text with every "aa to bb" followed by its seconds when there are any."""
+    if GROUNDING_RE.search(answer):
+        return f"{answer}\n  (in seconds: {seconds_note(answer, duration)})"
+    return answer
+
+
+def run_chat(cfg: ChatConfig, ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> list[dict]:
+    """One-shot (`cfg.question`) or a loop until an empty question or end of input; returns the conversation."""
+    session = open_session(cfg)
+    say(f"{cfg.video}: {session.duration:.1f} s, 100 frames; ask about it (empty line or Ctrl-D to stop)"
+        if cfg.question is None else f"{cfg.video}: {session.duration:.1f} s")
+    questions = [cfg.question] if cfg.question is not None else None
+    while True:
+        if questions is not None:
+            if not questions:
+                break
+            question = questions.pop(0)
+        else:
+            try:
+                question = ask("you> ")
+            except EOFError:
+                break
+            if not question.strip():
+                break
+        say("model> " + render(session.ask(question), session.duration))
+    return session.turns
