@@ -74,7 +74,7 @@ def infer_stage(records: list) -> int:
 
 
 def load_features(path: Path, image: bool) -> np.ndarray:
-    """One `.npy`: (N, D) for videos; (D,) or (1, D) for images. Raises RecordError (missing/unreadable/bad_shape)."""
+    """One `.npy`: (N, D) for videos; (D,) or (1, D) for images. Raises RecordError (missing, unreadable, bad shape or dtype, NaN/Inf)."""
     if not path.is_file():
         raise RecordError("missing_features", f"{path.name} not found")
     try:
@@ -87,6 +87,8 @@ def load_features(path: Path, image: bool) -> np.ndarray:
         raise RecordError("bad_shape", f"{path.name}: shape {feats.shape}")
     if not np.issubdtype(feats.dtype, np.floating):
         raise RecordError("bad_dtype", f"{path.name}: dtype {feats.dtype}")
+    if not np.isfinite(feats.astype(FEATURE_DTYPE)).all():
+        raise RecordError("non_finite_features", f"{path.name}: NaN or Inf (after the float16 cast)")
     return feats
 
 
@@ -147,8 +149,6 @@ def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, b
         return
     if feats.dtype != FEATURE_DTYPE:
         out.stats.notes[f"features_converted_from_{feats.dtype}"] += 1
-    if not np.isfinite(feats).all():
-        out.stats.notes["features_non_finite"] += 1
     if budget is not None:
         budget.check(kr.key, conv["turns"], int(feats.shape[0]))
     out.write(kr.key, feats, build_meta(kr, feats, stage), conv)

@@ -84,10 +84,15 @@ def test_pickled_npy_is_refused(tmp_path):
     feat_dir = tmp_path / "f"
     feat_dir.mkdir()
     np.save(feat_dir / "p.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(feat_dir / "n.npy", np.full((100, 768), np.nan, np.float32))
+    np.save(feat_dir / "i.npy", np.ones((100, 768), np.int64))
+    np.save(feat_dir / "f.npy", np.ones((100, 768), np.float32))
     path = tmp_path / "s.json"
-    path.write_text(json.dumps([_stage2_record("p", 10.0, [(1, 2)])]))
+    path.write_text(json.dumps([_stage2_record(k, 10.0, [(1, 2)]) for k in "pnif"]))
     out = _run(tmp_path, path, feat_dir, "o", stage=2)
-    assert [(e.key, e.reason) for e in read_errors(out)] == [("p", "unreadable_features")]
+    assert [(e.key, e.reason) for e in read_errors(out)] == [
+        ("p", "unreadable_features"), ("n", "non_finite_features"), ("i", "bad_dtype")]
+    assert read_index(out)["qa"]["notes"] == {"features_converted_from_float32": 1}
 
 
 def test_stage1_llava_records_become_plain_image_samples(tmp_path):
