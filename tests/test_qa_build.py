@@ -197,3 +197,21 @@ def test_cli_build_qa_prints_summary_and_inspect_verifies(tmp_path, features):
     assert verify.exit_code == 0, verify.output
     show = runner.invoke(app, ["inspect", str(out), "--show", "2"])
     assert show.exit_code == 0 and "<video>" in show.output, show.output
+
+
+def test_token_budget_counts_what_the_trainer_encodes(tmp_path):
+    """The budget's layout must give the same length as train.conversation.encode (video sentinel → N rows)."""
+    from manifests.schema import Event
+    from pipeline.qa import stage1_conversation, stage2_conversation
+    from pipeline.qa_budget import TokenBudget
+    from train.conversation import encode
+
+    words = "From to During which frames can we see a dog runs it sleeps USER ASSISTANT A chat between".split()
+    budget = TokenBudget(train_tokenizer(tmp_path / "tok", [" ".join(words)] * 3), 2048, "v1")
+    events = [Event(1, 4, "A dog runs."), Event(5, 9, "It sleeps.")]
+    for i in range(6):
+        turns = stage2_conversation(events, 10.0, 0, f"k{i}")["turns"]
+        assert budget.positions(turns, 100) == len(encode(turns, budget.tokenizer, "v1")) - 1 + 100
+    budget.fmt = "plain"
+    turns = stage1_conversation("A dog runs.")["turns"]
+    assert budget.positions(turns, 1) == len(encode(turns, budget.tokenizer, "plain")) - 1 + 1
