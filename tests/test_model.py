@@ -125,3 +125,31 @@ def test_gradient_checkpointing_keeps_projector_gradients(tmp_path):
     enc = encode(V1_TURNS, tok, "v1")
     model(*batch([enc], [torch.randn(100, 768)])).loss.backward()
     assert model.projector.weight.grad.abs().sum() > 0
+
+
+
+_FINGERPRINT = """
+import hashlib, sys
+sys.path.insert(0, {root!r})
+from tests._model_helpers import TEXTS
+from train.tokenizer import train_bpe
+print(hashlib.md5(train_bpe(TEXTS).to_str().encode()).hexdigest())
+"""
+
+
+def test_tiny_tokenizer_is_identical_in_another_process():
+    """Every rank trains the tiny-random tokenizer itself (only rank 0 saves it): the result must not depend on the
+    process (hash seeds); the weights come from a fixed torch seed."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from train.tokenizer import train_bpe
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", _FINGERPRINT.format(root=root)], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == hashlib.md5(train_bpe(TEXTS).to_str().encode()).hexdigest()

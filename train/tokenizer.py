@@ -15,13 +15,12 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<video>", "<image>")
 PROMPT_TEXTS = (V1_SYSTEM, "USER: ASSISTANT:", "From 00 to 99.", "0123456789")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_length: int = 4096):
-    """Train a BPE tokenizer on `texts` (plus the prompt words) and wrap it as a transformers fast tokenizer.
+def train_bpe(texts: Iterable[str], vocab_size: int = 512):
+    """The raw `tokenizers.Tokenizer`: BPE on `texts` plus the prompt words (deterministic for the same texts).
 
     Every printable ASCII character is in the initial alphabet, so no ASCII text ever maps to `<unk>`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     corpus = list(PROMPT_TEXTS) + [t for t in texts if t]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -32,6 +31,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_lengt
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", additional_special_tokens=["<video>", "<image>"],
+    return tok
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_length: int = 4096):
+    """`train_bpe` wrapped as a transformers fast tokenizer (`<s>`, `</s>`, `<unk>`, `<pad>`; right padding)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=train_bpe(texts, vocab_size), bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", additional_special_tokens=["<video>", "<image>"],
                                    model_max_length=model_max_length, padding_side="right")
