@@ -53,6 +53,8 @@ def lora_targets(llm: nn.Module) -> list[str]:
     """Names of every nn.Linear leaf of the LLM but `lm_head` (reference §5.2: found before the projector exists)."""
     names = {name.split(".")[-1] for name, mod in llm.named_modules() if isinstance(mod, nn.Linear)}
     names.discard("lm_head")
+    if not names:
+        raise ValueError(f"{type(llm).__name__} has no nn.Linear layers to put LoRA on (e.g. GPT-2's Conv1D)")
     return sorted(names)
 
 
