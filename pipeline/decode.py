@@ -138,6 +138,7 @@ def read_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
 
 
 def image_size(path: str) -> tuple[int, int]:
+    check_exists(path)
     from PIL import Image
 
     try:

@@ -177,7 +177,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
     num_tasks = cfg.tasks or default_tasks(len(rows))
     plan = {"num_tasks": num_tasks, "manifest_sha256": manifest_hash, "encoder": encoder, "rows": len(rows)}
     try:
-        tasks_mod.check_plan(cfg.out_dir, plan)
+        tasks_mod.check_plan(cfg.out_dir, plan, write=False)
     except tasks_mod.PlanMismatch as e:
         raise ExtractError(str(e)) from e
     all_tasks = tasks_mod.split_tasks(rows, num_tasks)
@@ -186,9 +186,10 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
     job = build_job(cfg, encoder, use_gpu)
     try:
         if todo:
-            executor.setup(job)
+            executor.setup(job)  # models load before anything is written: a broken encoder stops the job here
     except ModelLoadError as e:
         raise ExtractError(str(e)) from e
+    tasks_mod.check_plan(cfg.out_dir, plan)
     write_run_config(cfg, plan, use_gpu)
     with _progress(cfg, len(rows), sum(len(t.rows) for t in todo), console) as report:
         outcomes = executor.run(job, todo, report) if todo else {}

@@ -46,12 +46,13 @@ def split_tasks(rows: list[dict], num_tasks: int) -> list[Task]:
     return [Task(t, rows[t * n // num_tasks:(t + 1) * n // num_tasks]) for t in range(num_tasks)]
 
 
-def check_plan(out_dir: Path, plan: dict) -> bool:
-    """Write the plan of a new run, or compare with the stored one. True when resuming."""
+def check_plan(out_dir: Path, plan: dict, write: bool = True) -> bool:
+    """Compare with the stored plan (True when resuming), or write the plan of a new run (when `write`)."""
     path = Path(out_dir) / TASKS_DIR / PLAN
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        write_json_atomic(path, plan)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, plan)
         return False
     old = json.loads(path.read_text())
     for field, what in (("num_tasks", "task count (--tasks)"), ("manifest_sha256", "manifest"),
