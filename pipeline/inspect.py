@@ -119,16 +119,13 @@ def _counts_table(title: str, counts: dict, total: int | None = None):
     return table
 
 
-def print_summary(console, summary: dict) -> None:
-    from rich.columns import Columns
+def _header(summary: dict):
     from rich.table import Table
 
-    totals = summary["totals"] or {}
+    totals, prod, scanned = summary["totals"] or {}, summary["producer"] or {}, summary["scanned"]
     head = Table.grid(padding=(0, 2))
     head.add_column(no_wrap=True)
     head.add_column(overflow="fold")
-    prod = summary["producer"] or {}
-    scanned = summary["scanned"]
     for label, value in (
             ("folder", summary["folder"]), ("producer", f"{prod.get('name')} {prod.get('version')}"),
             ("created", summary["created"]), ("encoder", summary["encoder"]),
@@ -139,7 +136,14 @@ def print_summary(console, summary: dict) -> None:
             ("statistics over", f"{scanned['samples']} samples" + ("" if scanned["complete"] else " (first ones; "
                                                                    "--scan 0 for all)"))):
         head.add_row(f"[bold]{label}[/]", str(value))
-    console.print(head)
+    return head
+
+
+def print_summary(console, summary: dict) -> None:
+    from rich.columns import Columns
+
+    scanned = summary["scanned"]
+    console.print(_header(summary))
     n = scanned["samples"]
     console.print(Columns([_counts_table(title, scanned[key], n) for title, key in (
         ("datasets", "datasets"), ("kinds", "kinds"), ("feature shapes", "shapes"), ("feature dtypes", "dtypes"),

@@ -2,14 +2,17 @@
 
 Every broken folder is built with pipeline.shards.ShardWriter and then damaged the way real folders get damaged.
 """
+import io
 import json
+import tarfile
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.shards import ERRORS, ErrorRecord, Sample, ShardWriter, append_errors, write_index
+from pipeline.shards import (ERRORS, ErrorRecord, Sample, ShardInfo, ShardWriter, append_errors, file_sha256,
+                             write_index)
 from pipeline.timing import frame_indices, frame_times
 
 N, D = 8, 16
@@ -173,17 +176,38 @@ def test_nan_feature_is_named(tmp_path):
     assert code == 1 and _codes(s) == {("non_finite", "part-000000.tar", "v002")}
 
 
-def test_wrong_shapes_dtype_and_conversation_are_named(tmp_path):
+def test_wrong_shape_and_conversation_are_named(tmp_path):
     short = video_sample(0, rows=N - 1)
     broken_conv = video_sample(1, conversation={"turns": [{"from": "gpt", "value": "no video token"}]})
-    f32 = video_sample(2)
-    f32.features = f32.features.astype(np.float32)   # the writer casts to float16: damage after encoding instead
     write_folder(tmp_path, [short, broken_conv, video_sample(3)])
     code, s = verify_json(tmp_path)
-    codes = {(c, k) for c, _, k in _codes(s)}
     assert code == 1
-    assert ("feature_shape", "v000") in codes and ("frame_indices_length", "v000") not in codes
-    assert ("conversation_invalid", "v001") in codes
+    assert {(c, k) for c, _, k in _codes(s)} == {("feature_shape", "v000"), ("conversation_invalid", "v001")}
+
+
+def _raw_shard(path, members: list[tuple[str, bytes]]) -> ShardInfo:
+    """A shard written member by member, for damage the writer refuses to produce (it casts to float16)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return ShardInfo(path.name, len({n.split(".")[0] for n, _ in members}), path.stat().st_size, file_sha256(path))
+
+
+def test_float32_features_and_unparsable_json_are_named(tmp_path):
+    good = video_sample(0)
+    buf = io.BytesIO()
+    np.save(buf, good.features.astype(np.float32), allow_pickle=False)
+    meta = json.dumps({**good.meta, "key": "f32"}).encode()
+    info = _raw_shard(tmp_path / "raw-000000.tar", [("f32.features.npy", buf.getvalue()), ("f32.meta.json", meta),
+                                                    ("badjson.features.npy", buf.getvalue()),
+                                                    ("badjson.meta.json", b"{not json")])
+    write_index(tmp_path, [info], encoder="tiny-random", num_frames=N, dim=D, manifest_hash=None)
+    code, s = verify_json(tmp_path)
+    assert code == 1
+    codes = {(c, k) for c, _, k in _codes(s)}
+    assert ("feature_dtype", "f32") in codes and ("unparsable_member", "badjson") in codes
 
 
 def test_count_and_error_totals_mismatch(clean):
