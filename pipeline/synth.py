@@ -95,11 +95,11 @@ def paint(frame: np.ndarray, shape: str, colour: str, progress: float = 0.5) -> 
     if shape == "scene":
         frame[:] = rgb
     elif shape == "square":
-        side = int(0.6 * min(h, w))
+        side = int(0.75 * min(h, w))
         y0, x0 = (h - side) // 2, (w - side) // 2
         frame[y0:y0 + side, x0:x0 + side] = rgb
     elif shape == "ball":
-        r = 0.25 * min(h, w)
+        r = 0.35 * min(h, w)
         cx = r + progress * (w - 2 * r)
         yy, xx = np.ogrid[:h, :w]
         frame[(yy + 0.5 - h / 2) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r] = rgb

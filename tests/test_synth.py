@@ -13,7 +13,7 @@ from pipeline.synth import BACKGROUND, COLOURS
 from pipeline.synth_dataset import SynthConfig, generate
 
 TOLERANCE = 40          # max per-channel difference after H.264 (yuv420p) round trip
-MIN_SHARE = {"background": 0.9, "square": 0.3, "ball": 0.12, "stripes": 0.4}   # of pixels showing the colour
+MIN_SHARE = {"background": 0.9, "square": 0.45, "ball": 0.25, "stripes": 0.4}   # of pixels showing the colour
 
 
 def small_config(out, **kw) -> SynthConfig:
