@@ -174,8 +174,8 @@ def print_problems(console, result) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning[/]: {w}", highlight=False)
     if result.ok:
-        console.print(f"[green]verify: OK[/] — {result.shards_checked} shards, {result.samples_checked} samples match "
-                      "the index")
+        console.print(f"[green]verify: OK[/] — {result.shards_checked} shards, {result.samples_checked} samples "
+                      "match the index")
         return
     table = Table(title=f"verify: {len(result.problems)} problem(s)", title_justify="left", title_style="bold red")
     for col in ("shard", "key", "problem", "detail"):

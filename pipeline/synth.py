@@ -124,8 +124,8 @@ def render_events(events: list[SynthEvent], num_frames: int, fps: float, size: i
 def layout_events(rng: np.random.Generator, duration: float, count: int) -> list[tuple[float, float]]:
     """`count` non-overlapping spans (seconds, 0.1 s grid) inside [0, duration], separated by gaps ≥ 0.5 s.
 
-    Lengths are drawn as weights: events 1.0–3.0, inner gaps 0.4–1.0, the two outer gaps 0.0–0.8, scaled to fill the
-    video; a draw whose inner gaps round below 0.5 s is drawn again.
+    Lengths are drawn as weights: events 1.0–3.0, inner gaps 0.4–1.0, the two outer gaps 0.0–0.8, scaled to fill
+    the video; a draw whose inner gaps round below 0.5 s is drawn again.
     """
     for _ in range(100):
         ev = rng.uniform(1.0, 3.0, count)

@@ -71,7 +71,7 @@ def check_conversation(conv) -> str | None:
         return "not an object with a 'turns' list"
     turns = conv["turns"]
     for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
+        if not (isinstance(turn, dict) and turn.get("from") in ("human", "gpt") and isinstance(turn.get("value"), str)):
             return f"turn {i} is not {{'from': 'human'|'gpt', 'value': str}}"
     if conv.get("stage") == "eval":
         return None if isinstance(conv.get("queries"), list) else "eval sample without a 'queries' list"
@@ -135,7 +135,7 @@ def _verify_shard(path: Path, entry: dict, index: dict, seen: dict[str, str], re
                     result.warnings.append(f"{name}:{key}: unknown members {', '.join(unknown)}")
                 try:
                     sample = decode_sample(members)
-                except (ValueError, KeyError, UnicodeDecodeError) as e:
+                except (ValueError, KeyError, TypeError, EOFError, OSError) as e:   # numpy or json refusing the bytes
                     problems.append(Problem("unparsable_member", str(e), name, key))
                     continue
                 problems.extend(Problem(code, detail, name, key)
