@@ -141,6 +141,9 @@ def test_same_seed_same_dataset_other_seed_differs(dataset, tmp_path):
     ours = {**load(out, "train.json"), **load(out, "test.json")}
     theirs = {**load(other, "train.json"), **load(other, "test.json")}
     assert theirs["synth_0000"] != ours["synth_0000"] and theirs["synth_0001"] != ours["synth_0001"]
+    fewer = tmp_path / "fewer"      # video i depends on (seed, i) only, not on how many videos are drawn
+    generate(small_config(fewer, videos=2, images=0))
+    assert {**load(fewer, "train.json"), **load(fewer, "test.json")} == {k: ours[k] for k in ("synth_0000", "synth_0001")}
 
 
 def test_files_read_back_through_the_manifest_readers(dataset):
