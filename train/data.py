@@ -216,8 +216,10 @@ class TrainLoader:
         self.dataset = ShardStream(self.shards, rank=rank, world=world, workers=workers, buffer=buffer, seed=seed,
                                    tokenizer=tokenizer, conv_format=conv_format, max_tokens=max_tokens, state=state)
         # With num_workers=0 one logical worker runs in this process; otherwise one process per logical worker.
+        # Its own generator: starting an iterator draws a seed from it, which must not shift the global RNG that
+        # dropout uses (a resumed run restores that RNG and must see the same dropout masks).
         self.loader = DataLoader(self.dataset, batch_size=None, collate_fn=_identity,
-                                 num_workers=workers if num_workers > 0 else 0,
+                                 num_workers=workers if num_workers > 0 else 0, generator=torch.Generator().manual_seed(seed),
                                  persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
         self._positions = dict(enumerate(state["workers"])) if state else {}
         self._next_worker = state["next_worker"] if state else 0
