@@ -66,6 +66,15 @@ def test_padding_and_image_rows(tiny):
     assert torch.allclose(both[1, :n], alone[0], atol=1e-5)
 
 
+def test_left_padding_is_refused(tiny):
+    model, _ = tiny
+    encs = [encode(V1_TURNS, model.tokenizer, "v1"), encode(PLAIN_TURNS, model.tokenizer, "plain")]
+    ids, mask, labels, feats, nf = batch(encs, [torch.randn(100, 768), torch.randn(1, 768)])
+    assert not mask[1].all()
+    with pytest.raises(ValueError, match="right-padded"):
+        model(ids, mask.flip(1), labels, feats, nf)
+
+
 def test_embed_matches_forward(tiny):
     model, _ = tiny
     enc = encode(V1_TURNS[:2], model.tokenizer, "v1")

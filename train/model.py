@@ -149,6 +149,8 @@ class VideoLLM(nn.Module):
         """Right-padded batch in, transformers CausalLMOutput out (loss when labels are given)."""
         if features is None or num_features is None:
             raise ValueError("VideoLLM.forward needs features (B, Nmax, D) and num_features (B,)")
+        if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            raise ValueError("VideoLLM.forward takes right-padded batches (use embed() for left-padded generation)")
         projected = self.projector(features.to(self.projector.weight.dtype))
         lengths = attention_mask.sum(dim=1).tolist()
         embs, labs = [], []
