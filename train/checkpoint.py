@@ -36,7 +36,11 @@ def read_checkpoint(checkpoint_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{checkpoint_dir} is not a vtl checkpoint (no {CHECKPOINT_JSON}; "
                                 "an interrupted run leaves none: use --resume on it)")
-    return json.loads(path.read_text())
+    meta = json.loads(path.read_text())
+    missing = [k for k in ("stage", "llm", "conv_format", "projector", "adapters") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing fields {missing}")
+    return meta
 
 
 def _save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
