@@ -12,6 +12,7 @@ torch and open_clip are imported inside functions so that importing this module 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def _load_weights_file(path: str, model_name: str):
     from open_clip.model import build_model_from_openai_state_dict
 
     try:
-        state = torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is how OpenAI's archive loads
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(path, map_location="cpu").state_dict()
         openai = True
     except RuntimeError:
         try:
@@ -136,7 +139,8 @@ def _load_weights_file(path: str, model_name: str):
             raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state dict")
         state = {k.removeprefix("module."): v for k, v in state.items()}
         openai = _is_openai_state(state)
-    state = dict(state)
+    # attn_mask is a buffer open_clip rebuilds from the config; traced archives carry it, state dicts do not.
+    state = {k: v for k, v in state.items() if k != "attn_mask"}
     try:
         if openai:
             return build_model_from_openai_state_dict(state, cast_dtype=torch.float32).float()

@@ -126,6 +126,9 @@ class InProcessExecutor:
         shared = job.shared
         return {t.task_id: run_task(job, t, lambda items: _Done(shared(items)), report) for t in tasks}
 
+    def shutdown(self) -> None:
+        """Nothing to release: the steps live in this process."""
+
 
 class _StepActor:
     """Holds one shared step; the model loads in `setup()` (and again, lazily, after Ray restarts the actor)."""

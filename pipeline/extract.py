@@ -191,8 +191,11 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
         raise ExtractError(str(e)) from e
     tasks_mod.check_plan(cfg.out_dir, plan)
     write_run_config(cfg, plan, use_gpu)
-    with _progress(cfg, len(rows), sum(len(t.rows) for t in todo), console) as report:
-        outcomes = executor.run(job, todo, report) if todo else {}
+    try:
+        with _progress(cfg, len(rows), sum(len(t.rows) for t in todo), console) as report:
+            outcomes = executor.run(job, todo, report) if todo else {}
+    finally:
+        executor.shutdown()
     failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
     samples = 0
     if not failed:
