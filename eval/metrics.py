@@ -15,6 +15,7 @@ run starts the METEOR process once. Everything else here is plain Python on plai
 """
 from __future__ import annotations
 
+import functools
 import random
 import string
 from dataclasses import dataclass
@@ -182,13 +183,19 @@ def _ascii(text: str) -> str:
     return "".join(c if ord(c) < 128 else " " for c in text)
 
 
-def tokenize_events(scorer: CaptionScorer, events: Mapping[str, Sequence[Event]]) -> dict[str, list[Event]]:
-    """The same events with PTB-tokenised sentences (one Java call for all videos)."""
-    flat = [(vid, span, s) for vid, evs in events.items() for span, s in evs]
-    toks = scorer.tokenize([s for _, _, s in flat])
-    out: dict[str, list[Event]] = {vid: [] for vid in events}
-    for (vid, span, _), t in zip(flat, toks):
-        out[vid].append((span, t))
+@functools.lru_cache(maxsize=1)
+def shared_scorer() -> CaptionScorer:
+    """One CaptionScorer per process: starting METEOR (Java, paraphrase tables) costs seconds each time."""
+    return CaptionScorer()
+
+
+def tokenize_events(scorer: CaptionScorer, *groups: Mapping[str, Sequence[Event]]) -> list[dict[str, list[Event]]]:
+    """The same events with PTB-tokenised sentences, for several groups at once (one Java call in all)."""
+    flat = [(g, vid, span, s) for g, events in enumerate(groups) for vid, evs in events.items() for span, s in evs]
+    toks = scorer.tokenize([s for *_, s in flat])
+    out: list[dict[str, list[Event]]] = [{vid: [] for vid in events} for events in groups]
+    for (g, vid, span, _), t in zip(flat, toks):
+        out[g][vid].append((span, t))
     return out
 
 
@@ -205,9 +212,9 @@ def dvc_metrics(preds: Mapping[str, Sequence[Event]], gts: Mapping[str, Sequence
     missing = [v for v in preds if v not in gts]
     if missing:
         raise ValueError(f"{len(missing)} predicted videos have no ground truth, e.g. {missing[:3]}")
-    scorer = scorer or CaptionScorer()
-    tp = tokenize_events(scorer, {v: list(e)[:MAX_PROPOSALS] for v, e in preds.items()})
-    tg = tokenize_events(scorer, {v: gts[v] for v in preds})
+    scorer = scorer or shared_scorer()
+    tp, tg = tokenize_events(scorer, {v: list(e)[:MAX_PROPOSALS] for v, e in preds.items()},
+                             {v: gts[v] for v in preds})
     rng = random.Random(seed)
     per_tiou: dict[str, list[float]] = {"CIDEr": [], "METEOR": [], "BLEU4": []}
     for tiou in tious:

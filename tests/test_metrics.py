@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from eval.metrics import (CaptionScorer, densevid_iou, dvc_metrics, f_measure, grounding_metrics, match_pairs,
-                          ordered_assignment, soda_c, temporal_iou)
+from eval.metrics import (densevid_iou, dvc_metrics, f_measure, grounding_metrics, match_pairs,
+                          ordered_assignment, shared_scorer, soda_c, temporal_iou)
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR and the PTB tokenizer need Java")
 
@@ -76,7 +76,7 @@ def test_densevid_iou_matches_plain_iou_on_overlaps():
 def scorer():
     if shutil.which("java") is None:
         pytest.skip("METEOR and the PTB tokenizer need Java (make setup installs a headless JRE)")
-    return CaptionScorer()
+    return shared_scorer()
 
 
 @needs_java
@@ -88,13 +88,16 @@ def test_caption_scores_equal_pycocoevalcap_direct(scorer):
 
     hyps = ["A man is playing a guitar on stage.", "Two dogs run across the field.", "she cuts the onions"]
     refs = ["A man plays the guitar.", "Dogs are running in a grassy field.", "A woman is chopping onions."]
-    tok = PTBTokenizer()
-    res = tok.tokenize({i: [{"caption": h}] for i, h in enumerate(hyps)})
-    gts = tok.tokenize({i: [{"caption": r}] for i, r in enumerate(refs)})
+    n = len(hyps)
+    both = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(hyps + refs)})  # one Java start
+    res = {i: both[i] for i in range(n)}
+    gts = {i: both[n + i] for i in range(n)}
     direct_cider = Cider().compute_score(gts, res)[0]
     direct_meteor = Meteor().compute_score(gts, res)[0]
     direct_bleu = Bleu(4).compute_score(gts, res, verbose=0)[0][3]
-    ours = scorer.corpus(list(zip(scorer.tokenize(hyps), scorer.tokenize(refs))))
+    toks = scorer.tokenize(hyps + refs)
+    assert toks == [both[i][0] for i in range(2 * n)]
+    ours = scorer.corpus(list(zip(toks[:n], toks[n:])))
     assert ours["CIDEr"] == pytest.approx(direct_cider)
     assert ours["METEOR"] == pytest.approx(direct_meteor)
     assert ours["BLEU4"] == pytest.approx(direct_bleu)
