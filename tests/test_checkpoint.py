@@ -75,7 +75,8 @@ def _vtimellm_release(root, llm, hidden):
     """Files in VTimeLLM's layout: mm_projector.bin and a PEFT-0.4-era LoRA folder with adapter_model.bin."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    proj = {"model.mm_projector.weight": torch.randn(hidden, 768) * 0.02, "model.mm_projector.bias": torch.randn(hidden)}
+    proj = {"model.mm_projector.weight": torch.randn(hidden, 768) * 0.02,
+            "model.mm_projector.bias": torch.randn(hidden)}
     torch.save(proj, root / "mm_projector.bin")
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     peft_llm = get_peft_model(llm, LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM"))

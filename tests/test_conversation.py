@@ -1,4 +1,4 @@
-"""Conversation formats and label masks (reference §4.3, §8): decode the supervised tokens, compare with the answers."""
+"""Conversation formats and label masks (reference §4.3, §8): decode the supervised tokens, compare with answers."""
 from __future__ import annotations
 
 import pytest

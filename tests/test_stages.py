@@ -62,7 +62,8 @@ def test_presets_load_and_match_the_stage_table():
     for f in files:
         load_preset(f)
     for number, stage in STAGES.items():
-        cfg = resolve_config(number, shards="s", llm="tiny-random", out="o", from_checkpoint="f" if number > 1 else None)
+        cfg = resolve_config(number, shards="s", llm="tiny-random", out="o",
+                             from_checkpoint="f" if number > 1 else None)
         assert (cfg.lr, cfg.epochs, cfg.zero, cfg.micro_batch, cfg.conv_format) == \
             (stage.lr, stage.epochs, stage.zero, stage.micro_batch, stage.conv_format)
         assert (cfg.global_batch, cfg.warmup_ratio, cfg.weight_decay, cfg.max_tokens) == (128, 0.03, 0.0, 2048)
@@ -141,3 +142,13 @@ def test_tiny_texts_come_from_the_shards(tmp_path):
     write_index(tmp_path, writer.shards, encoder=None, num_frames=None, dim=4, manifest_hash=None)
     texts = tiny_texts(tmp_path)
     assert "caption number 1" in texts and "event text" in texts and V1_TURNS[3]["value"] in texts
+
+
+def test_prepare_reads_a_real_train_config(chain, tmp_path):
+    """The prepare functions take TrainConfig itself (attribute names agree), here with the preset's LoRA r=64."""
+    cfg = resolve_config(2, shards=str(tmp_path), llm="tiny-random", out=str(tmp_path / "s2"),
+                         from_checkpoint=str(chain["root"] / "s1"))
+    model = prepare_model(cfg)
+    assert model.conv_format == "v1" and model.llm.peft_config["default"].r == 64
+    assert model.llm.peft_config["default"].lora_alpha == 128
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)

@@ -53,7 +53,8 @@ def load_llm(name_or_path: str, dtype: torch.dtype | None = None, attn: str = "a
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    llm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attention_implementation(attn))
+    llm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype,
+                                               attn_implementation=attention_implementation(attn))
     return llm, prepare_tokenizer(tokenizer)
 
 
@@ -78,7 +79,8 @@ def build_tiny_random(texts: Iterable[str], out_dir: str | Path | None = None, s
 
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     cfg = LlamaConfig(**{**TINY_SIZE, **size}, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                      tie_word_embeddings=False)
     cfg._attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

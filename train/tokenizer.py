@@ -39,5 +39,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_lengt
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(tokenizer_object=train_bpe(texts, vocab_size), bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>", additional_special_tokens=["<video>", "<image>"],
+                                   unk_token="<unk>", pad_token="<pad>",
+                                   additional_special_tokens=["<video>", "<image>"],
                                    model_max_length=model_max_length, padding_side="right")
