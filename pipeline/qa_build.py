@@ -42,7 +42,7 @@ class BuildQaConfig:
     grounding_ratio: float = 0.5
     """Stage 2 multi-turn: probability that an event gets a grounding question (else event captioning)."""
     overlap: str = "keep"
-    """Stages 2 and eval-free: overlapping events are kept and counted (`keep`) or dropped (`drop`)."""
+    """Stage 2: overlapping events are kept and counted (`keep`) or dropped (`drop`)."""
     dialogues: Path | None = None
     """Stage 3: a VTimeLLM stage3.json-format file."""
     task: str | None = None
@@ -133,8 +133,8 @@ class DialogueJoin:
     suffixes the second row of a video, `{key}_2`). The first feature sample of a video takes all its dialogues; a
     later one of the same video is an error `duplicate_video`."""
 
-    def __init__(self, path: Path, out: QaOutput):
-        keyed = assign_keys(load_records(path))
+    def __init__(self, records: list, out: QaOutput):
+        keyed = assign_keys(records)
         out.stats.inputs["dialogues"] = len(keyed)
         self.by_video: dict[str, list] = {}
         self.done: set[str] = set()
@@ -185,11 +185,12 @@ def _make_budget(cfg: BuildQaConfig) -> TokenBudget | None:
 def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     """Build the training (or evaluation) shards of `cfg.features` into `cfg.out`."""
     index_in = read_index(cfg.features)
+    records = load_records(cfg.dialogues) if cfg.stage == "3" else None  # a bad file stops before any output
     budget = _make_budget(cfg)
     stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa", seed=cfg.seed if cfg.stage == "2" else None)
     prefix = f"eval-{cfg.task}" if cfg.stage == "eval" else f"stage{cfg.stage}"
     out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
-    join = DialogueJoin(Path(cfg.dialogues), out) if cfg.stage == "3" else None
+    join = DialogueJoin(records, out) if records is not None else None
     make = {"1": _stage1, "2": _stage2, "3": join, "eval": _eval}[cfg.stage]
     total = index_in.get("totals", {}).get("samples")
     for sample in progress_iter(iter_samples(cfg.features), total, f"build-qa stage {cfg.stage}", cfg.progress):

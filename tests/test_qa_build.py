@@ -173,6 +173,13 @@ def test_config_and_output_folder_errors(tmp_path, features):
         BuildQaConfig(stage="eval", features=features[0], out=tmp_path / "x")
     with pytest.raises(ValueError, match="dense-ratio"):
         BuildQaConfig(stage="2", features=features[0], out=tmp_path / "x", dense_ratio=1.5)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        _build(tmp_path, features[0], "never", stage="3", dialogues=bad)
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        _build(tmp_path, tmp_path / "nothing", "never", stage="2")
     out = _build(tmp_path, features[0], "again", stage="2")
     with pytest.raises(FileExistsError, match="--overwrite"):
         _build(tmp_path, features[0], "again", stage="2")
