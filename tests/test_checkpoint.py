@@ -155,3 +155,22 @@ def test_bad_inputs_raise_clearly(tmp_path, trained):
     with pytest.raises(ValueError, match="saved tiny-random"):
         load_for_inference(moved)
     assert load_llm(str(small_dir))[0].config.hidden_size == 32
+
+
+def test_vtimellm_stage2_and_stage3_adapters_merge_in_order(tmp_path):
+    """The released stage-3 model = LLM + stage-2 LoRA merged + stage-3 LoRA merged (reference §5.3 builder order)."""
+    llm_dir = tmp_path / "llm"
+    llm, tok = build_tiny_random(TEXTS, out_dir=llm_dir, seed=7)
+    hidden = llm.config.hidden_size
+    (tmp_path / "r2").mkdir()
+    _, stage2, merged2 = _vtimellm_release(tmp_path / "r2", llm, hidden)
+    (tmp_path / "r3").mkdir()
+    _, stage3, merged3 = _vtimellm_release(tmp_path / "r3", merged2, hidden)
+    ckpt = import_vtimellm(tmp_path / "imp", llm=str(llm_dir), mm_projector=tmp_path / "r2" / "mm_projector.bin",
+                           adapters=[stage2, stage3])
+    meta = read_checkpoint(ckpt)
+    assert meta["stage"] == 3 and meta["adapters"] == ["base_adapters/00", "base_adapters/01"]
+    reference = VideoLLM(merged3, tok, torch.nn.Linear(768, hidden)).eval()
+    reference.projector.load_state_dict(load_projector_file(tmp_path / "r2" / "mm_projector.bin"))
+    feats = torch.randn(100, 768)
+    assert torch.allclose(_logits(load_for_inference(ckpt), feats), _logits(reference, feats), atol=1e-5)
