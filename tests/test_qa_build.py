@@ -146,6 +146,13 @@ def test_activitynet_real_sample_stage2_represents_every_usable_event(tmp_path):
             assert len(conv["turns"]) == 2 * len(clean.kept)
     qa = read_index(out)["qa"]
     assert qa["events"]["kept"] == sum(len(clean_events(m["events"], m["duration"]).kept) for m in metas)
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    verify = CliRunner().invoke(app, ["inspect", str(out), "--verify"])
+    assert verify.exit_code == 0 and "verify: OK" in verify.output, verify.output
+    show = CliRunner().invoke(app, ["inspect", str(out), "--show", "1"])
+    assert show.exit_code == 0 and "ASSISTANT:" in show.output and metas[0]["key"] in show.output, show.output
 
 
 def test_token_budget_reports_long_samples_without_truncating(tmp_path, features):
