@@ -48,7 +48,7 @@ def open_session(cfg: ChatConfig) -> ChatSession:
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights,
+    clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
                       device="cuda" if device.startswith("cuda") else "cpu")
     try:
         features, meta = extract_one(cfg.video, clip)

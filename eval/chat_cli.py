@@ -17,6 +17,7 @@ def chat(
     llm: Optional[str] = typer.Option(None, "--llm", help="Override the checkpoint's LLM (local path or hub name)."),
     clip_model: str = typer.Option("ViT-L-14", "--clip-model", help="ViT-L-14, or tiny-random (tests)."),
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="ViT-L-14.pt (local CLIP weights)."),
+    clip_pretrained: Optional[str] = typer.Option(None, "--clip-pretrained", help="open_clip hub tag, e.g. openai."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation limit per answer."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
@@ -27,7 +28,8 @@ def chat(
 
     try:
         cfg = ChatConfig(video=video, checkpoint=checkpoint, question=question, llm=llm, clip_model=clip_model,
-                         clip_weights=str(clip_weights) if clip_weights else None, max_new_tokens=max_new_tokens,
+                         clip_weights=str(clip_weights) if clip_weights else None,
+                         clip_pretrained=clip_pretrained, max_new_tokens=max_new_tokens,
                          device=device, dtype=dtype)
         run_chat(cfg, ask=input, say=typer.echo)
     except (ValueError, FileNotFoundError) as exc:

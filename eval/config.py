@@ -98,6 +98,8 @@ class ChatConfig:
     """open_clip model name used for features (tiny-random for tests), as extract takes it."""
     clip_weights: str | None = None
     """Local CLIP weights file (e.g. ViT-L-14.pt)."""
+    clip_pretrained: str | None = None
+    """open_clip hub tag (e.g. openai), exclusive with clip_weights."""
     max_new_tokens: int = 256
     device: str = "auto"
     dtype: str = "auto"
