@@ -187,7 +187,8 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     index_in = read_index(cfg.features)
     records = load_records(cfg.dialogues) if cfg.stage == "3" else None  # a bad file stops before any output
     budget = _make_budget(cfg)
-    stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa", seed=cfg.seed if cfg.stage == "2" else None)
+    stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa",
+                    seed=cfg.seed if cfg.stage == "2" else None)
     prefix = f"eval-{cfg.task}" if cfg.stage == "eval" else f"stage{cfg.stage}"
     out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
     join = DialogueJoin(records, out) if records is not None else None

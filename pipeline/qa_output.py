@@ -86,8 +86,10 @@ class QaOutput:
         self.shapes: Counter = Counter()
 
     def write(self, key: str, features, meta: dict, conversation: dict) -> None:
+        """Write one sample; a key already written (duplicated input) becomes an error record instead."""
         if key in self.keys:
-            raise ValueError(f"duplicate output key {key!r}")
+            self.error(key, "duplicate_key", "a sample with this key was already written")
+            return
         self.keys.add(key)
         self.writer.write(Sample(key=key, features=features, meta=meta, conversation=conversation))
         self.stats.record(conversation)

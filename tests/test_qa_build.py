@@ -229,3 +229,12 @@ def test_token_budget_counts_what_the_trainer_encodes(tmp_path):
     budget.fmt = "plain"
     turns = stage1_conversation("A dog runs.")["turns"]
     assert budget.positions(turns, 1) == len(encode(turns, budget.tokenizer, "plain")) - 1 + 1
+
+
+def test_duplicated_input_key_becomes_an_error_record(tmp_path):
+    ev = [{"start": 1.0, "end": 4.0, "caption": "A dog runs."}]
+    write_feature_shards(tmp_path / "feat", [video_meta("a", 10.0, ev), video_meta("a", 10.0, ev)],
+                         samples_per_shard=1)
+    out = _build(tmp_path, tmp_path / "feat", "dup", stage="2")
+    assert [s.key for s in iter_samples(out)] == ["a"]
+    assert [(e.key, e.reason) for e in read_errors(out)] == [("a", "duplicate_key")]
