@@ -69,3 +69,13 @@ def test_wrong_shards_are_refused(tmp_path, ckpt):
     res = CliRunner().invoke(app, ["grounding", "--checkpoint", str(ckpt), "--shards", str(shards), "--out",
                                    str(tmp_path / "o")])
     assert res.exit_code == 2 and "not a grounding evaluation sample" in res.output
+
+
+def test_read_eval_shards_limit_and_truth(tmp_path):
+    from eval.runner import read_eval_shards
+
+    shards = eval_shards(tmp_path / "shards", "grounding")
+    items, truth = read_eval_shards(shards, "grounding", limit=3)
+    assert [it.query_id for it in items] == ["vidA_q0", "vidA_q1", "vidB_q0"]
+    assert truth["vidA"].duration == 30.0 and truth["vidA"].events[1] == ((12.0, 30.0), "He sits down on a chair.")
+    assert items[0].features.shape == (100, 768)

@@ -127,3 +127,18 @@ def test_score_dvc_on_activitynet_excerpt(tmp_path):
     # Video 1 repeats its ground truth: its METEOR is high at every tIoU; video 2 scores 0; the mean is ~half.
     assert 25 < m["METEOR"] <= 50 and 25 < m["SODA_c"] <= 50
     assert (tmp_path / "dvc.png").is_file()
+
+
+def test_score_against_a_manifest_parquet(tmp_path):
+    from manifests import read_dataset
+    from manifests.schema import write_manifest
+
+    manifest = write_manifest(read_dataset("charades", STA, durations=CSV), tmp_path / "m.parquet", {"test": True})
+    vid, s, e, sent, d = _first_queries(1)[0]
+    pred = tmp_path / "p.jsonl"
+    pred.write_text(json.dumps({"video": vid, "query": sent, "span": [s, e]}) + "\n")
+    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred),
+                                   "--annotations", str(manifest)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["mIoU"] == 100.0 and m["n"] == 1 and m["unparsed"] == 0.0
