@@ -74,7 +74,8 @@ def infer_stage(records: list) -> int:
 
 
 def load_features(path: Path, image: bool) -> np.ndarray:
-    """One `.npy`: (N, D) for videos; (D,) or (1, D) for images. Raises RecordError (missing, unreadable, bad shape or dtype, NaN/Inf)."""
+    """One `.npy`: (N, D) for videos; (D,) or (1, D) for images. Raises RecordError: missing, unreadable (pickled
+    included), bad shape or dtype, NaN/Inf."""
     if not path.is_file():
         raise RecordError("missing_features", f"{path.name} not found")
     try:

@@ -101,7 +101,8 @@ def test_stage3_joins_dialogues_by_key_with_several_dialogues_per_video(tmp_path
     out = _build(tmp_path, tmp_path / "feat3", "s3", stage="3", dialogues=path)
     samples = {s.key: s for s in iter_samples(out)}
     assert sorted(samples) == ["src4", "v0-d0", "v0-d1", "v1"]
-    assert samples["src4"].conversation["turns"][1]["value"] == "Near 13." and samples["src4"].meta["source_key"] == "v4"
+    assert samples["src4"].conversation["turns"][1]["value"] == "Near 13."
+    assert samples["src4"].meta["source_key"] == "v4"
     assert samples["v0-d0"].conversation["turns"][1]["value"] == "From 10 to 40."
     assert samples["v0-d1"].meta["key"] == "v0-d1" and samples["v0-d1"].meta["source_key"] == "v0"
     # v1's features span 20 s: the time base is the features' duration, and the mismatch is noted.
