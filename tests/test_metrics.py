@@ -127,3 +127,15 @@ def test_dvc_metrics_follow_the_matching_protocol(scorer):
     assert m["SODA_c"] == pytest.approx(100 * total / 2, rel=1e-6)
     with pytest.raises(ValueError, match="no ground truth"):
         dvc_metrics({"other": []}, gts, scorer)
+
+
+@needs_java
+def test_soda_c_toy_case_with_real_meteor(scorer):
+    # The toy case above with sentences that share no word: METEOR is 1 for identical sentences and 0 across them
+    # (checked below), so the hand arithmetic holds with the real scorer: SODA_c = (5/6 + 1/3) / 2 = 7/12.
+    gts = {"A": [((0, 10), "dog runs fast"), ((10, 20), "cat sleeps quietly")], "B": [((0, 30), "people dance")]}
+    preds = {"A": [((0, 10), "dog runs fast"), ((5, 20), "cat sleeps quietly")],
+             "B": [((0, 15), "people dance"), ((15, 30), "people dance")]}
+    assert scorer.meteor_matrix(["dog runs fast", "cat sleeps quietly"], ["dog runs fast", "cat sleeps quietly"]) \
+        == [[1.0, 0.0], [0.0, 1.0]]
+    assert dvc_metrics(preds, gts, scorer)["SODA_c"] == pytest.approx(100 * 7 / 12, abs=1e-4)
