@@ -118,6 +118,8 @@ def resolve_device(device: str, dtype: str):
     import torch
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu or auto")
     if dtype == "auto":
         return dev, torch.bfloat16 if dev.startswith("cuda") else torch.float32
     return dev, getattr(torch, dtype)

@@ -79,3 +79,19 @@ def test_read_eval_shards_limit_and_truth(tmp_path):
     assert [it.query_id for it in items] == ["vidA_q0", "vidA_q1", "vidB_q0"]
     assert truth["vidA"].duration == 30.0 and truth["vidA"].events[1] == ((12.0, 30.0), "He sits down on a chair.")
     assert items[0].features.shape == (100, 768)
+
+
+def test_config_errors_are_clear(tmp_path, ckpt):
+    from eval.config import EvalConfig, resolve_device
+
+    shards = eval_shards(tmp_path / "shards", "grounding")
+    with pytest.raises(ValueError, match="task must be"):
+        EvalConfig(task="caption", checkpoint=ckpt, shards=shards, out=tmp_path)
+    with pytest.raises(FileNotFoundError, match="shard folder"):
+        EvalConfig(task="dvc", checkpoint=ckpt, shards=tmp_path / "none", out=tmp_path)
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(task="dvc", checkpoint=ckpt, shards=shards, out=tmp_path, batch_size=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda", "auto")
+    assert resolve_device("cpu", "auto") == ("cpu", torch.float32)
