@@ -131,15 +131,30 @@ def ordered_stream(shards: list[Shard], buffer: int, rng: random.Random, skip: i
 
 
 class ShardStream(IterableDataset):
-    """One rank's endless stream of tokenized samples; each item says which worker made it and how far it got."""
+    """One rank's endless stream of micro-batches; each says which worker made it and how far that worker got.
+
+    Workers collate their own micro-batches (one message per batch to the trainer, and the padding work runs in
+    single-threaded worker processes instead of competing with the training step for the main process's cores).
+    """
 
     def __init__(self, shards: list[Shard], *, rank: int, world: int, workers: int, buffer: int, seed: int,
-                 tokenizer, conv_format: str, max_tokens: int, state: dict | None = None):
+                 tokenizer, conv_format: str, max_tokens: int, micro_batch: int, pad_id: int,
+                 state: dict | None = None):
         self.shards, self.rank, self.world, self.workers = shards, rank, world, workers
         self.buffer, self.seed, self.tokenizer, self.fmt, self.max_tokens = buffer, seed, tokenizer, conv_format, max_tokens
-        self.state = state
+        self.micro_batch, self.pad_id, self.state = micro_batch, pad_id, state
 
     def __iter__(self) -> Iterator[dict]:
+        items: list[dict] = []
+        for item in self.samples():
+            items.append(item)
+            if len(items) == self.micro_batch:
+                yield {"batch": collate(items, self.pad_id), "keys": [it["key"] for it in items],
+                       **{k: item[k] for k in ("worker", "epoch", "consumed", "skipped")}}
+                items = []
+
+    def samples(self) -> Iterator[dict]:
+        """This worker's tokenized samples, epoch after epoch, from the saved position on."""
         info = get_worker_info()
         physical = info.id if info is not None else 0
         rotation = self.state["next_worker"] if self.state else 0
@@ -214,8 +229,10 @@ class TrainLoader:
         self.micro_batch, self.rank, self.world, self.workers = micro_batch, rank, world, workers
         self.pad_id = _pad_id(tokenizer)
         self.dataset = ShardStream(self.shards, rank=rank, world=world, workers=workers, buffer=buffer, seed=seed,
-                                   tokenizer=tokenizer, conv_format=conv_format, max_tokens=max_tokens, state=state)
+                                   tokenizer=tokenizer, conv_format=conv_format, max_tokens=max_tokens,
+                                   micro_batch=micro_batch, pad_id=self.pad_id, state=state)
         # With num_workers=0 one logical worker runs in this process; otherwise one process per logical worker.
+        # batch_size=None: the workers batch; the DataLoader hands their batches out round-robin, in order.
         # Its own generator: starting an iterator draws a seed from it, which must not shift the global RNG that
         # dropout uses (a resumed run restores that RNG and must see the same dropout masks).
         self.loader = DataLoader(self.dataset, batch_size=None, collate_fn=_identity,
@@ -227,15 +244,11 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], list[str]]]:
         """(batch, keys) pairs, forever; the position advances as batches are handed out."""
-        items: list[dict] = []
-        for item in self.loader:
-            items.append(item)
-            self._positions[item["worker"]] = {k: item[k] for k in ("epoch", "consumed", "skipped")}
-            self._next_worker = (item["worker"] + 1) % self.workers
-            if len(items) == self.micro_batch:
-                self.samples += len(items)
-                yield collate(items, self.pad_id), [it["key"] for it in items]
-                items = []
+        for out in self.loader:
+            self._positions[out["worker"]] = {k: out[k] for k in ("epoch", "consumed", "skipped")}
+            self._next_worker = (out["worker"] + 1) % self.workers
+            self.samples += len(out["keys"])
+            yield out["batch"], out["keys"]
 
     @property
     def skipped_long(self) -> int:
