@@ -187,14 +187,28 @@ def short_side_size(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[in
     return int(size * height / width), size
 
 
-def preprocess(frames: np.ndarray, resize: bool = True):
+def preprocess(frames: np.ndarray, resize: bool = True, chunk: int = 10):
     """uint8 (N, H, W, 3) RGB → float32 (N, 3, 224, 224), DESIGN.md's path. `resize=False` when the decoder already
-    brought the short side to 224 (fast_resize)."""
+    brought the short side to 224 (fast_resize).
+
+    Every op works frame by frame, so running it on chunks of `chunk` contiguous NCHW frames gives bit-identical
+    output (tests/test_clip.py) while keeping the float copy of full-resolution frames small enough for the caches.
+    """
+    import torch
+
+    out = torch.empty((len(frames), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32)
+    for i in range(0, len(frames), chunk):
+        out[i:i + chunk] = _preprocess_chunk(frames[i:i + chunk], resize)
+    return out
+
+
+def _preprocess_chunk(frames: np.ndarray, resize: bool):
     import torch
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    x = torch.from_numpy(np.require(frames, requirements=("C", "W"))).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.require(frames, requirements=("C", "W"))).permute(0, 3, 1, 2).contiguous()
+    x = x.float().div_(255.0)
     if resize:
         x = TF.resize(x, [IMAGE_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=False)
     x = TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE])

@@ -28,6 +28,13 @@ def test_preprocess_downscale_is_bicubic_without_antialias():
     crop = resized[..., 37:261]
     want = (crop - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
     assert torch.equal(preprocess(frames), want)
+    whole = torch.from_numpy(np.concatenate([frames] * 13))  # the chunked path equals one call on all frames
+    from torchvision.transforms import InterpolationMode, functional as TF
+
+    one_call = TF.normalize(TF.center_crop(TF.resize(whole.permute(0, 3, 1, 2).float() / 255.0, [224],
+                                                     interpolation=InterpolationMode.BICUBIC, antialias=False),
+                                           [224, 224]), CLIP_MEAN, CLIP_STD)
+    assert torch.equal(preprocess(whole.numpy()), one_call)
     aa = torch.nn.functional.interpolate(x, size=(224, 298), mode="bicubic", align_corners=False, antialias=True)
     assert not torch.allclose(aa[..., 37:261], crop, atol=1e-3)  # the antialiased path would give other pixels
 
