@@ -88,7 +88,8 @@ def main() -> None:
     n = len(queries)
     where = torch.cuda.get_device_name() if device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    print(f"model: LLaMA-config random weights, hidden {args.hidden}, {args.layers} layers, vocab {len(model.tokenizer)}"
+    print(f"model: LLaMA-config random weights, hidden {args.hidden}, {args.layers} layers, "
+          f"vocab {len(model.tokenizer)}"
           f"; {n} grounding queries, 100 video rows each, greedy, {args.max_new_tokens} new tokens max; {where}")
     print("| mode | batch | queries/s | seconds |")
     print("|---|---|---|---|")

@@ -1,5 +1,4 @@
 """Golden tests for eval.metrics: hand-computed values, and the language scores equal pycocoevalcap called directly."""
-import math
 import shutil
 
 import pytest
@@ -115,8 +114,9 @@ def test_dvc_metrics_follow_the_matching_protocol(scorer):
     assert set(m) == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"} and m["n"] == 1
     # Recompute by hand: at tIoU 0.3 and 0.5 both predictions are paired with their event; at 0.7 only p1 is, p2 is
     # paired with a random string; at 0.9 both are (nothing in common with a random string: METEOR 0).
-    tp = [((0, 8), scorer.tokenize(["a man opens a door"])[0]), ((10, 22), scorer.tokenize(["a man sits down"])[0])]
-    tg = [((0, 10), scorer.tokenize(["a man opens the door"])[0]), ((10, 30), scorer.tokenize(["the man sits on a chair"])[0])]
+    toks = scorer.tokenize(["a man opens a door", "a man sits down", "a man opens the door", "the man sits on a chair"])
+    tp = [((0, 8), toks[0]), ((10, 22), toks[1])]
+    tg = [((0, 10), toks[2]), ((10, 30), toks[3])]
     rng = random.Random(0)
     per_tiou = [scorer.corpus(match_pairs(tp, tg, t, rng))["METEOR"] for t in (0.3, 0.5, 0.7, 0.9)]
     assert per_tiou[0] == per_tiou[1] and per_tiou[2] != per_tiou[0] and per_tiou[3] == 0

@@ -60,7 +60,8 @@ def test_dense_json_timestamps_sliced_like_the_reference():
 
 
 def test_dense_plain_format_stage2_style():
-    answer = "From 00 to 17, a man is skiing down a slope. From 17 to 45, he falls into the snow. from 46 to 99: he stands up."
+    answer = ("From 00 to 17, a man is skiing down a slope. From 17 to 45, he falls into the snow. "
+              "from 46 to 99: he stands up.")
     assert parse_dense_captions(answer) == [(0, 17, "a man is skiing down a slope."),
                                             (17, 45, "he falls into the snow."), (46, 99, "he stands up.")]
 
