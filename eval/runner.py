@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
 from eval.score import Truth, plot, read_predictions, read_truth, score
@@ -30,30 +31,57 @@ class EvalItem:
     features: object
 
 
-def read_eval_shards(shards: Path, task: str, limit: int | None = None) -> tuple[list[EvalItem], dict[str, Truth]]:
-    """Queries and ground truth (by sample key) from `build-qa --stage eval` shards; other samples are an error."""
+CHUNK_QUERIES = 1024
+"""Queries held in memory at once (with their videos' features); answers are written out chunk by chunk."""
+
+
+def _check_sample(sample, shards: Path, task: str) -> dict:
+    conv = sample.conversation or {}
+    if conv.get("stage") != "eval" or conv.get("task") != task:
+        raise ValueError(f"{shards}: sample {sample.key} is not a {task} evaluation sample (stage "
+                         f"{conv.get('stage')!r}, task {conv.get('task')!r}); build them with "
+                         f"`vtl-pipeline build-qa --stage eval --task {task}`")
+    return conv
+
+
+def iter_eval_chunks(shards: Path, task: str, limit: int | None = None, chunk: int = CHUNK_QUERIES
+                     ) -> Iterator[tuple[list[EvalItem], dict[str, Truth]]]:
+    """Queries (about `chunk` at a time, whole samples) and their ground truth by sample key, streamed from
+    `build-qa --stage eval` shards, so memory does not grow with the evaluation set. Other samples are an error."""
     from pipeline.shards import iter_samples
 
     items: list[EvalItem] = []
     truth: dict[str, Truth] = {}
+    total = 0
     for sample in iter_samples(shards):
-        conv = sample.conversation or {}
-        if conv.get("stage") != "eval" or conv.get("task") != task:
-            raise ValueError(f"{shards}: sample {sample.key} is not a {task} evaluation sample (stage "
-                             f"{conv.get('stage')!r}, task {conv.get('task')!r}); build them with "
-                             f"`vtl-pipeline build-qa --stage eval --task {task}`")
+        conv = _check_sample(sample, shards, task)
         duration = float(sample.meta["duration"])
-        queries = conv["queries"]
-        gt = conv["events"] if task == "dvc" else queries
+        queries = conv["queries"][:limit - total] if limit is not None else conv["queries"]
+        gt = conv["events"] if task == "dvc" else conv["queries"]
         truth[sample.key] = Truth(duration, tuple(((float(e["span"][0]), float(e["span"][1])), e["sentence"])
                                                   for e in gt))
         video = sample.meta.get("source_id") or sample.key
         items += [EvalItem(sample.key, video, q["id"], q["query"], q.get("sentence"), duration, sample.features)
                   for q in queries]
-        if limit is not None and len(items) >= limit:
-            return items[:limit], truth
-    if not items:
+        total += len(queries)
+        if len(items) >= chunk or (limit is not None and total >= limit):
+            yield items, truth
+            items, truth = [], {}
+        if limit is not None and total >= limit:
+            return
+    if items:
+        yield items, truth
+    elif total == 0:
         raise ValueError(f"{shards}: no evaluation queries")
+
+
+def read_eval_shards(shards: Path, task: str, limit: int | None = None) -> tuple[list[EvalItem], dict[str, Truth]]:
+    """All queries and ground truth at once (small sets, tests)."""
+    items: list[EvalItem] = []
+    truth: dict[str, Truth] = {}
+    for chunk_items, chunk_truth in iter_eval_chunks(shards, task, limit):
+        items += chunk_items
+        truth.update(chunk_truth)
     return items, truth
 
 
@@ -83,38 +111,48 @@ def _prediction_line(item: EvalItem, answer: str) -> dict:
     return line
 
 
-def generate_answers(cfg: EvalConfig, items: list[EvalItem], console=None) -> tuple[list[str], dict]:
-    """Load the model, build the prompts, generate; returns answers (item order) and timing."""
-    from rich.progress import Progress
-
+def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str]:
     from eval.generate import Query, generate
     from train.conversation import generation_prompt
+
+    queries = [Query(generation_prompt([{"from": "human", "value": f"<video>\n{it.query}"}], model.tokenizer,
+                                       model.conv_format), it.features) for it in items]
+    return generate(model, queries, cfg.batch_size, cfg.max_new_tokens, progress=on_batch)
+
+
+def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dict[str, Truth], dict]:
+    """Load the model, answer every query chunk by chunk (predictions.jsonl written as it goes, renamed at the end);
+    returns the prediction lines, the ground truth and timing."""
+    from rich.progress import Progress
+
     from train.model import load_for_inference
 
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
-    queries = [Query(generation_prompt([{"from": "human", "value": f"<video>\n{it.query}"}], model.tokenizer,
-                                       model.conv_format), it.features) for it in items]
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.out / f".{PREDICTIONS}.tmp"
+    lines: list[dict] = []
+    truth: dict[str, Truth] = {}
     start = time.perf_counter()
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"generating ({cfg.task})", total=len(queries))
-        answers = generate(model, queries, cfg.batch_size, cfg.max_new_tokens,
-                           progress=lambda n: bar.advance(task, n))
+    with Progress(console=console, transient=True) as bar, open(tmp, "w") as f:
+        task = bar.add_task(f"generating ({cfg.task})", total=cfg.limit)
+        for items, chunk_truth in iter_eval_chunks(cfg.shards, cfg.task, cfg.limit):
+            answers = _answer(model, cfg, items, lambda n: bar.advance(task, n))
+            chunk_lines = [_prediction_line(it, a) for it, a in zip(items, answers)]
+            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in chunk_lines)
+            f.flush()
+            lines += chunk_lines
+            truth.update(chunk_truth)
+    tmp.replace(cfg.out / PREDICTIONS)
     seconds = time.perf_counter() - start
-    return answers, {"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": round(seconds, 3),
-                     "queries_per_s": round(len(items) / seconds, 3) if seconds > 0 else None,
-                     "conv_format": model.conv_format}
+    return lines, truth, {"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": round(seconds, 3),
+                          "queries_per_s": round(len(lines) / seconds, 3) if seconds > 0 else None,
+                          "conv_format": model.conv_format}
 
 
 def run_eval(cfg: EvalConfig, console=None) -> dict:
     """Generate answers for every query of the evaluation shards, write predictions.jsonl, score; returns metrics."""
-    items, truth = read_eval_shards(cfg.shards, cfg.task, cfg.limit)
-    answers, timing = generate_answers(cfg, items, console)
-    lines = [_prediction_line(it, a) for it, a in zip(items, answers)]
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out / f".{PREDICTIONS}.tmp"
-    tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-    tmp.replace(cfg.out / PREDICTIONS)
+    lines, truth, timing = generate_predictions(cfg, console)
     # Scored by sample key (unique in shards); the file says `video` = source id so `vtl-eval score` can use the
     # original annotation file.
     metrics, plot_data = score(cfg.task, [{**line, "video": line["key"]} for line in lines], truth)

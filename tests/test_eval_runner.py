@@ -95,3 +95,16 @@ def test_config_errors_are_clear(tmp_path, ckpt):
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda", "auto")
     assert resolve_device("cpu", "auto") == ("cpu", torch.float32)
+
+
+def test_eval_shards_stream_in_chunks(tmp_path):
+    from eval.runner import iter_eval_chunks, read_eval_shards
+
+    shards = eval_shards(tmp_path / "shards", "grounding")
+    chunks = list(iter_eval_chunks(shards, "grounding", chunk=2))
+    # whole samples per chunk: vidA (2 queries) | vidB (2) | vidC (1)
+    assert [[it.query_id for it in items] for items, _ in chunks] == \
+        [["vidA_q0", "vidA_q1"], ["vidB_q0", "vidB_q1"], ["vidC_q0"]]
+    assert [sorted(truth) for _, truth in chunks] == [["vidA"], ["vidB"], ["vidC"]]
+    all_items, _ = read_eval_shards(shards, "grounding")
+    assert [it.query_id for it in all_items] == [it.query_id for items, _ in chunks for it in items]
