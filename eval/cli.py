@@ -45,13 +45,15 @@ def score_cmd(
 
 
 def _evaluate(task: str, checkpoint: Path, shards: Path, out: Path, llm: Optional[str], batch_size: int,
-              max_new_tokens: int, device: str, dtype: str, limit: Optional[int]) -> None:
+              max_new_tokens: int, device: str, dtype: str, limit: Optional[int],
+              conv_format: Optional[str]) -> None:
     from eval.config import EvalConfig
     from eval.runner import run_eval
 
     try:
         cfg = EvalConfig(task=task, checkpoint=checkpoint, shards=shards, out=out, llm=llm, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit)
+                         max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit,
+                         conv_format=conv_format)
         metrics = run_eval(cfg)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -68,22 +70,27 @@ _MAXNEW = typer.Option(256, "--max-new-tokens", help="Generation limit per answe
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
 _DTYPE = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 _LIMIT = typer.Option(None, "--limit", help="Only the first N queries (smoke runs).")
+_FMT = typer.Option(None, "--conv-format", help="Prompt format (plain, v1, ...); default: the checkpoint's.")
 
 
 @app.command("grounding")
 def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
                   batch_size: int = _BATCH, max_new_tokens: int = _MAXNEW, device: str = _DEVICE,
-                  dtype: str = _DTYPE, limit: Optional[int] = _LIMIT) -> None:
+                  dtype: str = _DTYPE, limit: Optional[int] = _LIMIT,
+                  conv_format: Optional[str] = _FMT) -> None:
     """Temporal grounding: R1@{0.3,0.5,0.7} and mIoU of a checkpoint on evaluation shards."""
-    _evaluate("grounding", checkpoint, shards, out, llm, batch_size, max_new_tokens, device, dtype, limit)
+    _evaluate("grounding", checkpoint, shards, out, llm, batch_size, max_new_tokens, device, dtype, limit,
+              conv_format)
 
 
 @app.command("dvc")
 def dvc_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
             batch_size: int = _BATCH, max_new_tokens: int = _MAXNEW, device: str = _DEVICE,
-            dtype: str = _DTYPE, limit: Optional[int] = _LIMIT) -> None:
+            dtype: str = _DTYPE, limit: Optional[int] = _LIMIT,
+            conv_format: Optional[str] = _FMT) -> None:
     """Dense video captioning: SODA_c, CIDEr, METEOR, BLEU-4 of a checkpoint on evaluation shards."""
-    _evaluate("dvc", checkpoint, shards, out, llm, batch_size, max_new_tokens, device, dtype, limit)
+    _evaluate("dvc", checkpoint, shards, out, llm, batch_size, max_new_tokens, device, dtype, limit,
+              conv_format)
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 TASKS = ("grounding", "dvc")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+CONV_FORMATS = ("plain", "v1", "chatglm3", "chat_template")
+"""As train.conversation.FORMATS (not imported here: the CLI's --help must stay light)."""
 
 
 def _exists(path: Path | None, what: str) -> None:
@@ -68,6 +70,9 @@ class EvalConfig:
     """auto = bfloat16 on GPU, float32 on CPU."""
     limit: int | None = None
     """Evaluate only the first N queries (smoke runs)."""
+    conv_format: str | None = None
+    """Prompt format override (plain, v1, chatglm3, chat_template); default: the checkpoint's. A stage-1 checkpoint
+    is `plain`, which drops the question, so evaluate it with v1."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -80,6 +85,8 @@ class EvalConfig:
             raise ValueError(f"dtype must be one of {DTYPES}")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be >= 1")
+        if self.conv_format not in (None, *CONV_FORMATS):
+            raise ValueError(f"conv_format must be one of {CONV_FORMATS}, got {self.conv_format!r}")
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

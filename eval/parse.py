@@ -17,7 +17,8 @@ Dense captioning (`parse_dense_captions`):
   D2. Items are read in order; the first malformed item (missing key, non-number, not an object) stops the list and
       the items before it are kept (the reference appends items until its exception).
   D3. Plain text: when the answer is not a JSON attempt (no `"timestamps"` key anywhere), every
-      "From ss to ee, caption." (case-insensitive, two-digit numbers, `,` or `:` after the span optional) is an event whose caption runs to the next "from ss to ee" or the end.
+      "From ss to ee, caption." (case-insensitive, two-digit numbers, `,` or `:` after the span optional) is an
+      event whose caption runs to the next "from ss to ee" or the end.
       This is the stage-2 training answer format. Broken JSON is never re-read as plain text: its pieces would
       become nonsense captions.
   D4. Consecutive events whose sentences are near-identical (difflib ratio > 0.98) and whose spans touch (next start

@@ -129,6 +129,7 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
 
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
+    model.conv_format = cfg.conv_format or model.conv_format
     cfg.out.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out / f".{PREDICTIONS}.tmp"
     lines: list[dict] = []
