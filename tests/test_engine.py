@@ -1,4 +1,4 @@
-"""The engine seam: the schedule, the DeepSpeed config, and DeepSpeed (gloo, CPU) vs plain PyTorch on a tiny VideoLLM."""
+"""The engine seam: schedule, DeepSpeed config, DeepSpeed (gloo, CPU) vs plain PyTorch on a tiny VideoLLM."""
 from __future__ import annotations
 
 import itertools

@@ -44,7 +44,7 @@ def train(
     log_keys: bool = typer.Option(False, "--log-keys", help="Write each rank's sample keys to out/keys.rank{R}.jsonl."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the progress bar."),
     local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True,
-                                             help="Set by the deepspeed launcher; the rank comes from the environment."),
+                                             help="Set by the deepspeed launcher (ranks come from the environment)."),
 ) -> None:
     """Train one stage; world size and ranks come from the launcher (torchrun or deepspeed)."""
     import logging
@@ -59,7 +59,7 @@ def train(
     cfg = resolve_config(stage, **flags)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("train").setLevel(logging.INFO)
-    # DeepSpeed's ZeRO calls a torch collective torch has renamed; the warning repeats every step and means nothing here.
+    # DeepSpeed's ZeRO calls a renamed torch collective; the warning repeats every step and means nothing here.
     warnings.filterwarnings("ignore", message=".*reduce_scatter_tensor.*", category=FutureWarning)
     from train.loop import run
 

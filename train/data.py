@@ -141,7 +141,8 @@ class ShardStream(IterableDataset):
                  tokenizer, conv_format: str, max_tokens: int, micro_batch: int, pad_id: int,
                  state: dict | None = None):
         self.shards, self.rank, self.world, self.workers = shards, rank, world, workers
-        self.buffer, self.seed, self.tokenizer, self.fmt, self.max_tokens = buffer, seed, tokenizer, conv_format, max_tokens
+        self.buffer, self.seed, self.max_tokens = buffer, seed, max_tokens
+        self.tokenizer, self.fmt = tokenizer, conv_format
         self.micro_batch, self.pad_id, self.state = micro_batch, pad_id, state
 
     def __iter__(self) -> Iterator[dict]:
@@ -162,7 +163,8 @@ class ShardStream(IterableDataset):
         pos = self.state["workers"][worker] if self.state else {"epoch": 0, "consumed": 0, "skipped": 0}
         epoch, consumed, skipped = pos["epoch"], pos["consumed"], pos["skipped"]
         while True:
-            mine = worker_shards(epoch_order(self.shards, epoch, self.seed), self.rank, self.world, worker, self.workers)
+            order = epoch_order(self.shards, epoch, self.seed)
+            mine = worker_shards(order, self.rank, self.world, worker, self.workers)
             rng = random.Random(f"buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
             yielded, started_at = 0, consumed
             for _, members in ordered_stream(mine, self.buffer, rng, consumed):
@@ -236,7 +238,8 @@ class TrainLoader:
         # Its own generator: starting an iterator draws a seed from it, which must not shift the global RNG that
         # dropout uses (a resumed run restores that RNG and must see the same dropout masks).
         self.loader = DataLoader(self.dataset, batch_size=None, collate_fn=_identity,
-                                 num_workers=workers if num_workers > 0 else 0, generator=torch.Generator().manual_seed(seed),
+                                 num_workers=workers if num_workers > 0 else 0,
+                                 generator=torch.Generator().manual_seed(seed),
                                  persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
         self._positions = dict(enumerate(state["workers"])) if state else {}
         self._next_worker = state["next_worker"] if state else 0

@@ -236,4 +236,5 @@ class TorchEngine:
 
 
 def make_engine(model: nn.Module, cfg: TrainConfig, total_steps: int) -> Engine:
-    return DeepSpeedEngine(model, cfg, total_steps) if cfg.engine == "deepspeed" else TorchEngine(model, cfg, total_steps)
+    kind = DeepSpeedEngine if cfg.engine == "deepspeed" else TorchEngine
+    return kind(model, cfg, total_steps)
