@@ -106,6 +106,14 @@ def _video(truth: dict[str, Truth], line: dict) -> Truth:
     return truth[vid]
 
 
+def _span(value, vid: str) -> tuple[float, float]:
+    try:
+        start, end = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"video {vid!r}: a span must be [start_s, end_s], got {value!r}") from None
+    return start, end
+
+
 def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
     """Per query: video, sentence, ground-truth span, predicted span (None = unparsable) and IoU."""
     queues: dict[tuple[str, str], deque] = defaultdict(deque)
@@ -121,7 +129,7 @@ def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
         if "answer" in line:
             span = grounding_answer_span(str(line["answer"]), t.duration)
         else:
-            span = tuple(float(x) for x in line["span"]) if line["span"] is not None else None
+            span = _span(line["span"], key[0]) if line["span"] is not None else None
         records.append({"video": key[0], "sentence": key[1], "gt": list(gt),
                         "span": list(span) if span else None, "iou": temporal_iou(span, gt) if span else None})
     return records
@@ -138,7 +146,11 @@ def dvc_inputs(preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict, 
         if "answer" in line:
             parsed = dense_caption_events(str(line["answer"]), t.duration)
         else:
-            parsed = [((float(e["span"][0]), float(e["span"][1])), str(e["sentence"])) for e in line["events"]]
+            try:
+                parsed = [(_span(e["span"], vid), str(e["sentence"])) for e in line["events"]]
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"video {vid!r}: events must be [{{'span': [s, e], 'sentence': T}}, ...] "
+                                 f"({exc!r})") from None
         unparsed += parsed is None
         events[vid] = parsed or []
     gts = {vid: list(truth[vid].events) for vid in events}

@@ -142,3 +142,13 @@ def test_score_against_a_manifest_parquet(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["mIoU"] == 100.0 and m["n"] == 1 and m["unparsed"] == 0.0
+
+
+def test_malformed_spans_and_events_are_named():
+    from eval.score import Truth, score
+
+    truth = {"v": Truth(10.0, (((0.0, 5.0), "a man runs"),))}
+    with pytest.raises(ValueError, match="a span must be"):
+        score("grounding", [{"video": "v", "query": "a man runs", "span": [1]}], truth)
+    with pytest.raises(ValueError, match="events must be"):
+        score("dvc", [{"video": "v", "events": [{"start": 0}]}], truth)
