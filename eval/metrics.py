@@ -144,6 +144,11 @@ class CaptionScorer:
     """pycocoevalcap scorers with one PTB tokenizer pass per call and one METEOR (Java) process per instance."""
 
     def __post_init__(self) -> None:
+        import shutil
+
+        if shutil.which("java") is None:
+            raise FileNotFoundError("java not found: METEOR and the PTB tokenizer (dense-captioning scores) run Java; "
+                                    "install a JRE (make setup installs default-jre-headless)")
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.meteor.meteor import Meteor
