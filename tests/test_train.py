@@ -90,13 +90,37 @@ def small(data, stage: int, out: Path, prev: Path | None, **kw) -> TrainConfig:
     return resolve_config(stage, **{**base, **kw})
 
 
-def test_stages_2_and_3_train_from_the_previous_checkpoint(data, stage1):
-    from safetensors.torch import load_file
+def cli_args(cfg: TrainConfig) -> list[str]:
+    """The flags that reproduce `cfg` (as built by `small`) on the command line."""
+    args = ["--stage", str(cfg.stage), "--shards", cfg.shards, "--llm", cfg.llm, "--out", cfg.out,
+            "--from", cfg.from_checkpoint, "--no-gradient-checkpointing", "--no-progress"]
+    for name in ("micro_batch", "global_batch", "max_steps", "lr", "zero", "lora_r", "lora_alpha", "num_workers",
+                 "shuffle_buffer", "save_every"):
+        if getattr(cfg, name) is not None:
+            args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
+    return args
 
+
+STAGE2 = dict(max_steps=8, save_every=2, num_workers=2)
+
+
+@pytest.fixture(scope="module")
+def stage2(data, stage1):
+    """Stage 2 in-process from the stage-1 checkpoint; also the uninterrupted reference of the resume test."""
     from train.loop import run
 
-    c2 = run(small(data, 2, data["root"] / "c2", stage1))
-    c3 = run(small(data, 3, data["root"] / "c3", c2))
+    return run(small(data, 2, data["root"] / "c2", stage1, **STAGE2))
+
+
+def test_stages_2_and_3_train_from_the_previous_checkpoint(data, stage1, stage2):
+    from safetensors.torch import load_file
+
+    c2 = stage2
+    # Stage 3 as documented: `vtl-train --stage 3 --shards DIR --from STAGE2_DIR --llm PATH` (PATH: a local HF folder).
+    cfg3 = small(data, 3, data["root"] / "c3", c2, llm=str(stage1 / "llm"))
+    done = subprocess.run(vtl_train(*cli_args(cfg3)), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    c3 = Path(cfg3.out)
     assert falls(losses(c2)) and falls(losses(c3))
     m2, m3 = (json.loads((c / "vtl_checkpoint.json").read_text()) for c in (c2, c3))
     assert m2["adapters"] == ["adapter"] and m3["adapters"] == ["base_adapters/00", "adapter"]
@@ -104,19 +128,14 @@ def test_stages_2_and_3_train_from_the_previous_checkpoint(data, stage1):
     assert all((p1[k] == p3[k]).all() for k in p1)  # the stage-1 projector stays frozen through stages 2 and 3
 
 
-def test_kill_and_resume_gives_the_same_losses(data, stage1):
+def test_kill_and_resume_gives_the_same_losses(data, stage1, stage2):
     from train.loop import run
 
-    options = dict(max_steps=12, save_every=3, num_workers=2)
-    ref = run(small(data, 2, data["root"] / "ref", stage1, **options))
+    ref, options = stage2, STAGE2
     out = data["root"] / "killed"
     cfg = small(data, 2, out, stage1, **options)
-    args = ["--stage", "2", "--shards", cfg.shards, "--llm", cfg.llm, "--out", str(out), "--from", str(stage1)]
-    for name in ("micro_batch", "global_batch", "max_steps", "lr", "zero", "lora_r", "lora_alpha", "num_workers",
-                 "shuffle_buffer", "save_every"):
-        args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
-    proc = subprocess.Popen(vtl_train(*args, "--no-gradient-checkpointing", "--no-progress"), env=ENV, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(vtl_train(*cli_args(cfg)), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not (out / "engine" / "latest").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
@@ -126,12 +145,12 @@ def test_kill_and_resume_gives_the_same_losses(data, stage1):
     proc.wait()
     proc.stderr.close()
     killed_at = len((out / "metrics.jsonl").read_text().splitlines())
-    assert killed_at < 12, "the run finished before it was killed"
+    assert killed_at < 8, "the run finished before it was killed"
     with pytest.raises(FileExistsError, match="--resume"):
         run(cfg)
     run(small(data, 2, out, stage1, resume=True, **options))
     assert losses(out) == pytest.approx(losses(ref), rel=1e-5)
-    assert len(losses(out)) == 12
+    assert len(losses(out)) == 8
 
 
 @pytest.mark.slow  # two full training processes: ~35 s on 2 cores
