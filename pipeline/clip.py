@@ -187,7 +187,7 @@ def short_side_size(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[in
     return int(size * height / width), size
 
 
-def preprocess(frames: np.ndarray, resize: bool = True, chunk: int = 10):
+def preprocess(frames: np.ndarray, resize: bool = True, chunk: int = 2):
     """uint8 (N, H, W, 3) RGB → float32 (N, 3, 224, 224), DESIGN.md's path. `resize=False` when the decoder already
     brought the short side to 224 (fast_resize).
 

@@ -58,14 +58,19 @@ def batches(rows: list[dict], batch_frames: int) -> Iterator[list[dict]]:
 
 @dataclass
 class Stats:
+    """Rows done, frames encoded, errors by reason, and seconds spent per step (`wait:<step>` = time a task
+    waited for the shared step's result: the part of encoding that decoding did not hide)."""
+
     items: int = 0
     frames: int = 0
     errors: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
 
     def add(self, other: "Stats") -> None:
         self.items += other.items
         self.frames += other.frames
         self.errors.update(other.errors)
+        self.seconds.update(other.seconds)
 
 
 def batch_stats(items: list[Item]) -> Stats:
@@ -90,27 +95,35 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
     job.on_task_start(task.task_id)
     for step in job.steps:
         step.open_task(task.task_id)
-    total, pending = Stats(), None
+    total, pending, timer = Stats(), None, Counter()
+
+    def timed(name: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timer[name] += time.perf_counter() - t0
+        return out
 
     def finish(future) -> None:
-        items = future.result()
+        items = timed(f"wait:{shared.name}" if shared else "wait", future.result)
         for step in post:
-            items = step(items)
+            items = timed(step.name, step, items)
         stats = batch_stats(items)
+        stats.seconds = Counter(timer)
+        timer.clear()
         total.add(stats)
         report(stats)
 
     for rows in batches(task.rows, job.batch_frames):
         items = [Item(row=r) for r in rows]
         for step in pre:
-            items = step(items)
-        future = call_shared(items) if shared is not None else _Done(items)
+            items = timed(step.name, step, items)
+        future = timed(shared.name, call_shared, items) if shared is not None else _Done(items)
         if pending is not None:
             finish(pending)
         pending = future
     if pending is not None:
         finish(pending)
-    job.on_task_done(task, [step.close_task() for step in job.steps])
+    job.on_task_done(task, [step.close_task() for step in job.steps] + [{"seconds": dict(total.seconds)}])
     return total
 
 
@@ -255,4 +268,5 @@ class RayExecutor:
 
 
 def _delta(now: Stats, before: Stats) -> Stats:
-    return Stats(now.items - before.items, now.frames - before.frames, now.errors - before.errors)
+    return Stats(now.items - before.items, now.frames - before.frames, now.errors - before.errors,
+                 now.seconds - before.seconds)

@@ -58,9 +58,11 @@ class ExtractConfig:
     decode_threads: int = 1
     num_cpus: int | None = None
     progress: bool = True
-    clip: ClipConfig = field(default_factory=lambda: ClipConfig(model="tiny-random"))
+    clip: ClipConfig | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.clip, ClipConfig):
+            raise ValueError("an encoder is required: clip=ClipConfig(...)")
         if not (self.dataset or self.manifest):
             raise ValueError("give --dataset NAME or --manifest FILE")
         if not self.out and not self.dataset:
@@ -94,6 +96,7 @@ class ExtractSummary:
     tasks_skipped: int
     seconds: float
     failed: dict = field(default_factory=dict)
+    step_seconds: Counter = field(default_factory=Counter)
 
 
 def default_tasks(rows: int) -> int:
@@ -188,6 +191,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
         if todo:
             executor.setup(job)  # models load before anything is written: a broken encoder stops the job here
     except ModelLoadError as e:
+        executor.shutdown()
         raise ExtractError(str(e)) from e
     tasks_mod.check_plan(cfg.out_dir, plan)
     write_run_config(cfg, plan, use_gpu)
@@ -197,6 +201,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
     finally:
         executor.shutdown()
     failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
+    step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
     samples = 0
     if not failed:
         kinds = {r["kind"] for r in rows}
@@ -208,7 +213,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
         samples = read_index(cfg.out_dir)["totals"]["samples"]
     errors = Counter(e.reason for e in read_errors(cfg.out_dir)) if not failed else Counter()
     return ExtractSummary(cfg.out_dir, len(rows), samples, errors, len(todo), num_tasks - len(todo),
-                          time.time() - t0, failed)
+                          time.time() - t0, failed, step_seconds)
 
 
 def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool) -> Path:
@@ -291,6 +296,9 @@ def print_summary(s: ExtractSummary, console=None) -> int:
         console.print(f"[red]{len(s.failed)} task(s) failed; rerun the same command to resume (index not written)")
         return 1
     console.print(f"  {s.samples} samples in shards, {sum(s.errors.values())} in errors.jsonl")
+    if s.step_seconds:
+        console.print("  seconds in steps, summed over tasks: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in s.step_seconds.items()))
     for reason, n in s.errors.most_common():
         console.print(f"    {reason}: {n}")
     console.print(f"  → {s.out_dir}")

@@ -201,3 +201,20 @@ def test_pyav_fallback_where_decord_cannot_open(tmp_path):
     expected = timing.frame_indices(50, item.meta["fps"])
     assert item.meta["frame_indices"] == expected
     assert all(abs(grey_level(f) - (7 * i) % 256) <= 3 for f, i in zip(item.frames, expected))
+
+
+def test_cli_dataset_name_finds_manifest_and_output(tmp_path, media):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    rows = good_rows(media)[:1] + bad_rows(media, tmp_path)[:1]
+    write_rows(rows, tmp_path / "toy" / "manifest.parquet")
+    res = CliRunner().invoke(app, ["extract", "--dataset", "toy", "--data-root", str(tmp_path), "--executor", "local",
+                                   "--clip-model", "tiny-random", "--no-progress"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "missing_file: 1" in res.output and "1 samples in shards" in res.output
+    samples, errors = assert_exact(tmp_path / "toy" / "features", rows)
+    run_config = json.loads((tmp_path / "toy" / "features" / "run_config.json").read_text())
+    assert run_config["config"]["manifest"] == str(tmp_path / "toy" / "manifest.parquet")
+    assert run_config["config"]["clip"]["model"] == "tiny-random"
