@@ -154,13 +154,18 @@ def test_kill_and_resume_gives_the_same_losses(data, stage1, stage2):
 
 
 @pytest.mark.slow  # two full training processes: ~35 s on 2 cores
-def test_two_ranks_see_disjoint_data(data, stage1):
-    out = data["root"] / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29641",
-           "-m", "train.cli", "--stage", "2", "--shards", str(data[2]), "--llm", "tiny-random", "--from", str(stage1),
-           "--out", str(out), "--micro-batch", "2", "--global-batch", "8", "--max-steps", "5", "--zero", "2",
-           "--lora-r", "4", "--lora-alpha", "8", "--num-workers", "1", "--log-keys", "--no-progress",
-           "--no-gradient-checkpointing"]
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_two_ranks_see_disjoint_data(data, stage1, launcher):
+    out = data["root"] / f"ddp-{launcher}"
+    if launcher == "torchrun":
+        start = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29641", "-m"]
+    else:  # the deepspeed launcher appends --local_rank=N, which vtl-train accepts
+        start = [str(Path(sys.executable).with_name("deepspeed")), "--num_gpus", "2", "--master_port", "29643",
+                 "--module"]
+    cmd = start + ["train.cli", "--stage", "2", "--shards", str(data[2]), "--llm", "tiny-random", "--from",
+                   str(stage1), "--out", str(out), "--micro-batch", "2", "--global-batch", "8", "--max-steps", "5",
+                   "--zero", "2", "--lora-r", "4", "--lora-alpha", "8", "--num-workers", "1", "--log-keys",
+                   "--no-progress", "--no-gradient-checkpointing"]
     done = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = []

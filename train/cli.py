@@ -59,8 +59,8 @@ def train(
     cfg = resolve_config(stage, **flags)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("train").setLevel(logging.INFO)
-    # DeepSpeed's ZeRO calls a renamed torch collective; the warning repeats every step and means nothing here.
-    warnings.filterwarnings("ignore", message=".*reduce_scatter_tensor.*", category=FutureWarning)
+    # DeepSpeed calls torch collectives that torch has renamed; the warning repeats every step and means nothing here.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     from train.loop import run
 
     run(cfg)
