@@ -103,6 +103,8 @@ def build_qa_cmd(
     samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run's files in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    timestamp_shift: int = typer.Option(0, "--timestamp-shift", hidden=True,
+                                        help="Test-only: shift every rendered timestamp by N positions."),
 ) -> None:
     """Feature shards → training shards with conversation.json (stages 1-3) or evaluation queries."""
     from pipeline.qa_build import BuildQaConfig, run_build_qa, summarize
@@ -111,7 +113,8 @@ def build_qa_cmd(
         cfg = BuildQaConfig(stage=stage, features=features, out=out, seed=seed, dense_ratio=dense_ratio,
                             grounding_ratio=grounding_ratio, overlap=overlap, dialogues=dialogues, task=task,
                             max_tokens=max_tokens, tokenizer=tokenizer, conv_format=conv_format,
-                            samples_per_shard=samples_per_shard, overwrite=overwrite, progress=progress)
+                            samples_per_shard=samples_per_shard, overwrite=overwrite, progress=progress,
+                            timestamp_shift=timestamp_shift)
         result = run_build_qa(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         fail(str(exc))

@@ -222,6 +222,16 @@ def dialogue_conversation(turns: list[dict], source: str, stage: int = 3, task: 
     return _conversation(stage, task, turns, [], None, source)
 
 
+def shift_timestamps(conv: dict, shift: int) -> dict:
+    """Test-only: move every two-digit timestamp token of the turns by `shift` positions, clamped to 00..99 (captions
+    of the synthetic set hold no two-digit numbers, so only rendered timestamps change)."""
+    def move(m: re.Match) -> str:
+        return f"{min(max(int(m.group(0)) + shift, 0), 99):02d}"
+
+    turns = [{**t, "value": re.sub(r"(?<!\d)\d\d(?!\d)", move, t["value"])} for t in conv["turns"]]
+    return {**conv, "turns": turns, "timestamp_shift": shift}
+
+
 def render_placeholders(turns: list[dict], tokens: dict, duration: float) -> list[dict]:
     """VTimeLLM's loader rule: every (placeholder, seconds) of `tokens`, quantised against `duration`, replaced in
     every turn, human and gpt alike."""

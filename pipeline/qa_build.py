@@ -56,6 +56,9 @@ class BuildQaConfig:
     samples_per_shard: int = 1000
     overwrite: bool = False
     progress: bool = True
+    timestamp_shift: int = 0
+    """Test-only misalignment switch: every rendered timestamp of stages 2-3 moves by this many positions (clamped to
+    00..99). The end-to-end test uses it to show that a 10-position shift stops the model from learning grounding."""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -200,6 +203,8 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
             if conv is None:
                 out.error(key, reason, detail, sample.meta.get("source_id"))
                 continue
+            if cfg.timestamp_shift and cfg.stage in ("2", "3"):
+                conv = qa.shift_timestamps(conv, cfg.timestamp_shift)
             if budget is not None:
                 budget.check(key, conv["turns"], int(sample.features.shape[0]))
             meta = sample.meta if key == sample.key else {**sample.meta, "key": key, "source_key": sample.key}
