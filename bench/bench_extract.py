@@ -100,7 +100,7 @@ class RssSampler(threading.Thread):
                 except psutil.Error:
                     pass
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 2**20), max(self.peak_pss, pss / 2**20)
-            time.sleep(0.25)
+            time.sleep(1.0)  # reading smaps is not free: sample rarely on a 2-core box
 
 
 def run_vtl(manifest: Path, out: Path, args, fast: bool) -> dict:

@@ -121,3 +121,15 @@ def test_fast_resize_cosine_is_measured(tmp_path):
     print(f"\n--fast-resize vs default (tiny-random CLIP, 320x240 video): cosine mean {cos.mean():.5f} "
           f"min {cos.min():.5f}")
     assert cos.min() > 0.9 and cos.mean() < 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_encoder_runs_fp16_close_to_cpu():
+    x = preprocess(np.random.RandomState(4).randint(0, 256, (8, 240, 320, 3), dtype=np.uint8))
+    cpu = encode(load_model(ClipConfig(model="tiny-random", device="cpu")), x, 4).astype(np.float32)
+    gpu_model = load_model(ClipConfig(model="tiny-random", device="cuda"))
+    assert next(gpu_model.parameters()).dtype == torch.float16
+    gpu = encode(gpu_model, x, 4).astype(np.float32)
+    cos = (cpu * gpu).sum(1) / np.linalg.norm(cpu, axis=1) / np.linalg.norm(gpu, axis=1)
+    assert cos.min() > 0.999
