@@ -182,6 +182,11 @@ class _RayFuture:
         return ray.get(self.ref)
 
 
+def _warm_worker(steps: list[Step]) -> None:
+    for step in steps:
+        step.setup()
+
+
 def _ray_task(job: Job, task: Task, actors: list, progress) -> Stats:
     pre, _, post = job.split()
     for step in pre + post:
@@ -228,10 +233,22 @@ class RayExecutor:
             return
         actor_cls = ray.remote(_StepActor).options(**shared.resources, max_restarts=3, max_task_retries=3)
         self.actors = [actor_cls.remote(shared) for _ in range(self.encoders)]
+        loading = [a.setup.remote() for a in self.actors]
+        # While the models load, let the CPU workers pay their imports too (Ray reuses workers for later tasks).
+        pre, _, post = job.split()
+        cpus = self._task_cpus(job)
+        slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 0
+        warm = [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post) for _ in range(slots)]
         try:
-            ray.get([a.setup.remote() for a in self.actors])
+            ray.get(loading)
         except ray.exceptions.RayTaskError as e:
             raise e.as_instanceof_cause() from None
+        ray.get(warm)
+
+    @staticmethod
+    def _task_cpus(job: Job) -> float:
+        pre, _, post = job.split()
+        return max((s.resources.get("num_cpus", 0) for s in pre + post), default=1)
 
     def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
         import ray
@@ -239,9 +256,7 @@ class RayExecutor:
         if not self.actors:
             self.setup(job)
         progress = ray.remote(_ProgressActor).options(num_cpus=0).remote()
-        pre, _, post = job.split()
-        cpus = max(s.resources.get("num_cpus", 0) for s in pre + post) if pre + post else 1
-        remote = ray.remote(_ray_task).options(num_cpus=cpus, max_retries=self.task_retries)
+        remote = ray.remote(_ray_task).options(num_cpus=self._task_cpus(job), max_retries=self.task_retries)
         job_ref, actors = ray.put(job), self.actors or [None]
         refs = {remote.remote(job_ref, t, actors, progress): t.task_id for t in tasks}
         outcomes: dict[int, Stats | str] = {}

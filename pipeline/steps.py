@@ -75,6 +75,9 @@ class Decode(Step):
     def __init__(self, threads: int = 1):
         self.threads = threads
 
+    def setup(self) -> None:
+        import decord  # noqa: F401  (a worker pays the import once, before its first task)
+
     def process(self, item: Item) -> Item:
         if item.row["kind"] == "video":
             item.source = open_video(item.row["media"], threads=self.threads)
@@ -138,6 +141,9 @@ class Preprocess(Step):
 
     def __init__(self, fast_resize: bool = False):
         self.fast_resize = fast_resize
+
+    def setup(self) -> None:
+        import torchvision.transforms.functional  # noqa: F401  (torch + torchvision: seconds on a cold worker)
 
     def process(self, item: Item) -> Item:
         from pipeline.clip import preprocess

@@ -68,7 +68,6 @@ def _kill_first_task_worker(stop: threading.Event, killed: list) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.slow  # a fresh worker re-imports torch after the kill; the driver-kill resume test runs by default
 def test_killed_worker_is_retried_with_exact_accounting(ray_local, media, tmp_path):
     rows = [r for r in good_rows(media)]
     rows = [ManifestRow(**{**r.__dict__, "key": f"{r.key}_{i}"}) for i in range(3) for r in rows]
