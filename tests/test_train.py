@@ -151,6 +151,7 @@ def test_kill_and_resume_gives_the_same_losses(data, stage1, stage2):
     run(small(data, 2, out, stage1, resume=True, **options))
     assert losses(out) == pytest.approx(losses(ref), rel=1e-5)
     assert len(losses(out)) == 8
+    assert [d.name for d in (out / "engine").glob("step*")] == ["step00000008"]  # only the latest is kept
 
 
 @pytest.mark.slow  # two full training processes: ~35 s on 2 cores

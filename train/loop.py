@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -140,6 +141,10 @@ def save_state(engine, out: Path, step: int, client: dict, rank: int) -> None:
     _barrier()
     engine.save(out / ENGINE_DIR, tag)
     _barrier()
+    if rank == 0:  # keep only the checkpoint `latest` names (VTimeLLM: save_total_limit 1); it is complete by now
+        for old in (out / ENGINE_DIR).glob("step*"):
+            if old.is_dir() and old.name != tag:
+                shutil.rmtree(old)
 
 
 def _resume(engine, out: Path, rank: int) -> tuple[int, dict]:
