@@ -177,3 +177,16 @@ def test_two_ranks_see_disjoint_data(data, stage1, launcher):
         seen.append(set(keys))
     assert not seen[0] & seen[1]
     assert len(losses(out)) == 5 and json.loads((out / "run_config.json").read_text())["plan"]["world_size"] == 2
+
+
+def test_cli_reports_a_wrong_option_without_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    res = CliRunner().invoke(app, ["--stage", "1", "--shards", "s", "--llm", "tiny-random", "--out", str(tmp_path),
+                                   "--micro-batch", "3"])
+    assert res.exit_code == 2 and "not divisible" in res.output
+    res = CliRunner().invoke(app, ["--stage", "3", "--shards", "s", "--llm", "x", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--from" in res.output
+    assert not list(tmp_path.iterdir())

@@ -56,7 +56,10 @@ def train(
              if k not in ("stage", "local_rank", "logging", "warnings", "resolve_config")}
     flags["resume"] = resume or None
     flags["log_keys"] = log_keys or None
-    cfg = resolve_config(stage, **flags)
+    try:
+        cfg = resolve_config(stage, **flags)
+    except (ValueError, FileNotFoundError) as err:  # a wrong option: say which, without a traceback
+        raise typer.BadParameter(str(err)) from None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("train").setLevel(logging.INFO)
     # DeepSpeed calls torch collectives that torch has renamed; the warning repeats every step and means nothing here.
