@@ -60,6 +60,8 @@ def baseline(paths: list[str], clip_model: str, out: str) -> None:
     from pipeline.clip import ClipConfig, load_model
 
     t0 = time.time()
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = start.ru_utime + start.ru_stime
     model = load_model(ClipConfig(model=clip_model))
     tf = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC, antialias=False), T.CenterCrop(224),
                     T.Normalize(MEAN, STD)])
@@ -72,8 +74,10 @@ def baseline(paths: list[str], clip_model: str, out: str) -> None:
             feats[Path(path).stem] = model.encode_image(tf(x)).float().numpy().astype(np.float16)
     seconds = time.time() - t0
     np.savez(out, **feats)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "peak_pss_mb": rss}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = usage.ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "peak_pss_mb": rss,
+                      "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu0}))
 
 
 class RssSampler(threading.Thread):
@@ -86,21 +90,33 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.peak_rss = self.peak_pss = 0.0
         self.stop = threading.Event()
+        self.cpu_start: dict[int, float] = {}
+        self.cpu_last: dict[int, float] = {}
 
-    def run(self) -> None:
+    def sample(self, first: bool = False) -> None:
         import psutil
 
         me = psutil.Process()
-        while not self.stop.is_set():
-            rss = pss = 0
-            for p in [me] + me.children(recursive=True):
-                try:
-                    info = p.memory_full_info()
-                    rss, pss = rss + info.rss, pss + info.pss
-                except psutil.Error:
-                    pass
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 2**20), max(self.peak_pss, pss / 2**20)
-            time.sleep(1.0)  # reading smaps is not free: sample rarely on a 2-core box
+        rss = pss = 0
+        for p in [me] + me.children(recursive=True):
+            try:
+                info, cpu = p.memory_full_info(), p.cpu_times()
+            except psutil.Error:
+                continue
+            rss, pss = rss + info.rss, pss + info.pss
+            used = cpu.user + cpu.system
+            (self.cpu_start if first else self.cpu_last)[p.pid] = used
+            self.cpu_start.setdefault(p.pid, 0.0)
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 2**20), max(self.peak_pss, pss / 2**20)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used during the run by this process tree (a process that exited counts until its last sample)."""
+        return sum(max(self.cpu_last.get(pid, t0) - t0, 0.0) for pid, t0 in self.cpu_start.items())
+
+    def run(self) -> None:
+        self.sample(first=True)
+        while not self.stop.wait(1.0):  # reading smaps is not free: sample rarely on a 2-core box
+            self.sample()
 
 
 def run_vtl(manifest: Path, out: Path, args, fast: bool) -> dict:
@@ -119,8 +135,11 @@ def run_vtl(manifest: Path, out: Path, args, fast: bool) -> dict:
     summary = run_extract(cfg)
     seconds = time.time() - t0
     sampler.stop.set()
+    sampler.join()
+    sampler.sample()
     assert not summary.failed and summary.samples == args.videos, summary
-    return {"seconds": seconds, "peak_rss_mb": sampler.peak_rss, "peak_pss_mb": sampler.peak_pss}
+    return {"seconds": seconds, "peak_rss_mb": sampler.peak_rss, "peak_pss_mb": sampler.peak_pss,
+            "cpu_seconds": sampler.cpu_seconds()}
 
 
 def cosine_report(base: dict, out: Path) -> tuple[float, float]:
@@ -176,11 +195,14 @@ def main() -> None:
     n, frames = args.videos, args.videos * 100
     print(f"\n{n} videos {args.size} {args.seconds:g} s {args.fps:g} fps, encoder {args.clip_model}, "
           f"{os.cpu_count()} CPU cores, tasks={args.tasks}")
-    print("| extractor | wall s | videos/s | frames/s | peak RSS MB (sum) | peak PSS MB (sum) | vs baseline |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine slows both sides)")
+    print("| extractor | wall s | videos/s | frames/s | CPU s per video | peak RSS MB (sum) | peak PSS MB (sum) "
+          "| vs baseline |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = {"VTimeLLM-style sequential baseline": base_run, **runs}
     for name, r in rows.items():
         print(f"| {name} | {r['seconds']:.1f} | {n / r['seconds']:.2f} | {frames / r['seconds']:.0f} | "
+              f"{r['cpu_seconds'] / n:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} | {base_run['seconds'] / r['seconds']:.2f}x |")
     print(f"per-frame cosine vtl vs baseline: min {cos:.6f}, max abs diff {max_abs:.3g}")
     if args.fast_resize:

@@ -213,9 +213,12 @@ class RayExecutor:
     def init(self) -> None:
         import ray
 
-        if not ray.is_initialized():
-            kw = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
-            ray.init(include_dashboard=False, log_to_driver=True, **kw)
+        if ray.is_initialized():
+            return
+        if self.address:  # an existing cluster (or Ray Client for ray://): its own resources, no local options
+            ray.init(address=self.address)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False)
 
     def gpus(self) -> int:
         import ray
