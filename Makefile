@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo --out data/demo
+	$(BIN)/python demo/run_demo.py --out data/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout 900

@@ -1,0 +1,79 @@
+"""Stand-in for a pretrained Vicuna in the CPU demo: a tiny LLaMA-config LLM whose tokenizer is trained on the
+synthetic text, then trained for a few hundred steps as a plain language model on that text (no video).
+
+It writes an ordinary Hugging Face folder (config, weights, tokenizer), which `vtl-train --llm FOLDER` loads through
+the same code path as `--llm lmsys/vicuna-7b-v1.5`.
+
+    python demo/pretrain_llm.py --out base-llm --steps 300 SHARD_DIR [SHARD_DIR ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+
+def texts_of(shard_dirs: list[str]) -> list[str]:
+    """One text per conversation (turns joined, `<video>` removed), plus every caption, from the training shards."""
+    from pipeline.shards import iter_samples
+
+    texts = []
+    for d in shard_dirs:
+        for sample in iter_samples(d):
+            turns = (sample.conversation or {}).get("turns", [])
+            text = " ".join(t["value"].replace("<video>", "").strip() for t in turns)
+            texts += [text] if text else []
+            texts += [sample.meta.get("caption") or ""] + [e.get("caption", "") for e in sample.meta.get("events") or []]
+    return [t for t in texts if t]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("shards", nargs="+")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+
+    import torch
+
+    from train.model import build_tiny_random
+
+    torch.manual_seed(a.seed)
+    texts = texts_of(a.shards)
+    size = {"hidden_size": a.hidden, "intermediate_size": 2 * a.hidden, "num_hidden_layers": a.layers,
+            "num_attention_heads": 4, "num_key_value_heads": 4}
+    llm, tok = build_tiny_random(texts, seed=a.seed, vocab_size=1024, **size)
+    opt = torch.optim.AdamW(llm.parameters(), lr=a.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)
+    rng = random.Random(a.seed)
+    llm.train()
+    t0, losses = time.perf_counter(), []
+    for step in range(a.steps):
+        batch = tok([t + tok.eos_token for t in rng.sample(texts, min(a.batch, len(texts)))], return_tensors="pt",
+                    padding=True, truncation=True, max_length=256)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = llm(**batch, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(round(loss.item(), 4))
+        if step % 50 == 0 or step == a.steps - 1:
+            print(f"step {step} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    llm.save_pretrained(a.out)
+    tok.save_pretrained(a.out)
+    (a.out / "pretrain.json").write_text(json.dumps({"texts": len(texts), "steps": a.steps, "losses": losses,
+                                                     "size": size, "seed": a.seed}) + "\n")
+    print(f"saved {a.out} ({sum(p.numel() for p in llm.parameters()) / 1e6:.2f} M parameters)")
+
+
+if __name__ == "__main__":
+    main()
