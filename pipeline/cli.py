@@ -162,6 +162,8 @@ def synth_cmd(
                                               "default 10, 15, 24, 30)."),
     size: int = typer.Option(64, "--size", help="Frame width and height, pixels (even)."),
     dialogues: int = typer.Option(2, "--dialogues-per-video", help="Stage-3 dialogues per train video."),
+    gap_scale: float = typer.Option(1.0, "--gap-scale", help="Weight of the gaps between events (larger: events "
+                                    "shorter relative to the video)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
     """Generate a synthetic grounding dataset (videos with known event spans) in ActivityNet/LLaVA/VTimeLLM formats."""
@@ -170,7 +172,7 @@ def synth_cmd(
     try:
         cfg = SynthConfig(out=out, videos=videos, seed=seed, images=images, test_fraction=test_fraction,
                           min_duration=min_duration, max_duration=max_duration, size=size,
-                          dialogues_per_video=dialogues, overwrite=overwrite,
+                          dialogues_per_video=dialogues, gap_scale=gap_scale, overwrite=overwrite,
                           **({"fps": tuple(fps)} if fps else {}))
     except ValueError as e:
         fail(str(e))

@@ -121,15 +121,17 @@ def render_events(events: list[SynthEvent], num_frames: int, fps: float, size: i
     return frames
 
 
-def layout_events(rng: np.random.Generator, duration: float, count: int) -> list[tuple[float, float]]:
+def layout_events(rng: np.random.Generator, duration: float, count: int,
+                  gap_scale: float = 1.0) -> list[tuple[float, float]]:
     """`count` non-overlapping spans (seconds, 0.1 s grid) inside [0, duration], separated by gaps ≥ 0.5 s.
 
-    Lengths are drawn as weights: events 1.0–3.0, inner gaps 0.4–1.0, the two outer gaps 0.0–0.8, scaled to fill
-    the video; a draw whose inner gaps round below 0.5 s is drawn again.
+    Lengths are drawn as weights: events 1.0–3.0, inner gaps 0.4–1.0, the two outer gaps 0.0–0.8 (gap weights
+    multiplied by `gap_scale`), scaled to fill the video; a draw whose inner gaps round below 0.5 s is drawn again.
     """
     for _ in range(100):
         ev = rng.uniform(1.0, 3.0, count)
-        gaps = np.concatenate([rng.uniform(0.0, 0.8, 1), rng.uniform(0.4, 1.0, count - 1), rng.uniform(0.0, 0.8, 1)])
+        gaps = gap_scale * np.concatenate([rng.uniform(0.0, 0.8, 1), rng.uniform(0.4, 1.0, count - 1),
+                                           rng.uniform(0.0, 0.8, 1)])
         parts = np.empty(2 * count + 1)
         parts[0::2], parts[1::2] = gaps, ev
         edges = np.round(np.cumsum(parts) / parts.sum() * duration, 1)
@@ -140,7 +142,7 @@ def layout_events(rng: np.random.Generator, duration: float, count: int) -> list
 
 
 def random_video(rng: np.random.Generator, min_duration: float, max_duration: float,
-                 fps_choices: tuple[float, ...]) -> tuple[float, int, list[SynthEvent]]:
+                 fps_choices: tuple[float, ...], gap_scale: float = 1.0) -> tuple[float, int, list[SynthEvent]]:
     """(fps, num_frames, events) of one video: 2–4 events (fewer in short videos), distinct colours."""
     fps = float(rng.choice(fps_choices))
     num_frames = max(int(round(rng.uniform(min_duration, max_duration) * fps)), 2)
@@ -148,5 +150,5 @@ def random_video(rng: np.random.Generator, min_duration: float, max_duration: fl
     count = int(rng.integers(2, 5)) if duration >= 8 else 2
     colours = rng.choice(list(COLOURS), count, replace=False)
     shapes = rng.choice(SHAPES, count)
-    spans = layout_events(rng, duration, count)
+    spans = layout_events(rng, duration, count, gap_scale)
     return fps, num_frames, [SynthEvent(s, e, str(sh), str(c)) for (s, e), sh, c in zip(spans, shapes, colours)]

@@ -53,6 +53,9 @@ class SynthConfig:
     """Frame width and height in pixels (even, for yuv420p)."""
     dialogues_per_video: int = 2
     """Stage-3 dialogues per train video (VTimeLLM has two)."""
+    gap_scale: float = 1.0
+    """Multiplies the weight of the gaps between events: 1 lets events cover ~75 % of a video; larger values make
+    events shorter relative to the video (the demo uses 4, so a whole-video guess scores low)."""
     overwrite: bool = False
     """Write into a non-empty folder."""
 
@@ -69,6 +72,8 @@ class SynthConfig:
             raise ValueError("need 2 ≤ --min-duration ≤ --max-duration (seconds)")
         if not self.fps or min(self.fps) <= 0:
             raise ValueError("--fps must list positive frame rates")
+        if not 0.1 <= self.gap_scale <= 20:
+            raise ValueError("--gap-scale must be within [0.1, 20]")
         if self.size < 16 or self.size % 2:
             raise ValueError("--size must be even and ≥ 16")
         if self.out.exists() and any(self.out.iterdir()) and not self.overwrite:
@@ -96,7 +101,7 @@ def plan_videos(cfg: SynthConfig) -> list[VideoPlan]:
     plans = []
     for i in range(cfg.videos):
         rng = np.random.default_rng([cfg.seed, 0, i])
-        fps, n, events = random_video(rng, cfg.min_duration, cfg.max_duration, cfg.fps)
+        fps, n, events = random_video(rng, cfg.min_duration, cfg.max_duration, cfg.fps, cfg.gap_scale)
         plans.append(VideoPlan(i, f"synth_{i:04d}", fps, n, tuple(events)))
     return plans
 

@@ -178,3 +178,18 @@ def test_cli(tmp_path):
     assert all(a["duration"] * 10 == pytest.approx(round(a["duration"] * 10)) for a in load(out, "train.json").values())
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_gap_scale_makes_events_a_smaller_share_of_the_video():
+    import numpy as np
+
+    from pipeline.synth import random_video
+
+    def share(scale):
+        total = []
+        for i in range(200):
+            fps, n, events = random_video(np.random.default_rng([3, i]), 10.0, 30.0, (10.0,), scale)
+            total.append(np.mean([(e.end - e.start) / (n / fps) for e in events]))
+        return float(np.mean(total))
+
+    assert share(4.0) < 0.75 * share(1.0)
