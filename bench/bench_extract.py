@@ -98,16 +98,19 @@ class RssSampler(threading.Thread):
 
         me = psutil.Process()
         rss = pss = 0
+        self.count = getattr(self, "count", -1) + 1
+        full = self.count % 5 == 0  # PSS reads smaps, which costs CPU: every 5th sample only
         for p in [me] + me.children(recursive=True):
             try:
-                info, cpu = p.memory_full_info(), p.cpu_times()
+                info, cpu = (p.memory_full_info() if full else p.memory_info()), p.cpu_times()
             except psutil.Error:
                 continue
-            rss, pss = rss + info.rss, pss + info.pss
+            rss, pss = rss + info.rss, pss + (info.pss if full else 0)
             used = cpu.user + cpu.system
             (self.cpu_start if first else self.cpu_last)[p.pid] = used
             self.cpu_start.setdefault(p.pid, 0.0)
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 2**20), max(self.peak_pss, pss / 2**20)
+        self.peak_rss = max(self.peak_rss, rss / 2**20)
+        self.peak_pss = max(self.peak_pss, pss / 2**20) if full else self.peak_pss
 
     def cpu_seconds(self) -> float:
         """CPU time used during the run by this process tree (a process that exited counts until its last sample)."""

@@ -261,10 +261,16 @@ class RayExecutor:
         progress = ray.remote(_ProgressActor).options(num_cpus=0).remote()
         remote = ray.remote(_ray_task).options(num_cpus=self._task_cpus(job), max_retries=self.task_retries)
         job_ref, actors = ray.put(job), self.actors or [None]
-        refs = {remote.remote(job_ref, t, actors, progress): t.task_id for t in tasks}
+        # A task blocked on its encoder result lends its CPU back to Ray, which would then start every queued task
+        # at once, each in a fresh worker paying the torch imports. Keep at most one task per CPU slot in flight.
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(self._task_cpus(job), 1e-9)))
+        queue, refs = list(tasks), {}
         outcomes: dict[int, Stats | str] = {}
         seen = Stats()
-        while refs:
+        while refs or queue:
+            while queue and len(refs) < slots:
+                task = queue.pop(0)
+                refs[remote.remote(job_ref, task, actors, progress)] = task.task_id
             done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5)
             for ref in done:
                 task_id = refs.pop(ref)
