@@ -245,7 +245,7 @@ class RayExecutor:
         try:
             ray.get(loading)
         except ray.exceptions.RayTaskError as e:
-            raise e.as_instanceof_cause() from None
+            raise (e.cause if isinstance(e.cause, Exception) else e.as_instanceof_cause()) from None
         ray.get(warm)
 
     @staticmethod

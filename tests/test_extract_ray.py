@@ -83,3 +83,18 @@ def test_killed_worker_is_retried_with_exact_accounting(ray_local, media, tmp_pa
     assert killed, "no task worker was seen running"
     assert not summary.failed and summary.samples == len(rows)
     assert_exact(tmp_path / "out", rows)
+
+
+def test_unloadable_encoder_stops_before_any_task(ray_local, media, tmp_path):
+    from pipeline.clip import ClipConfig
+    from pipeline.extract import ExtractError
+
+    weights = tmp_path / "ViT-L-14.pt"
+    weights.write_bytes(b"junk")
+    manifest = write_rows(good_rows(media)[:2], tmp_path / "manifest.parquet")
+    cfg = config(manifest, tmp_path / "out", executor="ray", tasks=2,
+                 clip=ClipConfig(model="tiny-random", weights=str(weights)))
+    with pytest.raises(ExtractError, match="cannot read CLIP weights") as e:
+        run_extract(cfg)
+    assert "Traceback" not in str(e.value) and "ray::" not in str(e.value)
+    assert not (tmp_path / "out" / "tasks").exists() and not list((tmp_path / "out").glob("*.tar"))
