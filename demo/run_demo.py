@@ -30,8 +30,8 @@ METRIC_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
 class DemoConfig:
     out: Path
     """Everything the demo writes goes under this folder (wiped at start)."""
-    videos: int = 160
-    """Synthetic videos, train + test."""
+    videos: int = 400
+    """Synthetic videos, train + test (15 % held out for the evaluation)."""
     images: int = 512
     """Stage-1 image-caption pairs."""
     seed: int = 0
@@ -90,7 +90,7 @@ def prepare_data(cfg: DemoConfig, steps: Steps) -> dict[str, Path]:
     d = {name: cfg.out / name for name in ("synth", "manifests", "features", "qa")}
     synth, man, feat, qa = d["synth"], d["manifests"], d["features"], d["qa"]
     steps.run("synth", "vtl-pipeline", "synth", "--out", synth, "--videos", cfg.videos, "--images", cfg.images,
-              "--seed", cfg.seed)
+              "--seed", cfg.seed, "--gap-scale", 4, "--test-fraction", 0.15, "--min-duration", 8, "--max-duration", 30)
     ann = synth / "annotations"
     for name, dataset, annotations, media in (
             ("train", "activitynet", ann / "train.json", synth / "videos"),
@@ -105,7 +105,7 @@ def prepare_data(cfg: DemoConfig, steps: Steps) -> dict[str, Path]:
     steps.run("build-qa", "vtl-pipeline", "build-qa", "--stage", 1, "--features", feat / "images",
               "--out", qa / "stage1", "--no-progress")
     steps.run("build-qa", "vtl-pipeline", "build-qa", "--stage", 2, "--features", feat / "train",
-              "--out", qa / "stage2", "--seed", cfg.seed, "--no-progress", *shift)
+              "--out", qa / "stage2", "--seed", cfg.seed, "--grounding-ratio", 0.8, "--no-progress", *shift)
     steps.run("build-qa", "vtl-pipeline", "build-qa", "--stage", 3, "--features", feat / "train",
               "--dialogues", ann / "stage3.json", "--out", qa / "stage3", "--no-progress", *shift)
     steps.run("build-qa", "vtl-pipeline", "build-qa", "--stage", "eval", "--task", "grounding",
@@ -119,13 +119,13 @@ def train_all(cfg: DemoConfig, steps: Steps, data: dict[str, Path]) -> Path:
     ckpt = cfg.out / "checkpoints"
     steps.run("pretrain-llm", sys.executable, Path(__file__).with_name("pretrain_llm.py"),
               "--out", ckpt / "base-llm", "--hidden", cfg.hidden, "--layers", cfg.layers, "--seed", cfg.seed,
-              "--steps", cfg.steps(300), *(str(data[s]) for s in ("stage1", "stage2", "stage3")))
+              "--steps", cfg.steps(200), *(str(data[s]) for s in ("stage1", "stage2", "stage3")))
     common = ["--engine", "deepspeed", "--zero", 0, "--no-progress", "--seed", cfg.seed, "--micro-batch", 16,
               "--global-batch", 16,
               "--num-workers", 0, "--no-gradient-checkpointing"]
     plan = (("stage1", 1, 1e-3, 120, []),
-            ("stage2", 2, 1e-3, 500, ["--from", ckpt / "stage1"]),
-            ("stage3", 3, 5e-4, 150, ["--from", ckpt / "stage2"]))
+            ("stage2", 2, 1e-3, 900, ["--from", ckpt / "stage1"]),
+            ("stage3", 3, 5e-4, 200, ["--from", ckpt / "stage2"]))
     for name, stage, lr, n, extra in plan:
         llm = ["--llm", ckpt / "base-llm"]
         steps.run(f"train-stage{stage}", "vtl-train", "--stage", stage, "--shards", data[name], *llm,

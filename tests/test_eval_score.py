@@ -10,9 +10,8 @@ from typer.testing import CliRunner
 from eval.cli import app
 from eval.score import read_predictions, read_truth
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/data/real")
+from tests._real_data import REAL
+
 STA = REAL / "charades_sta_train_sample.txt"
 CSV = REAL / "Charades_v1_train_sample.csv"
 pytestmark = pytest.mark.skipif(not STA.is_file(), reason="real Charades-STA excerpt not present")

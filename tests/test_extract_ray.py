@@ -17,7 +17,9 @@ from pipeline.extract import run_extract
 from pipeline.shards import read_index
 
 pytestmark = pytest.mark.ray
-REAL = sorted(glob.glob("/work/shared/data/real/*.mov") + glob.glob("/work/shared/data/real/*.mp4"))
+from tests._real_data import REAL as REAL_DIR
+
+REAL = sorted(glob.glob(f"{REAL_DIR}/*.mov") + glob.glob(f"{REAL_DIR}/*.mp4"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from manifests import READERS, read_dataset
 from manifests.didemo import consensus
 from manifests.schema import KEY_RE
 
-REAL = Path("/work/shared/data/real")
+from tests._real_data import REAL  # noqa: E402
 ANET = REAL / "activitynet_captions_train_sample.json"
 CHARADES = REAL / "charades_sta_train_sample.txt"
 CHARADES_CSV = REAL / "Charades_v1_train_sample.csv"

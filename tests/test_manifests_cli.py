@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from manifests.schema import manifest_metadata, read_manifest
 from pipeline.cli import app
 
-REAL = Path("/work/shared/data/real")
+from tests._real_data import REAL  # noqa: E402
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="real samples not present")
 runner = CliRunner()
 

@@ -13,7 +13,9 @@ from _qa_helpers import anet_metas, shard_hashes, train_tokenizer, video_meta, w
 from pipeline.qa_build import BuildQaConfig, run_build_qa
 from pipeline.shards import iter_samples, read_errors, read_index
 
-ANET = Path(__file__).resolve().parents[2] / "shared/data/real/activitynet_captions_train_sample.json"
+from tests._real_data import REAL
+
+ANET = REAL / "activitynet_captions_train_sample.json"
 
 
 def _metas() -> list[dict]:
