@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -51,7 +52,9 @@ def main() -> None:
             "num_attention_heads": 4, "num_key_value_heads": 4}
     llm, tok = build_tiny_random(texts, seed=a.seed, vocab_size=1024, **size)
     opt = torch.optim.AdamW(llm.parameters(), lr=a.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)
+    warmup = max(1, a.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s / a.steps, 1.0))))
     rng = random.Random(a.seed)
     llm.train()
     t0, losses = time.perf_counter(), []
