@@ -2,8 +2,8 @@
 
 Slow (several minutes on 2 cores): run with `make test-slow`. It checks what the chain must get right whatever the
 model learns: every step runs through the command-line tools, every shard set verifies against its index, the report
-has the promised fields, the trained model answers in the trained format, and the chance baselines are what an
-independent computation from the annotations gives.
+has the promised fields, and the chance baselines are what an independent computation from the annotations gives.
+Whether the model learns grounding is not asserted here (see demo/README.md).
 """
 import json
 import subprocess
@@ -35,7 +35,8 @@ def test_report_has_every_field(demo):
         assert report["seconds"][step] > 0
     assert (demo / "loss.png").stat().st_size > 1000
     for stage in (1, 2, 3):
-        rows = [json.loads(x) for x in (demo / "checkpoints" / f"stage{stage}" / "metrics.jsonl").read_text().split()]
+        metrics = demo / "checkpoints" / f"stage{stage}" / "metrics.jsonl"
+        rows = [json.loads(x) for x in metrics.read_text().splitlines()]
         assert rows and all({"step", "loss", "lr"} <= set(r) for r in rows)
 
 
@@ -56,11 +57,3 @@ def test_whole_video_baseline_matches_the_annotations(demo):
     report = json.loads((demo / "report.json").read_text())
     assert report["chance_whole"]["n"] == len(ratios)
     assert report["chance_whole"]["mIoU"] == pytest.approx(expected, abs=0.01)
-
-
-@pytest.mark.slow
-def test_model_answers_in_the_trained_format(demo):
-    lines = [json.loads(x) for x in (demo / "eval" / "model" / "predictions.jsonl").read_text().splitlines()]
-    metrics = json.loads((demo / "eval" / "model" / "metrics.json").read_text())
-    assert len(lines) == metrics["n"]
-    assert metrics["unparsed"] < 20, metrics  # stage 2-3 taught "From ss to ee." answers
