@@ -54,7 +54,8 @@ class Step:
         return {}
 
     def process(self, item: Item) -> Item:
-        raise NotImplementedError
+        """Map one item; every concrete step defines it (the base class is never run on its own)."""
+        raise TypeError(f"{type(self).__name__} does not define process()")
 
     def __call__(self, items: list[Item]) -> list[Item]:
         for item in items:
