@@ -174,3 +174,24 @@ def test_vtimellm_stage2_and_stage3_adapters_merge_in_order(tmp_path):
     reference.projector.load_state_dict(load_projector_file(tmp_path / "r2" / "mm_projector.bin"))
     feats = torch.randn(100, 768)
     assert torch.allclose(_logits(load_for_inference(ckpt), feats), _logits(reference, feats), atol=1e-5)
+
+
+def test_import_weights_command_gives_the_same_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from train.import_cli import app
+
+    llm_dir = tmp_path / "vicuna-like"
+    llm, _ = build_tiny_random(TEXTS, out_dir=llm_dir, seed=5)
+    _, folder, _ = _vtimellm_release(tmp_path, llm, llm.config.hidden_size)
+    result = CliRunner().invoke(app, ["--llm", str(llm_dir), "--mm-projector", str(tmp_path / "mm_projector.bin"),
+                                      "--adapter", str(folder), "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "stage-2 checkpoint" in result.output
+    direct = import_vtimellm(tmp_path / "direct", llm=str(llm_dir), mm_projector=tmp_path / "mm_projector.bin",
+                             adapters=[folder])
+    feats = torch.randn(100, 768)
+    assert torch.equal(_logits(load_for_inference(tmp_path / "cli"), feats), _logits(load_for_inference(direct), feats))
+    missing = CliRunner().invoke(app, ["--llm", str(llm_dir), "--mm-projector", str(tmp_path / "nope.bin"),
+                                       "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "not found" in missing.output
