@@ -130,3 +130,46 @@ def test_bad_conversations_raise(turns, match):
 def test_unknown_format_raises():
     with pytest.raises(ValueError, match="unknown conversation format"):
         segments(V1_TURNS, slow_tokenizer(), "alpaca")
+
+
+def _tokenizer_for(fmt: str, kind: str):
+    from tests._train_helpers import tokenizer_for_tests
+
+    tok = {"loader": tokenizer_for_tests, "fast": lambda: train_tokenizer(TEXTS, vocab_size=400),
+           "slow": slow_tokenizer}[kind]()
+    if fmt == "chatglm3":
+        tok.add_special_tokens({"additional_special_tokens": ["[gMASK]", "sop", "<|user|>", "<|assistant|>"]})
+    if fmt == "chat_template":
+        tok.chat_template = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] "
+                             "{{ m['content'] }} [/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}"
+                             "{% endfor %}")
+    return tok
+
+
+@pytest.mark.parametrize("kind", ["loader", "fast", "slow"])
+@pytest.mark.parametrize("fmt", ["plain", "v1", "chatglm3", "chat_template"])
+def test_encode_many_equals_encode_on_every_sample_of_a_shard_set(tmp_path, fmt, kind):
+    """The loader's batched tokenization gives exactly `encode`'s ids and label mask, sample by sample."""
+    from pipeline.shards import iter_samples
+    from tests._train_helpers import write_training_shards
+    from train.conversation import encode_many
+
+    shards = write_training_shards(tmp_path, n=48, stage=1 if fmt == "plain" else 2, per_shard=16, rows=2)
+    convs = [s.conversation["turns"] for s in iter_samples(shards)]
+    tok = _tokenizer_for(fmt, kind)
+    many = encode_many(convs, tok, fmt)
+    assert len(many) == len(convs) == 48
+    for turns, got in zip(convs, many):
+        want = encode(turns, tok, fmt)
+        assert got.input_ids == want.input_ids and got.labels == want.labels
+    assert encode_many(convs[:1], tok, fmt) == many[:1] and encode_many([], tok, fmt) == []
+
+
+def test_encode_many_ignores_truncation_set_on_the_backend():
+    """`encode` never truncates; the batched path must not pick up a truncation left on the Rust backend."""
+    from train.conversation import encode_many
+
+    tok = train_tokenizer(TEXTS, vocab_size=400)
+    tok.backend_tokenizer.enable_truncation(3)
+    assert encode_many([V1_TURNS], tok, "v1")[0] == encode(V1_TURNS, tok, "v1")
+    assert len(encode(V1_TURNS, tok, "v1")) > 20

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _train_helpers import tokenizer_for_tests, write_training_shards
+from _train_helpers import conversation, tokenizer_for_tests, write_training_shards
 from pipeline.shards import Sample, ShardWriter, write_index
 from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 from train.data import Shard, ShuffleOrder, TrainLoader, collate, ordered_stream, usable_workers, worker_shards
@@ -132,3 +132,32 @@ def test_feature_shards_without_conversation_are_refused(tmp_path, tok):
     write_index(tmp_path, w.shards, encoder="x", num_frames=2, dim=8, manifest_hash=None)
     with pytest.raises(ValueError, match="no conversation.json"):
         take(loader(tmp_path, tok, micro_batch=1), 1)
+
+
+@pytest.mark.parametrize("fmt, stage, workers", [("v1", 2, 0), ("v1", 2, 2), ("plain", 1, 0)])
+def test_batches_equal_encode_and_collate_of_each_sample(tmp_path, tok, fmt, stage, workers):
+    """The worker path (batched tokenization, features read into the batch from their offsets in the shard) gives
+    exactly what `encode` + `collate` give for the same samples: ids, label mask, padding, features, row counts."""
+    from pipeline.shards import iter_samples
+    from train.conversation import encode
+
+    rng, gen, d = random.Random(0), np.random.default_rng(0), tmp_path / "s"
+    with ShardWriter(d, "train", samples_per_shard=8) as w:
+        for i in range(48):  # feature row counts vary, so batches pad features too
+            feats = gen.standard_normal((1 + i % 5, 768)).astype(np.float16)
+            w.write(Sample(f"s{i:05d}", feats, {"key": f"s{i:05d}"}, conversation(stage, rng)))
+    write_index(d, w.shards, encoder="random", num_frames=5, dim=768, manifest_hash=None)
+    samples = {s.key: s for s in iter_samples(d)}
+    ld = loader(d, tok, conv_format=fmt, num_workers=workers, micro_batch=4)
+    seen = []
+    for batch, keys in take(ld, 12):  # one epoch: each worker owns 3 shards of 8
+        items = []
+        for key in keys:
+            enc = encode(samples[key].conversation["turns"], tok, fmt)
+            items.append({"input_ids": enc.input_ids, "labels": enc.labels, "features": samples[key].features})
+        want = collate(items, ld.pad_id)
+        assert batch.keys() == want.keys()
+        for name in want:
+            assert batch[name].dtype == want[name].dtype and torch.equal(batch[name], want[name]), name
+        seen += keys
+    assert sorted(seen) == sorted(samples)

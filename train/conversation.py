@@ -99,13 +99,13 @@ def _plain(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
 
 def _v1(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
     segs = [_Seg(ids=_bos(tokenizer))]
-    prefix = V1_SYSTEM + " "
+    prefix, eos = V1_SYSTEM + " ", _eos(tokenizer)
     for i in range(0, len(turns), 2):
         # The masked part ends at "ASSISTANT:"; the answer starts with its separating space (see module docstring).
         segs.append(_Seg(text=prefix + "USER: " + turns[i]["value"] + " ASSISTANT:"))
         if i + 1 < len(turns):
             segs.append(_Seg(text=" " + turns[i + 1]["value"], supervised=True))
-            segs.append(_Seg(ids=_eos(tokenizer), supervised=True))
+            segs.append(_Seg(ids=eos, supervised=True))
         prefix = ""
     return segs
 
@@ -152,38 +152,78 @@ def _chat_template(turns: list[dict], tokenizer, for_generation: bool) -> list[_
 _BUILDERS = {"plain": _plain, "v1": _v1, "chatglm3": _chatglm3, "chat_template": _chat_template}
 
 
-def _tokenize(tokenizer, text: str) -> list[int]:
+def _build(turns: list[dict], tokenizer, fmt: str, for_generation: bool) -> list[_Seg]:
+    if fmt not in _BUILDERS:
+        raise ValueError(f"unknown conversation format {fmt!r}; choose one of {FORMATS}")
+    _check_turns(turns, for_generation)
+    return _BUILDERS[fmt](turns, tokenizer, for_generation)
+
+
+def _seg_ids(seg: _Seg, ids_of) -> list[int]:
+    """A piece's ids: its literal ids, or its text tokenized chunk by chunk around `<video>` by `ids_of(chunk)`."""
+    if seg.ids:
+        return list(seg.ids)
     ids: list[int] = []
-    for j, chunk in enumerate(text.split(VIDEO_PLACEHOLDER)):
+    for j, chunk in enumerate(seg.text.split(VIDEO_PLACEHOLDER)):
         if j:
             ids.append(VIDEO_TOKEN_INDEX)
         if chunk:
-            ids += tokenizer(chunk, add_special_tokens=False)["input_ids"]
+            ids += ids_of(chunk)
+    if seg.supervised and VIDEO_TOKEN_INDEX in ids:
+        raise ValueError(f"{VIDEO_PLACEHOLDER} may not appear in an answer")
     return ids
+
+
+def _join(pieces: list[tuple[list[int], bool]]) -> Encoded:
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for ids, supervised in pieces:
+        input_ids += ids
+        labels += ids if supervised else [IGNORE_INDEX] * len(ids)
+    return Encoded(input_ids, labels)
 
 
 def segments(turns: list[dict], tokenizer, fmt: str, for_generation: bool = False) -> list[tuple[list[int], bool]]:
     """The prompt as (ids, supervised) pieces, in order; exposed so tests can compare pieces with full prompts."""
-    if fmt not in _BUILDERS:
-        raise ValueError(f"unknown conversation format {fmt!r}; choose one of {FORMATS}")
-    _check_turns(turns, for_generation)
-    pieces = []
-    for seg in _BUILDERS[fmt](turns, tokenizer, for_generation):
-        ids = list(seg.ids) if seg.ids else _tokenize(tokenizer, seg.text)
-        if seg.supervised and VIDEO_TOKEN_INDEX in ids:
-            raise ValueError(f"{VIDEO_PLACEHOLDER} may not appear in an answer")
-        pieces.append((ids, seg.supervised))
-    return pieces
+    def ids_of(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    return [(_seg_ids(seg, ids_of), seg.supervised) for seg in _build(turns, tokenizer, fmt, for_generation)]
 
 
 def encode(turns: list[dict], tokenizer, fmt: str) -> Encoded:
-    """Training ids and labels for one conversation (never truncated)."""
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for ids, supervised in segments(turns, tokenizer, fmt):
-        input_ids += ids
-        labels += ids if supervised else [IGNORE_INDEX] * len(ids)
-    return Encoded(input_ids, labels)
+    """Training ids and labels for one conversation (never truncated). The reference for `encode_many`."""
+    return _join(segments(turns, tokenizer, fmt))
+
+
+def encode_many(conversations: list[list[dict]], tokenizer, fmt: str) -> list[Encoded]:
+    """`encode` for many conversations with one tokenizer call: the same pieces, each distinct text tokenized once.
+
+    The constant pieces (system prompt, role separators) then cost one tokenization per call instead of one per
+    sample, and a fast tokenizer encodes the whole list in one pass of its Rust backend. The result equals
+    `[encode(c, tokenizer, fmt) for c in conversations]` (tests check this for every format).
+    """
+    built = [_build(turns, tokenizer, fmt, False) for turns in conversations]
+    texts = list(dict.fromkeys(chunk for segs in built for seg in segs if not seg.ids
+                               for chunk in seg.text.split(VIDEO_PLACEHOLDER) if chunk))
+    table = dict(zip(texts, _tokenize_batch(tokenizer, texts))) if texts else {}
+    return [_join([(_seg_ids(seg, table.__getitem__), seg.supervised) for seg in segs]) for segs in built]
+
+
+def _tokenize_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    """ids of each text without special tokens, as `tokenizer(text, add_special_tokens=False)` gives them.
+
+    A fast tokenizer's Rust backend is called directly when nothing the transformers wrapper would configure first
+    (truncation, padding, special-token splitting) is set on it: that skips building offsets and per-text
+    dictionaries, about a third of the call. Any other tokenizer goes through its public batch call.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (backend is not None and hasattr(backend, "encode_batch_fast") and backend.truncation is None
+            and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))):
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                     return_token_type_ids=False)["input_ids"]
 
 
 def generation_prompt(turns: list[dict], tokenizer, fmt: str) -> list[int]:

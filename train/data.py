@@ -17,6 +17,7 @@ Samples longer than `max_tokens` (text tokens + feature rows) are skipped and co
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.shards import decode_sample, iter_tar_members, read_index
-from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode
+from pipeline.shard_refs import FeatureRef, iter_sample_refs, read_features_into
+from pipeline.shards import CONVERSATION, FEATURES, META, read_index
+from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode_many
+
+TOKENIZE_CHUNK = 64  # samples a worker tokenizes per tokenizer call (amortises the call and the constant pieces)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def _read_positions(shards: list[Shard], wanted) -> Iterator[tuple[int, dict]]:
         end = start + shard.samples
         if any(wanted(p) for p in range(start, end)):
             n = 0
-            for n, members in enumerate(iter_tar_members(shard.path), 1):
+            for n, members in enumerate(iter_sample_refs(shard.path), 1):
                 if wanted(start + n - 1):
                     yield start + n - 1, members
             if n != shard.samples:
@@ -133,8 +137,10 @@ def ordered_stream(shards: list[Shard], buffer: int, rng: random.Random, skip: i
 class ShardStream(IterableDataset):
     """One rank's endless stream of micro-batches; each says which worker made it and how far that worker got.
 
-    Workers collate their own micro-batches (one message per batch to the trainer, and the padding work runs in
-    single-threaded worker processes instead of competing with the training step for the main process's cores).
+    Workers tokenize `TOKENIZE_CHUNK` samples per tokenizer call and collate their own micro-batches, so the trainer
+    receives one small message per batch: padded ids/labels as numpy arrays and, instead of the features, where each
+    sample's features lie in its shard (`FeatureRef`). `TrainLoader` reads those straight into the batch tensor:
+    feature bytes go page cache → batch once, never through the worker or inter-process shared memory.
     """
 
     def __init__(self, shards: list[Shard], *, rank: int, world: int, workers: int, buffer: int, seed: int,
@@ -150,7 +156,8 @@ class ShardStream(IterableDataset):
         for item in self.samples():
             items.append(item)
             if len(items) == self.micro_batch:
-                yield {"batch": collate(items, self.pad_id), "keys": [it["key"] for it in items],
+                yield {"batch": collate_text(items, self.pad_id), "refs": [it["features"] for it in items],
+                       "keys": [it["key"] for it in items],
                        **{k: item[k] for k in ("worker", "epoch", "consumed", "skipped")}}
                 items = []
 
@@ -167,50 +174,85 @@ class ShardStream(IterableDataset):
             mine = worker_shards(order, self.rank, self.world, worker, self.workers)
             rng = random.Random(f"buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
             yielded, started_at = 0, consumed
-            for _, members in ordered_stream(mine, self.buffer, rng, consumed):
-                consumed += 1
-                item = self._tokenize(members)
-                if item is None:
-                    skipped += 1
-                    continue
-                yielded += 1
-                item.update(worker=worker, epoch=epoch, consumed=consumed, skipped=skipped)
-                yield item
+            for chunk in _chunks(ordered_stream(mine, self.buffer, rng, consumed), TOKENIZE_CHUNK):
+                for item in self._tokenize(chunk):
+                    consumed += 1
+                    if len(item["input_ids"]) - 1 + item["features"].shape[0] > self.max_tokens:
+                        skipped += 1
+                        continue
+                    yielded += 1
+                    item.update(worker=worker, epoch=epoch, consumed=consumed, skipped=skipped)
+                    yield item
             if not yielded and started_at == 0:
                 raise ValueError(f"rank {self.rank} worker {worker}: no sample of {[s.path for s in mine]} fits "
                                  f"max_tokens={self.max_tokens}")
             epoch, consumed = epoch + 1, 0
 
-    def _tokenize(self, members: dict) -> dict | None:
-        sample = decode_sample(members)
-        if sample.conversation is None:
-            raise ValueError(f"sample {sample.key} has no conversation.json: pass training shards (build-qa output), "
-                             f"not feature shards")
-        enc = encode(sample.conversation["turns"], self.tokenizer, self.fmt)
-        if len(enc.input_ids) - 1 + len(sample.features) > self.max_tokens:
-            return None
-        return {"key": sample.key, "input_ids": enc.input_ids, "labels": enc.labels, "features": sample.features}
+    def _tokenize(self, chunk: list[dict]) -> list[dict]:
+        for members in chunk:
+            if FEATURES not in members or META not in members:
+                raise ValueError(f"{members['__key__']}: sample lacks {FEATURES} or {META}")
+            if CONVERSATION not in members:
+                raise ValueError(f"sample {members['__key__']} has no conversation.json: pass training shards "
+                                 f"(build-qa output), not feature shards")
+        turns = [json.loads(members[CONVERSATION])["turns"] for members in chunk]
+        return [{"key": m["__key__"], "input_ids": enc.input_ids, "labels": enc.labels, "features": m[FEATURES]}
+                for m, enc in zip(chunk, encode_many(turns, self.tokenizer, self.fmt))]
+
+
+def _chunks(stream: Iterator[tuple[int, dict]], size: int) -> Iterator[list[dict]]:
+    chunk = []
+    for _, members in stream:
+        chunk.append(members)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _pad_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+    """Right-padded input_ids / attention_mask / labels (int64, B × longest)."""
+    length = max(len(it["input_ids"]) for it in items)
+    input_ids = np.full((len(items), length), pad_id, dtype=np.int64)
+    labels = np.full((len(items), length), IGNORE_INDEX, dtype=np.int64)
+    lengths = np.array([len(it["input_ids"]) for it in items], dtype=np.int64)
+    for i, it in enumerate(items):
+        input_ids[i, :lengths[i]] = it["input_ids"]
+        labels[i, :lengths[i]] = it["labels"]
+    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+    """The text half of a micro-batch (numpy, cheap to send between processes) and each sample's feature rows."""
+    out = _pad_text(items, pad_id)
+    out["num_features"] = np.array([it["features"].shape[0] for it in items], dtype=np.int64)
+    return out
+
+
+def with_features(batch: dict[str, np.ndarray], refs: list[FeatureRef]) -> dict[str, torch.Tensor]:
+    """A collated text batch + its FeatureRefs → the tensors `collate` makes (features read from the shards)."""
+    out = {k: torch.from_numpy(v) for k, v in batch.items()}
+    rows = int(batch["num_features"].max())
+    features = torch.empty((len(refs), rows, refs[0].shape[1]), dtype=torch.float16)
+    read_features_into(refs, features.numpy())
+    for i, n in enumerate(batch["num_features"].tolist()):
+        features[i, n:] = 0
+    out["features"] = features
+    return out
 
 
 def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ids/mask/labels and zero-padded features (B, Nmax, D) with each sample's row count."""
-    length = max(len(it["input_ids"]) for it in items)
+    out = {k: torch.from_numpy(v) for k, v in _pad_text(items, pad_id).items()}
     rows = max(len(it["features"]) for it in items)
-    dim = items[0]["features"].shape[1]
-    b = len(items)
-    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((b, length), dtype=torch.long)
-    labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
-    features = torch.zeros((b, rows, dim), dtype=torch.float16)
+    features = torch.zeros((len(items), rows, items[0]["features"].shape[1]), dtype=torch.float16)
     for i, it in enumerate(items):
-        n = len(it["input_ids"])
-        input_ids[i, :n] = torch.tensor(it["input_ids"])
-        attention_mask[i, :n] = 1
-        labels[i, :n] = torch.tensor(it["labels"])
         features[i, : len(it["features"])] = torch.from_numpy(np.asarray(it["features"], dtype=np.float16))
-    num_features = torch.tensor([len(it["features"]) for it in items], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "features": features,
-            "num_features": num_features}
+    out["features"] = features
+    out["num_features"] = torch.tensor([len(it["features"]) for it in items], dtype=torch.long)
+    return out
 
 
 def _identity(item):
@@ -251,7 +293,7 @@ class TrainLoader:
             self._positions[out["worker"]] = {k: out[k] for k in ("epoch", "consumed", "skipped")}
             self._next_worker = (out["worker"] + 1) % self.workers
             self.samples += len(out["keys"])
-            yield out["batch"], out["keys"]
+            yield with_features(out["batch"], out["refs"]), out["keys"]
 
     @property
     def skipped_long(self) -> int:
@@ -283,5 +325,5 @@ def _pad_id(tokenizer) -> int:
     return pad
 
 
-__all__ = ["TrainLoader", "ShardStream", "ShuffleOrder", "collate", "index_shards", "epoch_order", "worker_shards",
-           "VIDEO_TOKEN_INDEX"]
+__all__ = ["TrainLoader", "ShardStream", "ShuffleOrder", "collate", "collate_text", "with_features", "index_shards",
+           "epoch_order", "worker_shards", "VIDEO_TOKEN_INDEX"]
