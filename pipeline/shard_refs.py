@@ -64,7 +64,9 @@ def _number(field: bytes) -> int:
 
 
 def _pax(data: bytes) -> dict[str, str]:
-    """Records "LEN key=value\\n" of a pax extended header."""
+    """Records "LEN key=value\\n" of a pax extended header (only `path` and `size` matter to us)."""
+    if b" path=" not in data and b" size=" not in data:  # the usual mtime-only record of webdataset's writer
+        return {}
     out, i = {}, 0
     while i < len(data) and data[i]:
         space = data.index(b" ", i)
@@ -90,7 +92,7 @@ def iter_tar_files(path: str | Path, reader: _Reader) -> Iterator[tuple[str, int
         block = reader.read(pos, BLOCK)
         if len(block) < BLOCK:
             raise ValueError(f"{path}: truncated at byte {total} (a tar member or header ends at {pos + BLOCK})")
-        if not any(block):  # end of archive
+        if not block[0] and not any(block):  # end of archive (a header always starts with a name)
             return
         if _number(block[148:156]) != sum(block) - sum(block[148:156]) + 256:  # checksum field counted as spaces
             raise ValueError(f"{path}: bad tar header checksum at byte {pos}")

@@ -71,35 +71,47 @@ def _check_turns(turns: list[dict], for_generation: bool) -> None:
         raise ValueError(f"{VIDEO_PLACEHOLDER} must be in the first human turn")
 
 
-def _special_id(tokenizer, token: str) -> int:
-    tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is None or tid == tokenizer.unk_token_id:
-        raise ValueError(f"tokenizer has no token {token!r} (needed by this conversation format)")
-    return tid
+class _Specials:
+    """A tokenizer's special-token ids, each looked up once per encode call: transformers resolves `eos_token_id`
+    and the like from the token string on every access (~10 µs), which adds up over a batch of conversations."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self._memo = tokenizer, {}
+
+    def _get(self, name: str, lookup):
+        if name not in self._memo:
+            self._memo[name] = lookup()
+        return self._memo[name]
+
+    def bos(self) -> tuple[int, ...]:
+        bos = self._get("<bos>", lambda: self.tokenizer.bos_token_id)
+        return () if bos is None else (bos,)
+
+    def eos(self) -> tuple[int, ...]:
+        eos = self._get("<eos>", lambda: self.tokenizer.eos_token_id)
+        if eos is None:
+            raise ValueError("tokenizer has no EOS token; the v1 and chatglm3 formats need one")
+        return (eos,)
+
+    def special(self, token: str) -> int:
+        tid, unk = self._get(token, lambda: (self.tokenizer.convert_tokens_to_ids(token), self.tokenizer.unk_token_id))
+        if tid is None or tid == unk:
+            raise ValueError(f"tokenizer has no token {token!r} (needed by this conversation format)")
+        return tid
 
 
-def _bos(tokenizer) -> tuple[int, ...]:
-    return () if tokenizer.bos_token_id is None else (tokenizer.bos_token_id,)
-
-
-def _eos(tokenizer) -> tuple[int, ...]:
-    if tokenizer.eos_token_id is None:
-        raise ValueError("tokenizer has no EOS token; the v1 and chatglm3 formats need one")
-    return (tokenizer.eos_token_id,)
-
-
-def _plain(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
+def _plain(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
     if len(turns) != (1 if for_generation else 2):
         raise ValueError("the plain format takes exactly one human turn and one gpt turn (caption)")
-    segs = [_Seg(ids=_bos(tokenizer)), _Seg(text=VIDEO_PLACEHOLDER + "\n")]
+    segs = [_Seg(ids=sp.bos()), _Seg(text=VIDEO_PLACEHOLDER + "\n")]
     if not for_generation:
         segs.append(_Seg(text=turns[1]["value"] + "\n", supervised=True))
     return segs
 
 
-def _v1(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
-    segs = [_Seg(ids=_bos(tokenizer))]
-    prefix, eos = V1_SYSTEM + " ", _eos(tokenizer)
+def _v1(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
+    segs = [_Seg(ids=sp.bos())]
+    prefix, eos = V1_SYSTEM + " ", sp.eos()
     for i in range(0, len(turns), 2):
         # The masked part ends at "ASSISTANT:"; the answer starts with its separating space (see module docstring).
         segs.append(_Seg(text=prefix + "USER: " + turns[i]["value"] + " ASSISTANT:"))
@@ -110,9 +122,9 @@ def _v1(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
     return segs
 
 
-def _chatglm3(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
-    segs = [_Seg(ids=tuple(_special_id(tokenizer, t) for t in CHATGLM_PREFIX))]
-    role_ids = {k: _special_id(tokenizer, v) for k, v in CHATGLM_ROLES.items()}
+def _chatglm3(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
+    segs = [_Seg(ids=tuple(sp.special(t) for t in CHATGLM_PREFIX))]
+    role_ids = {k: sp.special(v) for k, v in CHATGLM_ROLES.items()}
     for turn in turns:
         # Reference §8: the loss mask is shifted right by one, so the role token that ends an answer (next <|user|>)
         # or the final EOS is supervised, and the <|assistant|> token itself is not.
@@ -122,11 +134,11 @@ def _chatglm3(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
     if for_generation:
         segs.append(_Seg(ids=(role_ids["gpt"],)))
     else:
-        segs.append(_Seg(ids=_eos(tokenizer), supervised=True))
+        segs.append(_Seg(ids=sp.eos(), supervised=True))
     return segs
 
 
-def _chat_template(turns: list[dict], tokenizer, for_generation: bool) -> list[_Seg]:
+def _chat_template(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("format 'chat_template' needs a tokenizer with a chat template")
     messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in turns]
@@ -152,11 +164,11 @@ def _chat_template(turns: list[dict], tokenizer, for_generation: bool) -> list[_
 _BUILDERS = {"plain": _plain, "v1": _v1, "chatglm3": _chatglm3, "chat_template": _chat_template}
 
 
-def _build(turns: list[dict], tokenizer, fmt: str, for_generation: bool) -> list[_Seg]:
+def _build(turns: list[dict], tokenizer, fmt: str, for_generation: bool, sp: _Specials | None = None) -> list[_Seg]:
     if fmt not in _BUILDERS:
         raise ValueError(f"unknown conversation format {fmt!r}; choose one of {FORMATS}")
     _check_turns(turns, for_generation)
-    return _BUILDERS[fmt](turns, tokenizer, for_generation)
+    return _BUILDERS[fmt](turns, tokenizer, for_generation, sp or _Specials(tokenizer))
 
 
 def _seg_ids(seg: _Seg, ids_of) -> list[int]:
@@ -203,7 +215,8 @@ def encode_many(conversations: list[list[dict]], tokenizer, fmt: str) -> list[En
     sample, and a fast tokenizer encodes the whole list in one pass of its Rust backend. The result equals
     `[encode(c, tokenizer, fmt) for c in conversations]` (tests check this for every format).
     """
-    built = [_build(turns, tokenizer, fmt, False) for turns in conversations]
+    sp = _Specials(tokenizer)
+    built = [_build(turns, tokenizer, fmt, False, sp) for turns in conversations]
     texts = list(dict.fromkeys(chunk for segs in built for seg in segs if not seg.ids
                                for chunk in seg.text.split(VIDEO_PLACEHOLDER) if chunk))
     table = dict(zip(texts, _tokenize_batch(tokenizer, texts))) if texts else {}

@@ -213,15 +213,13 @@ def _chunks(stream: Iterator[tuple[int, dict]], size: int) -> Iterator[list[dict
 
 def _pad_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
     """Right-padded input_ids / attention_mask / labels (int64, B × longest)."""
-    length = max(len(it["input_ids"]) for it in items)
-    input_ids = np.full((len(items), length), pad_id, dtype=np.int64)
-    labels = np.full((len(items), length), IGNORE_INDEX, dtype=np.int64)
     lengths = np.array([len(it["input_ids"]) for it in items], dtype=np.int64)
-    for i, it in enumerate(items):
-        input_ids[i, :lengths[i]] = it["input_ids"]
-        labels[i, :lengths[i]] = it["labels"]
-    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    mask = np.arange(lengths.max())[None, :] < lengths[:, None]
+    input_ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    labels = np.full(mask.shape, IGNORE_INDEX, dtype=np.int64)
+    input_ids[mask] = [i for it in items for i in it["input_ids"]]  # row-major order = each sample's ids in turn
+    labels[mask] = [i for it in items for i in it["labels"]]
+    return {"input_ids": input_ids, "attention_mask": mask.astype(np.int64), "labels": labels}
 
 
 def collate_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
