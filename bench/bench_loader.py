@@ -1,9 +1,12 @@
 """Training-loader benchmark: vtl's streaming shard loader vs a VTimeLLM-style loader, same samples, same output.
 
-The VTimeLLM-style loader keeps the whole training JSON list in memory and opens one `.npy` file per sample
-(reference §2.4); ours streams WebDataset shards (train.data.TrainLoader). Both tokenize each conversation with the
-same tokenizer and format (`v1`) and collate the same padded micro-batches, with the same number of workers, so the
-difference is the data layout and the loader design.
+The VTimeLLM-style loader keeps the whole training JSON list in memory, opens one `.npy` file per sample and
+tokenizes each sample in `Dataset.__getitem__` (reference §2.4); its DataLoader workers collate tensors, which reach
+the training process through shared memory. Ours streams WebDataset shards (train.data.TrainLoader): workers
+tokenize 64 samples per tokenizer call, collate the text, and send where each sample's features lie in its shard;
+the training process reads them into the batch. Same tokenizer, format (`v1`), micro-batch and worker count; the
+first batch of ours is checked against the baseline's per-sample processing of the same samples (identical ids,
+labels, mask and features), so the difference is the data layout and the loader design, not the output.
 
 Data: `--samples` synthetic samples, features (100, 768) float16, a multi-turn conversation each; generated once
 into `--workdir` (reused when present). Each measurement runs in a fresh process (one epoch, samples/s and the peak
@@ -134,9 +137,24 @@ def ours(data: Path, tok):
     ld = TrainLoader(data / "shards", tokenizer=tok, conv_format="v1", micro_batch=MICRO, max_tokens=4096,
                      num_workers=WORKERS, buffer=1000, seed=0)
     batches = ld.samples_per_epoch // MICRO
-    for i, _ in enumerate(ld, 1):
+    for i, (batch, keys) in enumerate(ld, 1):
+        if i == 1:
+            first = batch, keys, ld.pad_id
         if i == batches:
-            return batches * MICRO
+            return batches * MICRO, first
+
+
+def same_as_baseline(batch, keys, data: Path, tok, pad_id: int) -> None:
+    """Our batch equals what the VTimeLLM-style per-sample path makes of the same samples."""
+    import torch
+
+    from train.data import collate
+
+    ds = JsonListDataset(data / "train.json", ROOT_DATA / "npy", tok)
+    where = {rec["id"]: i for i, rec in enumerate(ds.records)}
+    want = collate([ds[where[k]] for k in keys], pad_id)
+    if batch.keys() != want.keys() or not all(torch.equal(batch[k], want[k]) for k in want):
+        raise AssertionError(f"vtl's batch of {keys} differs from the baseline's processing of the same samples")
 
 
 class JsonListDataset:
@@ -182,12 +200,14 @@ def measure(which: str, data: Path) -> dict:
     watch = PeakRSS()
     watch.start()
     t0 = time.perf_counter()
-    n = ours(data, tok) if which == "ours" else baseline(data, tok)
+    n, first = ours(data, tok) if which == "ours" else (baseline(data, tok), None)
     seconds = time.perf_counter() - t0
     watch.stop.set()
     watch.join()
+    if first is not None:  # outside the timed and memory-watched run
+        same_as_baseline(*first[:2], data, tok, first[2])
     return {"loader": which, "samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1),
-            "peak_rss_mb": round(watch.peak / 2 ** 20)}
+            "peak_rss_mb": round(watch.peak / 2 ** 20), "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def run_one(which: str, data: Path, workdir: Path, cold: bool) -> dict:

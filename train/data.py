@@ -14,6 +14,12 @@ comes from the same worker as it would have without the interruption. Together a
 samples, in exactly the order, of an uninterrupted one (tests compare the loss sequences).
 
 Samples longer than `max_tokens` (text tokens + feature rows) are skipped and counted, never truncated.
+
+Per-sample cost is what bounds a loader on few cores, so the worker path avoids per-sample fixed costs: shard headers
+are walked with positional reads (pipeline.shard_refs, not tarfile), conversations are tokenized 64 at a time
+(`encode_many`, identical to `encode`), and the feature arrays are never decoded in the workers: a batch travels to
+the training process as small numpy arrays plus each sample's feature location, and the training process copies the
+features from the page cache straight into the batch tensor (no shared-memory segment per batch).
 """
 from __future__ import annotations
 
