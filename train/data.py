@@ -242,7 +242,8 @@ def with_features(batch: dict[str, np.ndarray], refs: list[FeatureRef]) -> dict[
     features = torch.empty((len(refs), rows, refs[0].shape[1]), dtype=torch.float16)
     read_features_into(refs, features.numpy())
     for i, n in enumerate(batch["num_features"].tolist()):
-        features[i, n:] = 0
+        if n < rows:
+            features[i, n:] = 0
     out["features"] = features
     return out
 
