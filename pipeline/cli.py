@@ -149,6 +149,17 @@ def import_vtimellm_cmd(
     typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
 
 
+def _event_range(text: str | None) -> tuple[int, int] | None:
+    """`--events` "3" → (3, 3), "1-2" → (1, 2); anything else is a usage error."""
+    if text is None:
+        return None
+    least, _, most = text.partition("-")
+    try:
+        return int(least), int(most or least)
+    except ValueError:
+        fail(f"--events must be N or LEAST-MOST, got {text!r}")
+
+
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: videos/, images/, annotations/, synth_info.json."),
@@ -164,6 +175,8 @@ def synth_cmd(
     dialogues: int = typer.Option(2, "--dialogues-per-video", help="Stage-3 dialogues per train video."),
     gap_scale: float = typer.Option(1.0, "--gap-scale", help="Weight of the gaps between events (larger: events "
                                     "shorter relative to the video)."),
+    events: str = typer.Option(None, "--events", help="Events per video: N, or LEAST-MOST drawn uniformly "
+                               "[default: 2-4, 2 in videos shorter than 8 s]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
     """Generate a synthetic grounding dataset (videos with known event spans) in ActivityNet/LLaVA/VTimeLLM formats."""
@@ -173,6 +186,7 @@ def synth_cmd(
         cfg = SynthConfig(out=out, videos=videos, seed=seed, images=images, test_fraction=test_fraction,
                           min_duration=min_duration, max_duration=max_duration, size=size,
                           dialogues_per_video=dialogues, gap_scale=gap_scale, overwrite=overwrite,
+                          events=_event_range(events),
                           **({"fps": tuple(fps)} if fps else {}))
     except ValueError as e:
         fail(str(e))

@@ -142,12 +142,17 @@ def layout_events(rng: np.random.Generator, duration: float, count: int,
 
 
 def random_video(rng: np.random.Generator, min_duration: float, max_duration: float,
-                 fps_choices: tuple[float, ...], gap_scale: float = 1.0) -> tuple[float, int, list[SynthEvent]]:
-    """(fps, num_frames, events) of one video: 2–4 events (fewer in short videos), distinct colours."""
+                 fps_choices: tuple[float, ...], gap_scale: float = 1.0,
+                 events: tuple[int, int] | None = None) -> tuple[float, int, list[SynthEvent]]:
+    """(fps, num_frames, events) of one video, distinct colours. Event count: `events` = (least, most) drawn
+    uniformly; by default 2–4 (2 in videos shorter than 8 s)."""
     fps = float(rng.choice(fps_choices))
     num_frames = max(int(round(rng.uniform(min_duration, max_duration) * fps)), 2)
     duration = num_frames / fps
-    count = int(rng.integers(2, 5)) if duration >= 8 else 2
+    if events is None:
+        count = int(rng.integers(2, 5)) if duration >= 8 else 2
+    else:
+        count = int(rng.integers(events[0], events[1] + 1))
     colours = rng.choice(list(COLOURS), count, replace=False)
     shapes = rng.choice(SHAPES, count)
     spans = layout_events(rng, duration, count, gap_scale)

@@ -56,6 +56,10 @@ class SynthConfig:
     gap_scale: float = 1.0
     """Multiplies the weight of the gaps between events: 1 lets events cover ~75 % of a video; larger values make
     events shorter relative to the video (the demo uses 4, so a whole-video guess scores low)."""
+    events: tuple[int, int] | None = None
+    """Least and most events per video, drawn uniformly; None: 2–4 (2 in videos shorter than 8 s). The CPU demo uses
+    (1, 1): a tiny LLM trained from scratch learns where one event is in a few hundred steps, but needs thousands to
+    learn which of several events a caption names (docs/synth.md)."""
     overwrite: bool = False
     """Write into a non-empty folder."""
 
@@ -74,6 +78,10 @@ class SynthConfig:
             raise ValueError("--fps must list positive frame rates")
         if not 0.1 <= self.gap_scale <= 20:
             raise ValueError("--gap-scale must be within [0.1, 20]")
+        if self.events is not None:
+            object.__setattr__(self, "events", (int(self.events[0]), int(self.events[1])))
+            if not 1 <= self.events[0] <= self.events[1] <= len(COLOURS):
+                raise ValueError(f"--events must be N or LEAST-MOST with 1 ≤ LEAST ≤ MOST ≤ {len(COLOURS)}")
         if self.size < 16 or self.size % 2:
             raise ValueError("--size must be even and ≥ 16")
         if self.out.exists() and any(self.out.iterdir()) and not self.overwrite:
@@ -101,7 +109,8 @@ def plan_videos(cfg: SynthConfig) -> list[VideoPlan]:
     plans = []
     for i in range(cfg.videos):
         rng = np.random.default_rng([cfg.seed, 0, i])
-        fps, n, events = random_video(rng, cfg.min_duration, cfg.max_duration, cfg.fps, cfg.gap_scale)
+        fps, n, events = random_video(rng, cfg.min_duration, cfg.max_duration, cfg.fps, cfg.gap_scale,
+                                      cfg.events)
         plans.append(VideoPlan(i, f"synth_{i:04d}", fps, n, tuple(events)))
     return plans
 

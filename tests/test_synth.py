@@ -193,3 +193,32 @@ def test_gap_scale_makes_events_a_smaller_share_of_the_video():
         return float(np.mean(total))
 
     assert share(4.0) < 0.75 * share(1.0)
+
+
+def test_events_option_sets_the_count_per_video(tmp_path):
+    from pipeline.cli import app
+
+    out = tmp_path / "one"
+    res = CliRunner().invoke(app, ["synth", "--out", str(out), "--videos", "8", "--seed", "2", "--images", "0",
+                                   "--events", "1", "--min-duration", "8", "--max-duration", "12"])
+    assert res.exit_code == 0, res.output
+    videos = {**load(out, "train.json"), **load(out, "test.json")}
+    assert len(videos) == 8 and all(len(v["timestamps"]) == len(v["sentences"]) == 1 for v in videos.values())
+    dialogues = load(out, "stage3.json")
+    assert dialogues and all(set(d["meta"]["token"]) == {"<s1>", "<e1>"} for d in dialogues)
+
+    from pipeline.synth import random_video
+
+    counts = {len(random_video(np.random.default_rng([4, i]), 10.0, 30.0, (10.0,), 1.0, (2, 3))[2])
+              for i in range(60)}
+    assert counts == {2, 3}
+
+
+def test_events_option_is_validated(tmp_path):
+    from pipeline.cli import app
+
+    for bad in ("x", "0", "3-1", "1-9"):
+        res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / bad), "--videos", "2", "--events", bad])
+        assert res.exit_code == 2 and "--events" in res.output, (bad, res.output)
+    with pytest.raises(ValueError, match="--events"):
+        small_config(tmp_path / "y", events=(2, 1))
