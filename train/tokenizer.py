@@ -24,7 +24,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 512):
 
     corpus = list(PROMPT_TEXTS) + [t for t in texts if t]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    # Like LLaMA's SentencePiece model: digits are single tokens ("28" → "2", "8") and punctuation stands alone, so a
+    # timestamp is always the same two digit tokens whatever follows it ("69." would otherwise become one token).
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first"),
+        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation()])
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
                                   initial_alphabet=list(string.printable) + ["\u2581"])
