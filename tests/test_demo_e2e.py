@@ -3,7 +3,7 @@
 Slow (several minutes on 2 cores): run with `make test-slow`. It checks what the chain must get right whatever the
 model learns: every step runs through the command-line tools, every shard set verifies against its index, the report
 has the promised fields, and the chance baselines are what an independent computation from the annotations gives.
-Whether the model learns grounding is not asserted here (see demo/README.md).
+Whether the model learns grounding is asserted by tests/test_demo_learns.py.
 """
 import json
 import subprocess
