@@ -90,7 +90,7 @@ def prepare_data(cfg: DemoConfig, steps: Steps) -> dict[str, Path]:
     d = {name: cfg.out / name for name in ("synth", "manifests", "features", "qa")}
     synth, man, feat, qa = d["synth"], d["manifests"], d["features"], d["qa"]
     steps.run("synth", "vtl-pipeline", "synth", "--out", synth, "--videos", cfg.videos, "--images", cfg.images,
-              "--seed", cfg.seed, "--events", 1, "--gap-scale", 8, "--test-fraction", 0.15, "--min-duration", 8,
+              "--seed", cfg.seed, "--events", 1, "--gap-scale", 12, "--test-fraction", 0.15, "--min-duration", 8,
               "--max-duration", 30)
     ann = synth / "annotations"
     for name, dataset, annotations, media in (

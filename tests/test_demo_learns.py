@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "demo"))
 
 from run_demo import meets_criterion  # noqa: E402
 
-SMALL = ["--videos", "240", "--images", "256", "--steps-scale", "0.5"]
+SMALL = ["--videos", "240", "--images", "256", "--steps-scale", "0.75"]
 
 
 def small_demo(out: Path, shift: int) -> dict:
