@@ -18,7 +18,9 @@ sys.path.insert(0, str(ROOT / "demo"))
 
 from run_demo import meets_criterion  # noqa: E402
 
-SMALL = ["--videos", "240", "--images", "256", "--steps-scale", "0.75"]
+# Fewer videos and steps than the demo; events a little longer (gap scale 8, ~27 % of a video) so that 204 training
+# videos suffice. A model that learned the shifted answers perfectly would average mIoU 40 here, against a bar of ~51.
+SMALL = ["--videos", "240", "--images", "256", "--steps-scale", "0.75", "--gap-scale", "8"]
 
 
 def small_demo(out: Path, shift: int) -> dict:
