@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from pipeline.shards import FEATURES
+from pipeline.shards import FEATURES, group_by_key, member_name
 
 BLOCK = 512
 _FILE_TYPES = (b"0", b"\0", b"7")
@@ -163,19 +163,11 @@ def iter_sample_refs(path: str | Path) -> Iterator[dict]:
     try:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        reader, current = _Reader(fd), None
-        for name, offset, size in iter_tar_files(path, reader):
-            key, _, member = name.partition(".")
-            if current is None or current["__key__"] != key:
-                if current is not None:
-                    yield current
-                current = {"__key__": key}
-            if member == FEATURES:
-                current[member] = _locate(path, reader, offset, size)
-            else:
-                current[member] = reader.read(offset, size)
-        if current is not None:
-            yield current
+        reader = _Reader(fd)
+        yield from group_by_key(
+            (name, _locate(path, reader, offset, size) if member_name(name)[1] == FEATURES
+             else reader.read(offset, size))
+            for name, offset, size in iter_tar_files(path, reader))
     finally:
         os.close(fd)
 

@@ -97,11 +97,16 @@ def encode_sample(sample: Sample) -> dict[str, bytes]:
     return out
 
 
+def require_members(members: dict) -> None:
+    """Every sample holds features and meta; a sample without them is a broken shard, reported by key."""
+    if FEATURES not in members or META not in members:
+        raise ValueError(f"{members['__key__']}: sample lacks {FEATURES} or {META}")
+
+
 def decode_sample(members: dict) -> Sample:
     """Members (bytes, as read from a tar) → Sample. Unknown members are ignored; `.npy` never unpickles."""
     key = members["__key__"]
-    if FEATURES not in members or META not in members:
-        raise ValueError(f"{key}: sample lacks {FEATURES} or {META}")
+    require_members(members)
     feats = np.load(io.BytesIO(members[FEATURES]), allow_pickle=False)
     meta = json.loads(members[META])
     conv = json.loads(members[CONVERSATION]) if CONVERSATION in members else None
@@ -115,19 +120,27 @@ def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[dict]:
     """
     import tarfile
 
-    current: dict | None = None
     opened = tarfile.open(fileobj=path, mode="r|") if hasattr(path, "read") else tarfile.open(path, "r|")
     with opened as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            key, _, member = info.name.partition(".")
-            data = tar.extractfile(info).read()
-            if current is None or current["__key__"] != key:
-                if current is not None:
-                    yield current
-                current = {"__key__": key}
-            current[member] = data
+        yield from group_by_key((info.name, tar.extractfile(info).read()) for info in tar if info.isfile())
+
+
+def member_name(name: str) -> tuple[str, str]:
+    """A tar member's name → (sample key, member): the key is everything before the first dot (WebDataset's rule)."""
+    key, _, member = name.partition(".")
+    return key, member
+
+
+def group_by_key(named: Iterable[tuple[str, object]]) -> Iterator[dict]:
+    """(tar member name, value) pairs in file order → one dict per sample: {"__key__": key, member: value, …}."""
+    current: dict | None = None
+    for name, value in named:
+        key, member = member_name(name)
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key}
+        current[member] = value
     if current is not None:
         yield current
 

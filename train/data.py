@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.shard_refs import FeatureRef, iter_sample_refs, read_features_into
-from pipeline.shards import CONVERSATION, FEATURES, META, read_index
+from pipeline.shards import CONVERSATION, FEATURES, read_index, require_members
 from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode_many
 
 TOKENIZE_CHUNK = 64  # samples a worker tokenizes per tokenizer call (amortises the call and the constant pieces)
@@ -196,8 +196,7 @@ class ShardStream(IterableDataset):
 
     def _tokenize(self, chunk: list[dict]) -> list[dict]:
         for members in chunk:
-            if FEATURES not in members or META not in members:
-                raise ValueError(f"{members['__key__']}: sample lacks {FEATURES} or {META}")
+            require_members(members)
             if CONVERSATION not in members:
                 raise ValueError(f"sample {members['__key__']} has no conversation.json: pass training shards "
                                  f"(build-qa output), not feature shards")
