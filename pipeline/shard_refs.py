@@ -161,13 +161,26 @@ def iter_sample_refs(path: str | Path) -> Iterator[dict]:
     path = str(path)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        _will_need(fd)
         reader = _Reader(fd)
         yield from group_by_key(
             (name, _locate(path, reader, offset, size) if member_name(name)[1] == FEATURES
              else reader.read(offset, size))
             for name, offset, size in iter_tar_files(path, reader))
+    finally:
+        os.close(fd)
+
+
+def _will_need(fd: int) -> None:
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+
+
+def prefetch(path: str | Path) -> None:
+    """Ask the kernel to start reading the whole file into the page cache (returns before the reads finish)."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        _will_need(fd)
     finally:
         os.close(fd)
 

@@ -42,14 +42,24 @@ def test_shuffle_order_is_a_bounded_permutation():
     assert sorted(out) == list(range(100)) and out != list(range(100))
 
 
-def test_ordered_stream_skip_equals_tail(shards):
+def test_ordered_stream_skip_equals_tail(shards, tok):
     from train.data import index_shards
+    from train.token_cache import build_table
 
     mine = index_shards(shards)[:4]
-    full = [m["__key__"] for _, m in ordered_stream(mine, 5, random.Random(7), 0)]
+    read = []
+
+    def table_of(shard):
+        read.append(shard.path)
+        return build_table(shard.path, tok, "v1")
+
+    full = [m["key"] for _, m in ordered_stream(mine, 5, random.Random(7), 0, table_of)]
     for skip in (0, 3, 11, 20, 24):
-        tail = [m["__key__"] for _, m in ordered_stream(mine, 5, random.Random(7), skip)]
+        read.clear()
+        tail = [m["key"] for _, m in ordered_stream(mine, 5, random.Random(7), skip, table_of)]
         assert tail == full[skip:]
+        if skip == 24:
+            assert read == []  # nothing left to yield: no shard is read
     assert sorted(full) == sorted(set(full)) and len(full) == 24
 
 
@@ -134,10 +144,12 @@ def test_feature_shards_without_conversation_are_refused(tmp_path, tok):
         take(loader(tmp_path, tok, micro_batch=1), 1)
 
 
-@pytest.mark.parametrize("fmt, stage, workers", [("v1", 2, 0), ("v1", 2, 2), ("plain", 1, 0)])
-def test_batches_equal_encode_and_collate_of_each_sample(tmp_path, tok, fmt, stage, workers):
+@pytest.mark.parametrize("fmt, stage, workers, cached", [("v1", 2, 0, False), ("v1", 2, 2, False),
+                                                          ("plain", 1, 0, False), ("v1", 2, 2, True)])
+def test_batches_equal_encode_and_collate_of_each_sample(tmp_path, tok, fmt, stage, workers, cached):
     """The worker path (batched tokenization, features read into the batch from their offsets in the shard) gives
-    exactly what `encode` + `collate` give for the same samples: ids, label mask, padding, features, row counts."""
+    exactly what `encode` + `collate` give for the same samples: ids, label mask, padding, features, row counts.
+    With a token cache, the run that fills it and the run that reads it back both do."""
     from pipeline.shards import iter_samples
     from train.conversation import encode
 
@@ -148,7 +160,17 @@ def test_batches_equal_encode_and_collate_of_each_sample(tmp_path, tok, fmt, sta
             w.write(Sample(f"s{i:05d}", feats, {"key": f"s{i:05d}"}, conversation(stage, rng)))
     write_index(d, w.shards, encoder="random", num_frames=5, dim=768, manifest_hash=None)
     samples = {s.key: s for s in iter_samples(d)}
-    ld = loader(d, tok, conv_format=fmt, num_workers=workers, micro_batch=4)
+    for run in ("fills the cache", "reads it back") if cached else ("uncached",):
+        cache = tmp_path / "cache" if cached else None
+        ld = loader(d, tok, conv_format=fmt, num_workers=workers, micro_batch=4, token_cache=cache)
+        check_epoch(ld, samples, tok, fmt)
+        if cached:
+            assert len(list(cache.glob("*.npz"))) == 6, run  # one table per shard, written once
+
+
+def check_epoch(ld, samples, tok, fmt):
+    from train.conversation import encode
+
     seen = []
     for batch, keys in take(ld, 12):  # one epoch: each worker owns 3 shards of 8
         items = []

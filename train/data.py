@@ -1,29 +1,27 @@
-"""Streaming training data: shards → split by rank and worker → shuffle buffer → tokenize → padded micro-batches.
+"""Streaming training data: shards → split by rank and worker → shuffle buffer → padded micro-batches.
 
 Each epoch has its own shard order (seeded); rank r takes shards r, r+W, ... of it, and DataLoader worker w of that
 rank takes every k-th of those. A worker reads its shards one after the other through a shuffle buffer, so memory is
-bounded by the buffer, never by the dataset. Workers cycle through epochs on their own; the trainer decides how many
-steps make an epoch (from index.json) and when to stop.
+bounded by the buffer and one shard's token table, never by the dataset. Workers cycle through epochs on their own;
+the trainer decides how many steps make an epoch (from index.json) and when to stop.
 
-Exact resume: the shuffle buffer's random choices are made on sample *positions* (0..n-1 in the worker's stream), not
-on the samples, so the order a worker yields is a pure function of (seed, epoch, rank, worker, shard sizes). The
-loader position saved in a checkpoint is, per worker, (epoch, positions consumed); a resumed worker replays the
-position order without reading anything, then reads only the shards still holding samples it has not yielded. The
-DataLoader hands out items round-robin over its workers; on resume the worker roles are rotated so the next item
-comes from the same worker as it would have without the interruption. Together a resumed run sees exactly the
-samples, in exactly the order, of an uninterrupted one (tests compare the loss sequences).
+Exact resume: the order a worker yields is a pure function of (seed, epoch, rank, worker, shard sizes)
+(train.shuffle). The loader position saved in a checkpoint is, per worker, (epoch, positions consumed); a resumed
+worker replays the position order without reading anything. The DataLoader hands out items round-robin over its
+workers; on resume the worker roles are rotated so the next item comes from the same worker as it would have without
+the interruption. Together a resumed run sees exactly the samples, in exactly the order, of an uninterrupted one
+(tests compare the loss sequences).
 
 Samples longer than `max_tokens` (text tokens + feature rows) are skipped and counted, never truncated.
 
-Per-sample cost is what bounds a loader on few cores, so the worker path avoids per-sample fixed costs: shard headers
-are walked with positional reads (pipeline.shard_refs, not tarfile), conversations are tokenized 64 at a time
-(`encode_many`, identical to `encode`), and the feature arrays are never decoded in the workers: a batch travels to
-the training process as small numpy arrays plus each sample's feature location, and the training process copies the
-features from the page cache straight into the batch tensor (no shared-memory segment per batch).
+Per-sample cost is what bounds a loader on few cores. A worker takes each shard's samples as a token table
+(train.token_cache): tokenized and located once, then read back from the token cache in later epochs and runs. The
+feature arrays are never decoded in the workers: a batch travels to the training process as small numpy arrays plus
+each sample's feature location, and the training process copies the features from the page cache straight into the
+batch tensor (no shared-memory segment per batch).
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +31,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.shard_refs import FeatureRef, iter_sample_refs, read_features_into
-from pipeline.shards import CONVERSATION, FEATURES, read_index, require_members
-from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode_many
-
-TOKENIZE_CHUNK = 64  # samples a worker tokenizes per tokenizer call (amortises the call and the constant pieces)
+from pipeline.shard_refs import FeatureRef, read_features_into
+from pipeline.shards import read_index
+from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from train.shuffle import ShuffleOrder, ordered_stream
+from train.token_cache import ShardTable, TokenCache, load_table, tokenizer_fingerprint
 
 
 @dataclass(frozen=True)
 class Shard:
     path: str
     samples: int
+    sha256: str = ""
 
 
 def index_shards(shard_dir: str | Path) -> list[Shard]:
     """The shards listed in index.json (written last by the producer, so its presence means the set is complete)."""
     index = read_index(shard_dir)
-    shards = [Shard(str(Path(shard_dir) / s["name"]), int(s["samples"])) for s in index["shards"]]
+    shards = [Shard(str(Path(shard_dir) / s["name"]), int(s["samples"]), s.get("sha256", ""))
+              for s in index["shards"]]
     if not shards:
         raise ValueError(f"{shard_dir}: index.json lists no shards")
     return shards
@@ -75,86 +75,21 @@ def usable_workers(num_shards: int, world: int, requested: int) -> int:
     return max(1, min(requested, num_shards // world))
 
 
-class ShuffleOrder:
-    """The order a shuffle buffer of `size` yields positions 0..total-1 in, computed on positions only.
-
-    Fill the buffer; then for every new position swap it with a random buffer slot and yield that slot's old
-    content; at the end yield what is left in random order. `buffer` and `read` say which positions a reader
-    must hold at any point, which is what a resumed reader needs.
-    """
-
-    def __init__(self, total: int, size: int, rng: random.Random):
-        self.total, self.size, self.rng = total, size, rng
-        self.buffer: list[int] = []
-        self.read = 0
-        self._drain: list[int] | None = None
-
-    def __iter__(self) -> "ShuffleOrder":
-        return self
-
-    def __next__(self) -> int:
-        while self.read < self.total and len(self.buffer) < self.size:
-            self.buffer.append(self.read)
-            self.read += 1
-        if self.read < self.total:
-            slot = self.rng.randrange(self.size)
-            out, self.buffer[slot] = self.buffer[slot], self.read
-            self.read += 1
-            return out
-        if self._drain is None:
-            self._drain = self.buffer
-            self.rng.shuffle(self._drain)
-        if not self._drain:
-            raise StopIteration
-        return self._drain.pop()
-
-
-def _read_positions(shards: list[Shard], wanted) -> Iterator[tuple[int, dict]]:
-    """(position, raw members) for the positions `wanted(pos)` accepts, skipping whole shards that hold none."""
-    start = 0
-    for shard in shards:
-        end = start + shard.samples
-        if any(wanted(p) for p in range(start, end)):
-            n = 0
-            for n, members in enumerate(iter_sample_refs(shard.path), 1):
-                if wanted(start + n - 1):
-                    yield start + n - 1, members
-            if n != shard.samples:
-                raise ValueError(f"{shard.path}: holds {n} samples, index.json says {shard.samples}")
-        start = end
-
-
-def ordered_stream(shards: list[Shard], buffer: int, rng: random.Random, skip: int) -> Iterator[tuple[int, dict]]:
-    """Raw samples in shuffle-buffer order, the first `skip` left out without reading them. Holds ≤ buffer + 1."""
-    order = ShuffleOrder(sum(s.samples for s in shards), buffer, rng)
-    for _ in range(skip):
-        next(order)
-    pending = set(order.buffer) if order._drain is None else set(order._drain)
-    first_unread = order.read
-    reader = _read_positions(shards, lambda p: p >= first_unread or p in pending)
-    held: dict[int, dict] = {}
-    for pos in order:
-        while pos not in held:
-            got, members = next(reader)
-            held[got] = members
-        yield pos, held.pop(pos)
-
-
 class ShardStream(IterableDataset):
     """One rank's endless stream of micro-batches; each says which worker made it and how far that worker got.
 
-    Workers tokenize `TOKENIZE_CHUNK` samples per tokenizer call and collate their own micro-batches, so the trainer
-    receives one small message per batch: padded ids/labels as numpy arrays and, instead of the features, where each
-    sample's features lie in its shard (`FeatureRef`). `TrainLoader` reads those straight into the batch tensor:
-    feature bytes go page cache → batch once, never through the worker or inter-process shared memory.
+    Workers collate their own micro-batches, so the trainer receives one small message per batch: padded ids/labels
+    as numpy arrays and, instead of the features, where each sample's features lie in its shard (`FeatureRef`).
+    `TrainLoader` reads those straight into the batch tensor: feature bytes go page cache → batch once, never
+    through the worker or inter-process shared memory.
     """
 
     def __init__(self, shards: list[Shard], *, rank: int, world: int, workers: int, buffer: int, seed: int,
                  tokenizer, conv_format: str, max_tokens: int, micro_batch: int, pad_id: int,
-                 state: dict | None = None):
+                 cache: TokenCache | None = None, state: dict | None = None):
         self.shards, self.rank, self.world, self.workers = shards, rank, world, workers
         self.buffer, self.seed, self.max_tokens = buffer, seed, max_tokens
-        self.tokenizer, self.fmt = tokenizer, conv_format
+        self.tokenizer, self.fmt, self.cache = tokenizer, conv_format, cache
         self.micro_batch, self.pad_id, self.state = micro_batch, pad_id, state
 
     def __iter__(self) -> Iterator[dict]:
@@ -166,6 +101,9 @@ class ShardStream(IterableDataset):
                        "keys": [it["key"] for it in items],
                        **{k: item[k] for k in ("worker", "epoch", "consumed", "skipped")}}
                 items = []
+
+    def table(self, shard: Shard) -> ShardTable:
+        return load_table(shard.path, shard.sha256, self.tokenizer, self.fmt, self.cache)
 
     def samples(self) -> Iterator[dict]:
         """This worker's tokenized samples, epoch after epoch, from the saved position on."""
@@ -180,40 +118,18 @@ class ShardStream(IterableDataset):
             mine = worker_shards(order, self.rank, self.world, worker, self.workers)
             rng = random.Random(f"buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
             yielded, started_at = 0, consumed
-            for chunk in _chunks(ordered_stream(mine, self.buffer, rng, consumed), TOKENIZE_CHUNK):
-                for item in self._tokenize(chunk):
-                    consumed += 1
-                    if len(item["input_ids"]) - 1 + item["features"].shape[0] > self.max_tokens:
-                        skipped += 1
-                        continue
-                    yielded += 1
-                    item.update(worker=worker, epoch=epoch, consumed=consumed, skipped=skipped)
-                    yield item
+            for _, item in ordered_stream(mine, self.buffer, rng, consumed, self.table):
+                consumed += 1
+                if len(item["input_ids"]) - 1 + item["features"].shape[0] > self.max_tokens:
+                    skipped += 1
+                    continue
+                yielded += 1
+                item.update(worker=worker, epoch=epoch, consumed=consumed, skipped=skipped)
+                yield item
             if not yielded and started_at == 0:
                 raise ValueError(f"rank {self.rank} worker {worker}: no sample of {[s.path for s in mine]} fits "
                                  f"max_tokens={self.max_tokens}")
             epoch, consumed = epoch + 1, 0
-
-    def _tokenize(self, chunk: list[dict]) -> list[dict]:
-        for members in chunk:
-            require_members(members)
-            if CONVERSATION not in members:
-                raise ValueError(f"sample {members['__key__']} has no conversation.json: pass training shards "
-                                 f"(build-qa output), not feature shards")
-        turns = [json.loads(members[CONVERSATION])["turns"] for members in chunk]
-        return [{"key": m["__key__"], "input_ids": enc.input_ids, "labels": enc.labels, "features": m[FEATURES]}
-                for m, enc in zip(chunk, encode_many(turns, self.tokenizer, self.fmt))]
-
-
-def _chunks(stream: Iterator[tuple[int, dict]], size: int) -> Iterator[list[dict]]:
-    chunk = []
-    for _, members in stream:
-        chunk.append(members)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _pad_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
@@ -222,8 +138,8 @@ def _pad_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
     mask = np.arange(lengths.max())[None, :] < lengths[:, None]
     input_ids = np.full(mask.shape, pad_id, dtype=np.int64)
     labels = np.full(mask.shape, IGNORE_INDEX, dtype=np.int64)
-    input_ids[mask] = [i for it in items for i in it["input_ids"]]  # row-major order = each sample's ids in turn
-    labels[mask] = [i for it in items for i in it["labels"]]
+    input_ids[mask] = np.concatenate([it["input_ids"] for it in items])  # row-major: each sample's ids in turn
+    labels[mask] = np.concatenate([it["labels"] for it in items])
     return {"input_ids": input_ids, "attention_mask": mask.astype(np.int64), "labels": labels}
 
 
@@ -264,11 +180,14 @@ def _identity(item):
 
 
 class TrainLoader:
-    """Micro-batches for one rank, and the loader position to save with a checkpoint (`state_dict`)."""
+    """Micro-batches for one rank, and the loader position to save with a checkpoint (`state_dict`).
+
+    `token_cache`: folder for the shards' token tables (train.token_cache); None tokenizes every epoch.
+    """
 
     def __init__(self, shard_dir: str | Path, *, tokenizer, conv_format: str, micro_batch: int, max_tokens: int,
                  rank: int = 0, world: int = 1, num_workers: int = 2, buffer: int = 1000, seed: int = 0,
-                 state: dict | None = None):
+                 token_cache: str | Path | None = None, state: dict | None = None):
         self.shards = index_shards(shard_dir)
         self.samples_per_epoch = sum(s.samples for s in self.shards)
         workers = usable_workers(len(self.shards), world, max(num_workers, 1))
@@ -276,9 +195,11 @@ class TrainLoader:
             _check_state(state, workers, world, rank)
         self.micro_batch, self.rank, self.world, self.workers = micro_batch, rank, world, workers
         self.pad_id = _pad_id(tokenizer)
+        cache = (TokenCache(str(token_cache), tokenizer_fingerprint(tokenizer), conv_format)
+                 if token_cache is not None else None)
         self.dataset = ShardStream(self.shards, rank=rank, world=world, workers=workers, buffer=buffer, seed=seed,
                                    tokenizer=tokenizer, conv_format=conv_format, max_tokens=max_tokens,
-                                   micro_batch=micro_batch, pad_id=self.pad_id, state=state)
+                                   micro_batch=micro_batch, pad_id=self.pad_id, cache=cache, state=state)
         # With num_workers=0 one logical worker runs in this process; otherwise one process per logical worker.
         # batch_size=None: the workers batch; the DataLoader hands their batches out round-robin, in order.
         # Its own generator: starting an iterator draws a seed from it, which must not shift the global RNG that
@@ -329,5 +250,5 @@ def _pad_id(tokenizer) -> int:
     return pad
 
 
-__all__ = ["TrainLoader", "ShardStream", "ShuffleOrder", "collate", "collate_text", "with_features", "index_shards",
-           "epoch_order", "worker_shards", "VIDEO_TOKEN_INDEX"]
+__all__ = ["TrainLoader", "ShardStream", "ShuffleOrder", "ordered_stream", "collate", "collate_text", "with_features",
+           "index_shards", "epoch_order", "worker_shards", "VIDEO_TOKEN_INDEX"]
