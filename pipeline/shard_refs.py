@@ -83,6 +83,16 @@ def _header_name(block: bytes) -> str:
     return f"{prefix.decode('utf-8', 'surrogateescape')}/{name}" if prefix else name
 
 
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
+
+
+def _refuse_compressed(path, head: bytes) -> None:
+    for magic, kind in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise ValueError(f"{path}: a {kind}-compressed tar; the trainer reads each sample's features at its byte "
+                             f"offset, so shards must be plain tars (as vtl-pipeline writes them): decompress it")
+
+
 def iter_tar_files(path: str | Path, reader: _Reader) -> Iterator[tuple[str, int, int]]:
     """(name, data offset, size) of each regular file in the tar at `path`, in file order."""
     pos, pax, longname, total = 0, {}, None, os.fstat(reader.fd).st_size
@@ -90,6 +100,8 @@ def iter_tar_files(path: str | Path, reader: _Reader) -> Iterator[tuple[str, int
         if pos == total:  # a tar without the end-of-archive blocks
             return
         block = reader.read(pos, BLOCK)
+        if pos == 0:
+            _refuse_compressed(path, block)
         if len(block) < BLOCK:
             raise ValueError(f"{path}: truncated at byte {total} (a tar member or header ends at {pos + BLOCK})")
         if not block[0] and not any(block):  # end of archive (a header always starts with a name)

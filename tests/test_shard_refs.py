@@ -92,3 +92,15 @@ def test_a_ref_that_does_not_fit_the_batch_raises(tmp_path):
     ref = FeatureRef(str(tmp_path / "none.tar"), 0, (3, 16), "<f2", False)
     with pytest.raises(ValueError, match="do not fit"):
         read_features_into([ref], np.zeros((1, 3, 8), np.float16))
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz"])
+def test_compressed_shards_are_refused_with_a_clear_message(tmp_path, mode):
+    path = tmp_path / "train-000000.tar.x"
+    with tarfile.open(path, mode) as tar:
+        data = _npy(np.zeros((2, 4), np.float16))
+        info = tarfile.TarInfo("k.features.npy")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ValueError, match=f"{mode[2:].replace('gz', 'gzip').replace('bz2', 'bzip2')}-compressed tar"):
+        list(iter_sample_refs(path))
