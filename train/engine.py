@@ -1,7 +1,7 @@
 """The engine seam: what the training loop needs from DeepSpeed (or plain PyTorch), and nothing more.
 
 `forward(batch) → loss`, `backward(loss)`, `step() → stepped?` (the optimizer steps every `accumulation` micro-batches),
-`lr`, `save(dir, tag)` / `load(dir) → tag`, `gathered()` (whole parameters under ZeRO-3, for exporting weights).
+`lr`, `save(dir, tag)` / `load(dir) → tag`, `gathered(params)` (those parameters whole under ZeRO-3, for exporting).
 
 `DeepSpeedEngine` is the real path: `deepspeed.initialize` with a config built from TrainConfig (ZeRO stage, bf16 on
 GPU / fp32 on CPU, micro-batch and accumulation, gradient clipping, AdamW with `torch_adam: true` so no optimizer op
@@ -10,6 +10,9 @@ same contract (same optimizer, same schedule, same loss scaling) for debugging w
 
 The learning-rate schedule is `warmup_cosine` for both: linear warm-up from 0, then cosine decay to 0 (the HF
 Trainer's "cosine" schedule VTimeLLM trained with), passed to DeepSpeed as a client scheduler.
+
+Under ZeRO-3 the model is built partitioned (`partitioned_build`): transformers' `from_pretrained` constructs it inside
+`deepspeed.zero.Init` while an `HfDeepSpeedConfig` is alive, so no rank ever holds the whole LLM in host memory.
 """
 from __future__ import annotations
 
@@ -81,7 +84,7 @@ class Engine(Protocol):
     def lr(self) -> float: ...
     def save(self, directory: Path, tag: str) -> None: ...
     def load(self, directory: Path) -> str | None: ...
-    def gathered(self) -> contextlib.AbstractContextManager: ...
+    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager: ...
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -116,6 +119,39 @@ def deepspeed_config(cfg: TrainConfig, precision: str) -> dict:
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
+
+
+@contextlib.contextmanager
+def partitioned_build(cfg: TrainConfig, precision: str):
+    """Inside this block a DeepSpeed ZeRO-3 run builds its LLM partitioned over the ranks; elsewhere it does nothing.
+
+    transformers' `from_pretrained` enters `deepspeed.zero.Init` (with this run's DeepSpeed config) while an
+    `HfDeepSpeedConfig` is alive (transformers holds only a weak reference: this block holds the object), so each
+    rank keeps 1/world of every weight from the start; rank 0 reads the checkpoint and scatters it layer by layer.
+    `is_deepspeed_zero3_enabled()` is true inside; `partitioned(module)` tells a module built this way.
+    """
+    if cfg.engine != "deepspeed" or cfg.zero != 3:
+        yield None
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    hf_config = HfDeepSpeedConfig(deepspeed_config(cfg, precision))
+    try:
+        yield hf_config
+    finally:  # the flag is process-wide: an in-process caller's next model (eval, another run) must load whole
+        unset_hf_deepspeed_config()
+
+
+def partitioned(module: nn.Module) -> bool:
+    """Whether `module` holds ZeRO-3-partitioned parameters (built under `deepspeed.zero.Init`)."""
+    return any(hasattr(p, "ds_id") for p in module.parameters())
+
+
+def local_share(module: nn.Module) -> tuple[int, int]:
+    """(elements this rank holds, elements in all) over `module`'s parameters; equal when nothing is partitioned."""
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_id") else p.numel() for p in module.parameters())
+    return local, sum(p.ds_numel if hasattr(p, "ds_id") else p.numel() for p in module.parameters())
 
 
 class DeepSpeedEngine:
@@ -161,12 +197,13 @@ class DeepSpeedEngine:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {directory}")
         return (Path(directory) / LATEST).read_text().strip()
 
-    def gathered(self):
+    def gathered(self, params: list[nn.Parameter]):
+        """`params` whole on every rank inside the block (ZeRO-3; every rank must enter it); read-only."""
         if self.zero != 3:
             return contextlib.nullcontext()
         import deepspeed
 
-        return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
 class TorchEngine:
@@ -231,7 +268,7 @@ class TorchEngine:
         self.micro = state["micro"]
         return tag
 
-    def gathered(self):
+    def gathered(self, params: list[nn.Parameter]):
         return contextlib.nullcontext()
 
 

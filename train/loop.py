@@ -21,7 +21,8 @@ import torch.distributed as dist
 from pipeline.shards import RUN_CONFIG, producer, read_index, write_json_atomic
 from train.config import TrainConfig
 from train.data import TrainLoader
-from train.engine import LATEST, init_distributed, make_engine, resolve_precision
+from train.engine import (LATEST, init_distributed, local_share, make_engine, partitioned, partitioned_build,
+                          resolve_precision)
 from train.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,14 @@ def run(cfg: TrainConfig) -> Path:
     index = read_index(cfg.shards)
     torch.manual_seed(cfg.seed + rank)  # dropout (LoRA) differs per rank, as data does
     dtype = torch.bfloat16 if precision == "bf16" else None
-    if cfg.stage == 1:
-        model = stages.prepare_stage1(cfg, dtype=dtype, feature_dim=index.get("dim") or 768)
-    else:
-        model = stages.prepare_model(cfg, dtype=dtype)
+    with partitioned_build(cfg, precision):  # ZeRO-3: no rank builds the whole LLM
+        if cfg.stage == 1:
+            model = stages.prepare_stage1(cfg, dtype=dtype, feature_dim=index.get("dim") or 768)
+        else:
+            model = stages.prepare_model(cfg, dtype=dtype)
+    if partitioned(model.llm):
+        log.info("LLM built partitioned (ZeRO-3): rank %d holds %d of %d LLM parameters", rank,
+                 *local_share(model.llm))
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
@@ -76,7 +81,8 @@ def run(cfg: TrainConfig) -> Path:
                                                         "producer": index.get("producer")}})
     summary = fit(cfg, engine, loader, out, start, total, state, rank)
 
-    with engine.gathered():  # ZeRO-3: every rank takes part in gathering the partitioned weights
+    lora = [p for n, p in engine.module.llm.named_parameters() if "lora_" in n]
+    with engine.gathered([*engine.module.projector.parameters(), *lora]):  # ZeRO-3: every rank takes part
         projector = {k: v.detach().clone() for k, v in engine.module.projector.state_dict().items()}
         adapter = ({k: v.detach().clone() for k, v in engine.module.llm.state_dict().items() if "lora_" in k}
                    if cfg.zero == 3 and hasattr(engine.module.llm, "peft_config") else None)

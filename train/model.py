@@ -58,6 +58,11 @@ def load_llm(name_or_path: str, dtype: torch.dtype | None = None, attn: str = "a
     return llm, prepare_tokenizer(tokenizer)
 
 
+def hidden_size(llm: nn.Module) -> int:
+    """Width of the LLM's token embeddings, read from the module (a ZeRO-3-partitioned weight has no shape)."""
+    return llm.get_input_embeddings().embedding_dim
+
+
 def prepare_tokenizer(tokenizer):
     """Right padding; pad = unk when there is no pad token (VTimeLLM's choice for Vicuna), else eos."""
     tokenizer.padding_side = "right"
@@ -110,7 +115,7 @@ class VideoLLM(nn.Module):
         self.projector = projector
         self.tokenizer = tokenizer
         self.conv_format = conv_format
-        hidden = llm.get_input_embeddings().weight.shape[1]
+        hidden = hidden_size(llm)
         if projector.out_features != hidden:
             raise ValueError(f"projector outputs {projector.out_features} but the LLM hidden size is {hidden}")
         # Filled by train.stages: what the LLM was built from, so checkpoints can record it.

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from train.checkpoint import LLM_DIR, load_chain, read_checkpoint
-from train.model import FEATURE_DIM, TINY_RANDOM, VideoLLM, build_tiny_random, load_llm, new_projector
+from train.model import (FEATURE_DIM, TINY_RANDOM, VideoLLM, build_tiny_random, hidden_size, load_llm,
+                         new_projector)
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,16 @@ def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
 
 def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
     """Stage 1's LLM: a named/path checkpoint, or tiny-random built from the shards' texts and saved in out/llm."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
     if cfg.llm != TINY_RANDOM:
         llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
         return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
     saved = Path(cfg.out) / LLM_DIR
     if getattr(cfg, "resume", False) and saved.is_dir():  # a resumed run continues from the LLM it saved
         llm, tok = load_llm(str(saved), dtype=dtype, attn="sdpa")
+    elif is_deepspeed_zero3_enabled():
+        llm, tok = _tiny_partitioned(cfg, texts, saved, dtype)
     else:
         texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
         llm, tok = build_tiny_random(texts, seed=cfg.seed)
@@ -107,6 +112,24 @@ def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
             _save_llm(llm, tok, saved)
         llm = llm.to(dtype) if dtype is not None else llm
     return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
+
+
+def _tiny_partitioned(cfg, texts: Iterable[str] | None, saved: Path, dtype: torch.dtype | None):
+    """ZeRO-3: rank 0 builds tiny-random whole (it saves it anyway), then every rank loads it back partitioned.
+
+    Loading goes through `from_pretrained`, i.e. `deepspeed.zero.Init` (train.engine.partitioned_build), and the
+    saved float32 weights read back exactly, so the model equals the one an unpartitioned run builds from the same
+    seed. Only rank 0 ever holds the whole (tiny) model; `out` must be visible to every rank, as for --resume.
+    """
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:
+        texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
+        llm, tok = build_tiny_random(texts, seed=cfg.seed)
+        _save_llm(llm, tok, saved)
+        del llm
+    dist.barrier()
+    return load_llm(str(saved), dtype=dtype, attn="sdpa")
 
 
 def _save_llm(llm: nn.Module, tokenizer, target: Path) -> None:
@@ -146,7 +169,7 @@ def prepare_stage1(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype |
                    feature_dim: int = FEATURE_DIM) -> VideoLLM:
     """Stage 1: load (or build) the LLM and freeze it; add a new projector, the only trainable part."""
     llm, tok, prov = _fresh_llm(cfg, texts, dtype)
-    projector = new_projector(feature_dim, llm.get_input_embeddings().weight.shape[1], seed=cfg.seed)
+    projector = new_projector(feature_dim, hidden_size(llm), seed=cfg.seed)
     return _finish(llm, tok, projector, prov, STAGES[1], cfg)
 
 
