@@ -83,6 +83,7 @@ def test_stage1_command_writes_checkpoint_and_metrics(stage1):
     assert run_config["producer"]["name"] == "vtl" and run_config["config"]["zero"] == 3
     assert run_config["plan"]["accumulation"] == 8
     assert (stage1 / "projector.safetensors").is_file() and list((stage1 / "tensorboard").glob("events.*"))
+    assert len(list((stage1 / "token-cache").glob("train-*.npz"))) == 6  # one token table per shard
 
 
 def small(data, stage: int, out: Path, prev: Path | None, **kw) -> TrainConfig:
@@ -120,9 +121,11 @@ def test_stages_2_and_3_train_from_the_previous_checkpoint(data, stage1, stage2)
     c2 = stage2
     # Stage 3 as documented: `vtl-train --stage 3 --shards DIR --from STAGE2_DIR --llm PATH` (PATH: a local HF folder).
     cfg3 = small(data, 3, data["root"] / "c3", c2, llm=str(stage1 / "llm"))
-    done = subprocess.run(vtl_train(*cli_args(cfg3)), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(vtl_train(*cli_args(cfg3), "--token-cache", "off"), env=ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     c3 = Path(cfg3.out)
+    assert not (c3 / "token-cache").exists() and len(list((c2 / "token-cache").glob("*.npz"))) == 6
     assert falls(losses(c2)) and falls(losses(c3))
     m2, m3 = (json.loads((c / "vtl_checkpoint.json").read_text()) for c in (c2, c3))
     assert m2["adapters"] == ["adapter"] and m3["adapters"] == ["base_adapters/00", "adapter"]

@@ -39,6 +39,7 @@ def train(
     lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers per process."),
     shuffle_buffer: Optional[int] = typer.Option(None, help="Shuffle buffer size (samples) per worker."),
+    token_cache: Optional[str] = typer.Option(None, help="Token-table cache folder (default OUT/token-cache; off)."),
     seed: Optional[int] = typer.Option(None, help="Seed for init, shard order, shuffling, dropout."),
     save_every: Optional[int] = typer.Option(None, help="Engine checkpoint every N steps (for --resume)."),
     log_keys: bool = typer.Option(False, "--log-keys", help="Write each rank's sample keys to out/keys.rank{R}.jsonl."),

@@ -80,6 +80,9 @@ class TrainConfig:
     """DataLoader worker processes per rank (each reads its own subset of the rank's shards)."""
     shuffle_buffer: int = 1000
     """Samples held in the shuffle buffer of each worker (memory bound of the loader)."""
+    token_cache: str | None = None
+    """Folder for the shards' token tables (tokenized once, reused by later epochs and runs with the same tokenizer
+    and format); default `OUT/token-cache`; `off` tokenizes every epoch."""
     seed: int = 42
     """Seed of model init (tiny-random, LoRA), shard order, shuffle buffers and dropout."""
     save_every: int | None = None
@@ -116,6 +119,13 @@ class TrainConfig:
         if self.engine == "torch" and self.world_size > 1:
             raise ValueError("engine 'torch' runs one process; use engine 'deepspeed' for several")
         self.accumulation  # raises if the global batch cannot be kept
+
+    @property
+    def token_cache_dir(self) -> str | None:
+        """Where the loader keeps token tables (None: no cache)."""
+        if self.token_cache == "off":
+            return None
+        return self.token_cache or str(Path(self.out) / "token-cache")
 
     @property
     def accumulation(self) -> int:

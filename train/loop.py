@@ -31,7 +31,7 @@ ENGINE_DIR = "engine"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 # Fields that may differ between a run and its resume; anything else changing would change what is trained.
-RESUME_FREE = {"resume", "progress", "log_keys", "preset"}
+RESUME_FREE = {"resume", "progress", "log_keys", "preset", "token_cache"}
 
 
 def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
@@ -71,7 +71,7 @@ def run(cfg: TrainConfig) -> Path:
     loader = TrainLoader(cfg.shards, tokenizer=model.tokenizer, conv_format=model.conv_format,
                          micro_batch=cfg.micro_batch, max_tokens=cfg.max_tokens, rank=rank, world=world,
                          num_workers=cfg.num_workers, buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                         state=state.get("loader"))
+                         token_cache=cfg.token_cache_dir, state=state.get("loader"))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / RUN_CONFIG, {"config": cfg.to_dict(), "producer": producer(), "engine": engine.config,
