@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _train_helpers import write_training_shards
-from test_train import ENV, losses
+from test_train import ENV, data, losses  # noqa: F401  (`data`: test_train's shard fixture, built anew here)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +37,6 @@ def train(out: Path, stage: int, shards: Path, zero: int, prev: Path | None = No
     done = two_ranks(["-m", "train.cli", *args, "--no-gradient-checkpointing", "--no-progress"])
     (out / "stderr.txt").write_text(done.stderr)
     return out
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zero3")
-    return {"root": root, 1: write_training_shards(root / "s1", n=48, stage=1, per_shard=8, rows=1),
-            2: write_training_shards(root / "s2", n=48, stage=2, per_shard=8, rows=4, seed=1)}
 
 
 @pytest.fixture(scope="module")
