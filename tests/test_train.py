@@ -133,6 +133,12 @@ def test_stages_2_and_3_train_from_the_previous_checkpoint(data, stage1, stage2)
     assert all((p1[k] == p3[k]).all() for k in p1)  # the stage-1 projector stays frozen through stages 2 and 3
 
 
+def test_an_in_process_zero3_run_leaves_torch_linear_as_it_was(stage2):
+    import torch
+
+    assert torch.nn.functional.linear is torch._C._nn.linear  # DeepSpeed swaps it during a ZeRO-3 run
+
+
 def test_kill_and_resume_gives_the_same_losses(data, stage1, stage2):
     from train.loop import run
 

@@ -143,6 +143,21 @@ def partitioned_build(cfg: TrainConfig, precision: str):
         unset_hf_deepspeed_config()
 
 
+def restore_linear() -> None:
+    """Undo ZeRO-3's process-wide swap of `torch.nn.functional.linear` (DeepSpeed: "persists unless manually reset").
+
+    Its memory-efficient linear is for training under ZeRO-3; once a run is over, an in-process caller (evaluation,
+    another run, tests) gets PyTorch's own again.
+    """
+    try:
+        from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as patcher
+    except ImportError:
+        return
+    original = getattr(patcher, "linear_bk", None)
+    if original is not None:
+        torch.nn.functional.linear = original
+
+
 def partitioned(module: nn.Module) -> bool:
     """Whether `module` holds ZeRO-3-partitioned parameters (built under `deepspeed.zero.Init`)."""
     return any(hasattr(p, "ds_id") for p in module.parameters())

@@ -22,7 +22,7 @@ from pipeline.shards import RUN_CONFIG, producer, read_index, write_json_atomic
 from train.config import TrainConfig
 from train.data import TrainLoader
 from train.engine import (LATEST, init_distributed, local_share, make_engine, partitioned, partitioned_build,
-                          resolve_precision)
+                          resolve_precision, restore_linear)
 from train.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def run(cfg: TrainConfig) -> Path:
               f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
               f"checkpoint in {out}")
     _barrier()
+    restore_linear()
     return out
 
 
