@@ -160,10 +160,11 @@ def load_table(path: str, sha256: str, tokenizer, conv_format: str, cache: Token
     if target.exists():
         try:
             table = _read(target, path, recipe)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # e.g. written on a full disk
+            log.warning("token cache %s unreadable (%s); rebuilding it", target, err)
+        else:
             prefetch(path)  # the training process reads the features soon: let read-ahead start now
             return table
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # damaged (e.g. disk full)
-            log.warning("token cache %s unreadable (%s); rebuilding it", target, err)  # and writing it anew
     table = build_table(path, tokenizer, conv_format)
     _write(table, target, recipe)
     return table
