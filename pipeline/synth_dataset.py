@@ -55,7 +55,7 @@ class SynthConfig:
     """Stage-3 dialogues per train video (VTimeLLM has two)."""
     gap_scale: float = 1.0
     """Multiplies the weight of the gaps between events: 1 lets events cover ~75 % of a video; larger values make
-    events shorter relative to the video (the demo uses 4, so a whole-video guess scores low)."""
+    events shorter relative to the video (the demo uses 12, so a whole-video guess scores low)."""
     events: tuple[int, int] | None = None
     """Least and most events per video, drawn uniformly; None: 2–4 (2 in videos shorter than 8 s). The CPU demo uses
     (1, 1): a tiny LLM trained from scratch learns where one event is in a few hundred steps, but needs thousands to

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 TOKENIZE_CHUNK = 64  # conversations per tokenizer call (amortises the call and the constant pieces)
 CACHE_VERSION = 1
-_CODE = [Path(__file__), Path(__file__).parents[1] / "train" / "conversation.py",
-         Path(__file__).parents[1] / "pipeline" / "shard_refs.py"]
+_HERE = Path(__file__).parent
+_CODE = [_HERE / "token_cache.py", _HERE / "conversation.py", _HERE.parent / "pipeline" / "shard_refs.py"]
 _ARRAYS = ("keys", "feature_offset", "feature_shape", "feature_dtype", "fortran", "token_start", "ids", "labels")
 
 
