@@ -25,7 +25,7 @@ SENTENCES = ["a man opens the door", "the person pours water into a glass", "som
 def build(args):
     import torch
 
-    from train.conversation import generation_prompt
+    from pipeline.contract.conversation import generation_prompt
     from train.model import VideoLLM, build_tiny_random, new_projector
 
     texts = [f"During which frames can we see {s}?" for s in SENTENCES] + \

@@ -31,7 +31,7 @@ MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.2757
 
 def make_videos(d: Path, n: int, seconds: float, size: tuple[int, int], fps: float) -> list[Path]:
     """Moving interference patterns (cheap to encode, different in every frame), cached by parameters."""
-    from pipeline.synth import write_video
+    from pipeline.synth.media import write_video
 
     w, h = size
     d = d / f"videos_{w}x{h}_{seconds:g}s_{fps:g}fps"
@@ -57,7 +57,7 @@ def baseline(paths: list[str], clip_model: str, out: str) -> None:
     import torch
     from torchvision import transforms as T
 
-    from pipeline.clip import ClipConfig, load_model
+    from pipeline.extract.clip import ClipConfig, load_model
 
     t0 = time.time()
     start = resource.getrusage(resource.RUSAGE_SELF)
@@ -125,8 +125,8 @@ class RssSampler(threading.Thread):
 def run_vtl(manifest: Path, out: Path, args, fast: bool) -> dict:
     import shutil
 
-    from pipeline.clip import ClipConfig
-    from pipeline.extract import ExtractConfig, run_extract
+    from pipeline.extract.clip import ClipConfig
+    from pipeline.extract.job import ExtractConfig, run_extract
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(manifest=str(manifest), out=str(out), executor="ray", tasks=args.tasks,
@@ -146,7 +146,7 @@ def run_vtl(manifest: Path, out: Path, args, fast: bool) -> dict:
 
 
 def cosine_report(base: dict, out: Path) -> tuple[float, float]:
-    from pipeline.shards import iter_samples
+    from pipeline.contract.shards import iter_samples
 
     worst_cos, max_abs = 1.0, 0.0
     for s in iter_samples(out):

@@ -2,8 +2,8 @@
 
 The VTimeLLM-style loader keeps the whole training JSON list in memory, opens one `.npy` file per sample and
 tokenizes each sample in `Dataset.__getitem__` (reference §2.4); its DataLoader workers collate tensors, which reach
-the training process through shared memory. Ours streams WebDataset shards (train.data.TrainLoader): a worker takes
-each shard's samples as a token table (tokenized and located once, train.token_cache), collates the text, and sends
+the training process through shared memory. Ours streams WebDataset shards (train.data.loader.TrainLoader): a worker takes
+each shard's samples as a token table (tokenized and located once, train.data.token_cache), collates the text, and sends
 where each sample's features lie in its shard; the training process reads them into the batch. Same tokenizer,
 format (`v1`), micro-batch and worker count; the first batch of ours is checked against the baseline's per-sample
 processing of the same samples (identical ids, labels, mask and features), so the difference is the data layout and
@@ -60,7 +60,7 @@ def conversation(rng: random.Random) -> list[dict]:
 
 def generate(workdir: Path, n: int) -> None:
     """Both layouts of the same n samples: shards/ (+ index.json) and npy/ + train.json (VTimeLLM's layout)."""
-    from pipeline.shards import Sample, ShardWriter, write_index
+    from pipeline.contract.shards import Sample, ShardWriter, write_index
 
     if (workdir / "done").exists() and json.loads((workdir / "done").read_text())["samples"] == n:
         return
@@ -84,7 +84,7 @@ def generate(workdir: Path, n: int) -> None:
 
 def subset(workdir: Path, n: int) -> None:
     """The first n samples in both layouts (shard symlinks + index, a shorter JSON list) for the memory-growth check."""
-    from pipeline.shards import ShardInfo, read_index, write_index
+    from pipeline.contract.shards import ShardInfo, read_index, write_index
 
     out = workdir / f"subset{n}"
     if (out / "train.json").exists():
@@ -140,7 +140,7 @@ def tokenizer():
 
 
 def ours(data: Path, tok, cache: Path):
-    from train.data import TrainLoader
+    from train.data.loader import TrainLoader
 
     ld = TrainLoader(data / "shards", tokenizer=tok, conv_format="v1", micro_batch=MICRO, max_tokens=4096,
                      num_workers=WORKERS, buffer=1000, seed=0, token_cache=cache)
@@ -156,7 +156,7 @@ def same_as_baseline(batch, keys, data: Path, tok, pad_id: int) -> None:
     """Our batch equals what the VTimeLLM-style per-sample path makes of the same samples."""
     import torch
 
-    from train.data import collate
+    from train.data.loader import collate
 
     ds = JsonListDataset(data / "train.json", ROOT_DATA / "npy", tok)
     where = {rec["id"]: i for i, rec in enumerate(ds.records)}
@@ -176,7 +176,7 @@ class JsonListDataset:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        from train.conversation import encode
+        from pipeline.contract.conversation import encode
 
         rec = self.records[i]
         feats = np.load(self.feat_dir / f"{rec['id']}.npy", allow_pickle=False)
@@ -185,7 +185,7 @@ class JsonListDataset:
 
 
 def _collate(items):
-    from train.data import collate
+    from train.data.loader import collate
 
     return collate(items, pad_id=0)
 

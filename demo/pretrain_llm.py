@@ -18,7 +18,7 @@ from pathlib import Path
 
 def texts_of(shard_dirs: list[str]) -> list[str]:
     """One text per conversation (turns joined, `<video>` removed), plus every caption, from the training shards."""
-    from pipeline.shards import iter_samples
+    from pipeline.contract.shards import iter_samples
 
     texts = []
     for d in shard_dirs:

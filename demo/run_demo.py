@@ -96,11 +96,11 @@ def prepare_data(cfg: DemoConfig, steps: Steps) -> dict[str, Path]:
               "--seed", cfg.seed, "--events", 1, "--gap-scale", cfg.gap_scale, "--test-fraction", 0.15, "--min-duration", 8,
               "--max-duration", 30)
     ann = synth / "annotations"
-    for name, dataset, annotations, media in (
+    for name, dataset, annotation_file, media in (
             ("train", "activitynet", ann / "train.json", synth / "videos"),
             ("test", "activitynet", ann / "test.json", synth / "videos"),
             ("images", "lcc", ann / "blip_laion_cc_sbu_558k.json", synth / "images")):
-        steps.run("manifest", "vtl-pipeline", "manifest", "--dataset", dataset, "--annotations", annotations,
+        steps.run("manifest", "vtl-pipeline", "manifest", "--dataset", dataset, "--annotations", annotation_file,
                   "--media-root", media, "--out", man / f"{name}.parquet")
     for name in ("images", "train", "test"):
         steps.run("extract", "vtl-pipeline", "extract", "--manifest", man / f"{name}.parquet", "--out", feat / name,

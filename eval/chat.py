@@ -1,6 +1,6 @@
 """`vtl-chat`: ask a trained model about one video (VTimeLLM's offline demo, in the terminal).
 
-The video goes through the same extract steps as the training data (`pipeline.extract.extract_one`: 100 frames,
+The video goes through the same extract steps as the training data (`pipeline.extract.job.extract_one`: 100 frames,
 CLIP features), the checkpoint is loaded with its LoRA chain merged, and each question is answered greedily with the
 whole conversation so far as the prompt. Timestamps in answers ("12 to 45", positions on the 0–99 scale) are also
 shown in seconds of this video.
@@ -27,7 +27,7 @@ class ChatSession:
     def ask(self, question: str) -> str:
         """Answer one question; the first one carries the `<video>` placeholder, later ones continue the dialogue."""
         from eval.generate import Query, generate_batch
-        from train.conversation import generation_prompt
+        from pipeline.contract.conversation import generation_prompt
 
         value = question.strip() if self.turns else f"<video>\n{question.strip()}"
         turns = [*self.turns, {"from": "human", "value": value}]
@@ -39,12 +39,12 @@ class ChatSession:
 
 def open_session(cfg: ChatConfig) -> ChatSession:
     """Extract the video's features with the configured CLIP and load the checkpoint."""
-    from pipeline.clip import ClipConfig
-    from pipeline.decode import MediaError
-    from pipeline.extract import extract_one
-    from train.model import load_for_inference
-
     from transformers.utils import logging as hf_logging
+
+    from pipeline.extract.clip import ClipConfig
+    from pipeline.extract.decode import MediaError
+    from pipeline.extract.job import extract_one
+    from train.model import load_for_inference
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)

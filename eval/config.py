@@ -10,7 +10,7 @@ from pathlib import Path
 TASKS = ("grounding", "dvc")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CONV_FORMATS = ("plain", "v1", "chatglm3", "chat_template")
-"""As train.conversation.FORMATS (not imported here: the CLI's --help must stay light)."""
+"""As pipeline.contract.conversation.FORMATS (not imported here: the CLI's --help must stay light)."""
 
 
 def _exists(path: Path | None, what: str) -> None:

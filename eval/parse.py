@@ -3,7 +3,7 @@
 Grounding (`parse_grounding`):
   G1. The answer's **first** match of two 2-digit numbers joined by " to " or " and " (regex `(\\d{2}) (to|and)
       (\\d{2})`, searched anywhere, no word boundaries) gives positions a, b on the 0–99 scale.
-  G2. Seconds: (a/100·D, b/100·D) (`pipeline.timing.grounding_span`; no +1 on the end).
+  G2. Seconds: (a/100·D, b/100·D) (`pipeline.contract.timing.grounding_span`; no +1 on the end).
   G3. No match ⇒ unparsable: the query is a miss (IoU 0) and counts in `unparsed`.
   G4. A reversed span ("60 to 20") is kept as written; its IoU is 0 because the intersection is clamped at 0 —
       the reference scorer behaves the same way.
@@ -23,7 +23,7 @@ Dense captioning (`parse_dense_captions`):
       become nonsense captions.
   D4. Consecutive events whose sentences are near-identical (difflib ratio > 0.98) and whose spans touch (next start
       − current end within ±1) are merged into one event spanning both.
-  D5. Seconds: (s/100·D, (e+1)/100·D) (`pipeline.timing.dense_caption_span`: the +1 is VTimeLLM's rule).
+  D5. Seconds: (s/100·D, (e+1)/100·D) (`pipeline.contract.timing.dense_caption_span`: the +1 is VTimeLLM's rule).
   D6. Nothing parsed ⇒ unparsable: the video's prediction is empty (it scores 0) and counts in `unparsed`.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import difflib
 import json
 import re
 
-from pipeline.timing import dense_caption_span, grounding_span
+from pipeline.contract.timing import dense_caption_span, grounding_span
 
 GROUNDING_RE = re.compile(r"(\d{2}) (to|and) (\d{2})")
 JSON_LIST_RE = re.compile(r"\[.*\]")

@@ -12,10 +12,10 @@ from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
 from eval.score import Truth, plot, read_predictions, read_truth, score
+from pipeline.contract.provenance import RUN_CONFIG
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
-RUN_CONFIG = "run_config.json"
 
 
 @dataclass
@@ -48,7 +48,7 @@ def iter_eval_chunks(shards: Path, task: str, limit: int | None = None, chunk: i
                      ) -> Iterator[tuple[list[EvalItem], dict[str, Truth]]]:
     """Queries (about `chunk` at a time, whole samples) and their ground truth by sample key, streamed from
     `build-qa --stage eval` shards, so memory does not grow with the evaluation set. Other samples are an error."""
-    from pipeline.shards import iter_samples
+    from pipeline.contract.shards import iter_samples
 
     items: list[EvalItem] = []
     truth: dict[str, Truth] = {}
@@ -86,7 +86,8 @@ def read_eval_shards(shards: Path, task: str, limit: int | None = None) -> tuple
 
 
 def write_outputs(out: Path, task: str, metrics: dict, plot_data: dict, run_config: dict) -> None:
-    from pipeline.shards import producer, write_json_atomic
+    from pipeline.contract.provenance import producer
+    from pipeline.contract.storage import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / METRICS, metrics)
@@ -113,7 +114,7 @@ def _prediction_line(item: EvalItem, answer: str) -> dict:
 
 def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str]:
     from eval.generate import Query, generate
-    from train.conversation import generation_prompt
+    from pipeline.contract.conversation import generation_prompt
 
     queries = [Query(generation_prompt([{"from": "human", "value": f"<video>\n{it.query}"}], model.tokenizer,
                                        model.conv_format), it.features) for it in items]

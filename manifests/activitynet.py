@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manifests.common import (NO_USABLE_EVENTS, UNPARSABLE, check_events, count_event_stats, resolve_video)
+from manifests.common import NO_USABLE_EVENTS, UNPARSABLE, check_events, count_event_stats, resolve_video
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "activitynet"

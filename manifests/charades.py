@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manifests.common import (NO_DURATION, NO_USABLE_EVENTS, UNPARSABLE, check_events, count_event_stats,
-                              read_durations, resolve_video)
+from manifests.common import (
+    NO_DURATION,
+    NO_USABLE_EVENTS,
+    UNPARSABLE,
+    check_events,
+    count_event_stats,
+    read_durations,
+    resolve_video,
+)
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "charades"

@@ -15,8 +15,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from manifests.common import (DEFAULT_VIDEO_EXTS, NO_USABLE_EVENTS, UNPARSABLE, check_events, count_event_stats,
-                              read_durations, resolve_named)
+from manifests.common import (
+    DEFAULT_VIDEO_EXTS,
+    NO_USABLE_EVENTS,
+    UNPARSABLE,
+    check_events,
+    count_event_stats,
+    read_durations,
+    resolve_named,
+)
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "didemo"

@@ -13,8 +13,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manifests.common import (BAD_WINDOW, NO_MEDIA, NOT_MEDIA, UNPARSABLE, check_events, drop_missing_media,
-                              is_uri, kind_of, read_durations)
+from manifests.common import (
+    BAD_WINDOW,
+    NO_MEDIA,
+    NOT_MEDIA,
+    UNPARSABLE,
+    check_events,
+    drop_missing_media,
+    is_uri,
+    kind_of,
+    read_durations,
+)
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "files"

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-
 WINDOWS_OVER_LIMIT = "windows_over_video_limit"
 """Counted in `select`'s counter next to the per-event reasons: whole windows, not events."""
 

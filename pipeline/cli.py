@@ -32,7 +32,7 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Summarise a shard folder; render samples; verify shards against the index."""
-    from pipeline.inspect import InspectConfig, run
+    from pipeline.inspect.summary import InspectConfig, run
 
     try:
         cfg = InspectConfig(shard_dir=shard_dir, show=show, keys=tuple(key or ()), verify=verify, scan=scan,
@@ -73,7 +73,7 @@ def manifest(
 
     from manifests.build import ManifestConfig, build_manifest
     from manifests.report import summary_table
-    from pipeline.shards import producer
+    from pipeline.contract.provenance import producer
 
     try:
         cfg = ManifestConfig(dataset=dataset, annotations=annotations, out=out, durations=durations,
@@ -107,7 +107,7 @@ def build_qa_cmd(
                                         help="Test-only: shift every rendered timestamp by N positions."),
 ) -> None:
     """Feature shards → training shards with conversation.json (stages 1-3) or evaluation queries."""
-    from pipeline.qa_build import BuildQaConfig, run_build_qa, summarize
+    from pipeline.qa.build import BuildQaConfig, run_build_qa, summarize
 
     try:
         cfg = BuildQaConfig(stage=stage, features=features, out=out, seed=seed, dense_ratio=dense_ratio,
@@ -136,7 +136,7 @@ def import_vtimellm_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """VTimeLLM's released JSON + {id}.npy features → training shards (missing features become error records)."""
-    from pipeline.import_vtimellm import ImportConfig, run_import, summarize
+    from pipeline.qa.import_vtimellm import ImportConfig, run_import, summarize
 
     try:
         cfg = ImportConfig(json=json_path, features_dir=features_dir, out=out, stage=stage, max_tokens=max_tokens,
@@ -180,7 +180,7 @@ def synth_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
     """Generate a synthetic grounding dataset (videos with known event spans) in ActivityNet/LLaVA/VTimeLLM formats."""
-    from pipeline.synth_dataset import SynthConfig, generate
+    from pipeline.synth.dataset import SynthConfig, generate
 
     try:
         cfg = SynthConfig(out=out, videos=videos, seed=seed, images=images, test_fraction=test_fraction,
@@ -225,8 +225,8 @@ def extract_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Decode videos, sample 100 frames per sample and write CLIP features to shards (resumable Ray job)."""
-    from pipeline.clip import ClipConfig
-    from pipeline.extract import ExtractConfig, ExtractError, print_summary, run_extract
+    from pipeline.extract.clip import ClipConfig
+    from pipeline.extract.job import ExtractConfig, ExtractError, print_summary, run_extract
 
     try:
         clip = ClipConfig(model=clip_model, weights=str(clip_weights) if clip_weights else None,

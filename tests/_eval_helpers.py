@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.qa import eval_conversation
-from pipeline.shards import Sample, ShardWriter, write_index
+from pipeline.contract.shards import Sample, ShardWriter, write_index
+from pipeline.qa.rules import eval_conversation
 
 TEXTS = ["During which frames can we see a man opening a door?", "From 00 to 24, a man walks in. From 25 to 99, "
          "he sits down.", "a person is putting a book on a shelf", "the person pours some water into the glass",

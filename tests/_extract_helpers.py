@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from manifests.schema import Event, ManifestRow, ReadResult, write_manifest
-from pipeline.clip import ClipConfig
-from pipeline.extract import ExtractConfig
-from pipeline.shards import iter_samples, read_errors, read_index
-from pipeline.synth import frame_counter_video
+from pipeline.contract.shards import iter_samples, read_errors, read_index
+from pipeline.extract.clip import ClipConfig
+from pipeline.extract.job import ExtractConfig
+from pipeline.synth.media import frame_counter_video
 
 TINY = ClipConfig(model="tiny-random")
 

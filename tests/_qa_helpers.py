@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.shards import Sample, ShardWriter, read_index, write_index
+from pipeline.contract.shards import Sample, ShardWriter, read_index, write_index
 
 
 def video_meta(key: str, duration: float, events: list[dict], caption: str | None = None, kind: str = "video",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.shards import Sample, ShardWriter, write_index
+from pipeline.contract.shards import Sample, ShardWriter, write_index
 
 WORDS = ("a man walks a dog along the river while a woman rides a red bike past the old bridge and children "
          "play with a ball on green grass near the tall trees").split()

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.shards import producer, write_json_atomic
-from train.model import TINY_RANDOM, VideoLLM, hidden_size, load_llm
+from pipeline.contract.provenance import TINY_RANDOM, producer
+from pipeline.contract.storage import write_json_atomic
+from train.model import VideoLLM, hidden_size, load_llm
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipeline.shards import RUN_CONFIG, producer, read_index, write_json_atomic
+from pipeline.contract.provenance import RUN_CONFIG, producer
+from pipeline.contract.shards import read_index
+from pipeline.contract.storage import write_json_atomic
 from train.config import TrainConfig
-from train.data import TrainLoader
-from train.engine import (LATEST, init_distributed, local_share, make_engine, partitioned, partitioned_build,
-                          resolve_precision, restore_linear)
+from train.data.loader import TrainLoader
+from train.engine import (
+    LATEST,
+    init_distributed,
+    local_share,
+    make_engine,
+    partitioned,
+    partitioned_build,
+    resolve_precision,
+    restore_linear,
+)
 from train.progress import Progress
 
 log = logging.getLogger(__name__)

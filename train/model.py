@@ -13,13 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from train.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LLM = "lmsys/vicuna-7b-v1.5"
-TINY_RANDOM = "tiny-random"
-FEATURE_DIM = 768
 TINY_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "max_position_embeddings": 4096}
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.contract.provenance import TINY_RANDOM
+from pipeline.contract.shards import FEATURE_DIM
 from train.checkpoint import LLM_DIR, load_chain, read_checkpoint
-from train.model import (FEATURE_DIM, TINY_RANDOM, VideoLLM, build_tiny_random, hidden_size, load_llm,
-                         new_projector)
+from train.model import VideoLLM, build_tiny_random, hidden_size, load_llm, new_projector
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def select_trainable(model: VideoLLM, what: str) -> list[str]:
 
 def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
     """Texts to train the tiny-random tokenizer on: conversation turns and captions of the first `limit` samples."""
-    from pipeline.shards import iter_samples
+    from pipeline.contract.shards import iter_samples
 
     texts: list[str] = []
     for i, sample in enumerate(iter_samples(shard_dir)):

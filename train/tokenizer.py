@@ -8,7 +8,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable
 
-from train.conversation import V1_SYSTEM
+from pipeline.contract.conversation import V1_SYSTEM
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<video>", "<image>")
 # Words every prompt format adds, so a tokenizer trained on captions alone still encodes prompts compactly.

@@ -1,0 +1,263 @@
+"""The shard contract: what a sample holds, how shards are written and read, the index and the error records.
+
+A shard is a WebDataset tar whose members are `{key}.features.npy` (float16 (N, D)), `{key}.meta.json` and, after
+build-qa, `{key}.conversation.json`. Shards are written under a temporary name and renamed; `index.json` is written
+last. Readers decode `.npy` with allow_pickle=False and `.json` with the json module: nothing is ever unpickled.
+The writer, extract, build-qa, the trainer, inspect and the tests all import this module.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+import numpy as np
+
+from manifests.schema import KEY_RE, file_sha256
+from pipeline.contract.provenance import producer
+from pipeline.contract.storage import write_json_atomic
+
+FORMAT_VERSION = 1
+FEATURES = "features.npy"
+META = "meta.json"
+CONVERSATION = "conversation.json"
+MEMBERS = (FEATURES, META, CONVERSATION)
+INDEX = "index.json"
+ERRORS = "errors.jsonl"
+FEATURE_DTYPE = np.float16
+FEATURE_DIM = 768  # D: CLIP ViT-L/14's projected embedding width (reference §4.1); the trainer's projector input
+SHARD_SUFFIX = ".tar"
+META_FIELDS = ("key", "dataset", "source_id", "media", "kind", "window", "duration", "fps", "num_frames",
+               "frame_indices", "frame_times", "events", "caption", "encoder")
+
+
+@dataclass
+class Sample:
+    key: str
+    features: np.ndarray
+    meta: dict
+    conversation: dict | None = None
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A sample that did not make it into shards: which step failed and why (`reason` is a short snake_case word)."""
+
+    key: str
+    step: str
+    reason: str
+    detail: str = ""
+    source_id: str | None = None
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    samples: int
+    bytes: int
+    sha256: str
+    keys: list[str] = field(default_factory=list, repr=False)
+
+    def to_index(self) -> dict:
+        return {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def check_key(key: str) -> str:
+    if not KEY_RE.match(key):
+        raise ValueError(f"invalid sample key {key!r}: keys are [A-Za-z0-9_-]+")
+    return key
+
+
+def encode_sample(sample: Sample) -> dict[str, bytes]:
+    """A sample as WebDataset members (bytes), validating the contract on the way in."""
+    check_key(sample.key)
+    feats = np.asarray(sample.features)
+    if feats.ndim != 2:
+        raise ValueError(f"{sample.key}: features must be (N, D), got shape {feats.shape}")
+    buf = io.BytesIO()
+    np.save(buf, feats.astype(FEATURE_DTYPE, copy=False), allow_pickle=False)
+    out = {"__key__": sample.key, FEATURES: buf.getvalue(),
+           META: json.dumps(sample.meta, ensure_ascii=False).encode()}
+    if sample.conversation is not None:
+        out[CONVERSATION] = json.dumps(sample.conversation, ensure_ascii=False).encode()
+    return out
+
+
+def require_members(members: dict) -> None:
+    """Every sample holds features and meta; a sample without them is a broken shard, reported by key."""
+    if FEATURES not in members or META not in members:
+        raise ValueError(f"{members['__key__']}: sample lacks {FEATURES} or {META}")
+
+
+def decode_sample(members: dict) -> Sample:
+    """Members (bytes, as read from a tar) → Sample. Unknown members are ignored; `.npy` never unpickles."""
+    key = members["__key__"]
+    require_members(members)
+    feats = np.load(io.BytesIO(members[FEATURES]), allow_pickle=False)
+    meta = json.loads(members[META])
+    conv = json.loads(members[CONVERSATION]) if CONVERSATION in members else None
+    return Sample(key=key, features=feats, meta=meta, conversation=conv)
+
+
+def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[dict]:
+    """Group the members of one shard by key, in file order (the WebDataset layout), values as bytes.
+
+    `path` may also be an open binary stream (read front to back once), e.g. one that hashes what passes through.
+    """
+    import tarfile
+
+    opened = tarfile.open(fileobj=path, mode="r|") if hasattr(path, "read") else tarfile.open(path, "r|")
+    with opened as tar:
+        yield from group_by_key((info.name, tar.extractfile(info).read()) for info in tar if info.isfile())
+
+
+def member_name(name: str) -> tuple[str, str]:
+    """A tar member's name → (sample key, member): the key is everything before the first dot (WebDataset's rule)."""
+    key, _, member = name.partition(".")
+    return key, member
+
+
+def group_by_key(named: Iterable[tuple[str, object]]) -> Iterator[dict]:
+    """(tar member name, value) pairs in file order → one dict per sample: {"__key__": key, member: value, …}."""
+    current: dict | None = None
+    for name, value in named:
+        key, member = member_name(name)
+        if current is None or current["__key__"] != key:
+            if current is not None:
+                yield current
+            current = {"__key__": key}
+        current[member] = value
+    if current is not None:
+        yield current
+
+
+def iter_shard(path: str | Path) -> Iterator[Sample]:
+    for members in iter_tar_members(path):
+        yield decode_sample(members)
+
+
+class ShardWriter:
+    """Writes samples into shards `{prefix}-{000000}.tar` of at most `samples_per_shard` samples each.
+
+    Each tar is written as `.{name}.tmp` and renamed when complete, so a crash never leaves a truncated shard under
+    a final name. `shards` lists what was written (name, samples, bytes, sha256, keys).
+    """
+
+    def __init__(self, out_dir: str | Path, prefix: str, samples_per_shard: int = 1000, mtime: float | None = None):
+        # `mtime` fixes the tar members' modification time (default: now), so the same input gives byte-identical shards.
+        if samples_per_shard < 1:
+            raise ValueError("samples_per_shard must be ≥ 1")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.samples_per_shard = samples_per_shard
+        self.mtime = mtime
+        self.shards: list[ShardInfo] = []
+        self._tar = None
+        self._keys: list[str] = []
+        self._tmp: Path | None = None
+
+    def write(self, sample: Sample) -> None:
+        import webdataset as wds
+
+        members = encode_sample(sample)
+        if self._tar is None:
+            name = f"{self.prefix}-{len(self.shards):06d}{SHARD_SUFFIX}"
+            self._tmp = self.out_dir / f".{name}.tmp"
+            self._stream = open(self._tmp, "wb")
+            self._tar = wds.TarWriter(self._stream, encoder=False, mtime=self.mtime)
+        self._tar.write(members)
+        self._keys.append(sample.key)
+        if len(self._keys) >= self.samples_per_shard:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        self._stream.close()
+        final = self._tmp.with_name(self._tmp.name[1:].removesuffix(".tmp"))
+        digest = file_sha256(self._tmp)
+        size = self._tmp.stat().st_size
+        os.replace(self._tmp, final)
+        self.shards.append(ShardInfo(final.name, len(self._keys), size, digest, list(self._keys)))
+        self._tar, self._tmp, self._keys = None, None, []
+
+    def close(self) -> list[ShardInfo]:
+        self._finish()
+        return self.shards
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._tar is not None:  # leave no partial shard behind
+            self._tar.close()
+            self._stream.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_index(out_dir: str | Path, shards: Iterable[ShardInfo], *, encoder: str | None, num_frames: int | None,
+                dim: int | None, manifest_hash: str | None, errors: int = 0, extra: dict | None = None) -> Path:
+    """Write `index.json` (last, after every shard is in place). `extra` holds producer-specific statistics."""
+    shards = sorted(shards, key=lambda s: s.name)
+    index = {
+        "format_version": FORMAT_VERSION,
+        "producer": producer(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "encoder": encoder,
+        "num_frames": num_frames,
+        "dim": dim,
+        "manifest_hash": manifest_hash,
+        "shards": [s.to_index() for s in shards],
+        "totals": {"shards": len(shards), "samples": sum(s.samples for s in shards),
+                   "bytes": sum(s.bytes for s in shards), "errors": errors},
+    }
+    if extra:
+        index.update(extra)
+    return write_json_atomic(Path(out_dir) / INDEX, index)
+
+
+def read_index(shard_dir: str | Path) -> dict:
+    path = Path(shard_dir) / INDEX
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a shard folder, or the job that writes it has not finished")
+    index = json.loads(path.read_text())
+    if index.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {index.get('format_version')} is not {FORMAT_VERSION}")
+    return index
+
+
+def shard_paths(shard_dir: str | Path, index: dict | None = None) -> list[Path]:
+    index = index if index is not None else read_index(shard_dir)
+    return [Path(shard_dir) / s["name"] for s in index["shards"]]
+
+
+def iter_samples(shard_dir: str | Path) -> Iterator[Sample]:
+    """Every sample of a shard folder, shard by shard in index order."""
+    for path in shard_paths(shard_dir):
+        yield from iter_shard(path)
+
+
+def append_errors(path: str | Path, records: Iterable[ErrorRecord]) -> int:
+    n = 0
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def read_errors(path: str | Path) -> list[ErrorRecord]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / ERRORS
+    if not path.exists():
+        return []
+    return [ErrorRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,231 @@
+"""The CLIP image encoder of extract: which model, which weights, the pixels → features path, and the encoder id.
+
+Default path (DESIGN.md "Pixels → features", VTimeLLM-compatible): RGB uint8 → /255 → torchvision resize of the short
+side to 224 (bicubic, antialias=False, as VTimeLLM's torchvision <0.17 ran it) → centre crop 224 → CLIP mean/std →
+`encode_image` (projected CLS, not L2-normalised) → float16. `fast_resize` moves the resize into the decoder (its
+cosine similarity to the default path is measured in tests/test_clip.py and bench/bench_extract.py).
+
+Models: open_clip `ViT-L-14` with weights from a local file (OpenAI's TorchScript `ViT-L-14.pt` as VTimeLLM ships it,
+an OpenAI-format state dict, or an open_clip checkpoint) or `pretrained="openai"` (hub); `tiny-random` is a small
+open_clip config with seeded random weights and output dim 768, for tests and CPU demos.
+torch and open_clip are imported inside functions so that importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.contract.provenance import TINY_RANDOM
+from pipeline.contract.shards import FEATURE_DIM
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SIZE = 224
+MODELS = ("ViT-L-14", TINY_RANDOM)
+PREPROCESS_DEFAULT = "tv-bicubic-short224-noaa_center224_clipnorm"
+PREPROCESS_FAST = "decoder-resize-short224_center224_clipnorm"
+
+# Small enough for 2 CPU cores (~0.3 M visual params), same output dim as ViT-L/14 so shapes match the real encoder.
+# Widths are multiples of 64 because OpenAI-format loading infers heads as width // 64.
+TINY_CONFIG = {
+    "embed_dim": FEATURE_DIM,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "patch_size": 32, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The encoder cannot be built: a broken system, not bad data; the job stops before any work."""
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Which CLIP encodes the frames.
+
+    model: "ViT-L-14" (real) or "tiny-random" (seeded random weights, output dim 768).
+    weights: local checkpoint file (OpenAI TorchScript/state dict or open_clip checkpoint); None for none.
+    pretrained: an open_clip pretrained tag fetched from the hub (e.g. "openai"); exclusive with `weights`.
+    fast_resize: resize inside the decoder instead of the default torchvision path (an option, not the default).
+    device: "auto" (cuda when available), "cpu" or "cuda". fp16 on GPU, float32 on CPU.
+    seed: seed of the tiny-random weights.
+    """
+
+    model: str = "ViT-L-14"
+    weights: str | None = None
+    pretrained: str | None = None
+    fast_resize: bool = False
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"--clip-model must be one of {MODELS}, got {self.model!r}")
+        if self.weights and self.pretrained:
+            raise ValueError("give either --clip-weights or --clip-pretrained, not both")
+        if self.model == "ViT-L-14" and not (self.weights or self.pretrained):
+            raise ValueError("ViT-L-14 needs weights: --clip-weights PATH/ViT-L-14.pt or --clip-pretrained openai "
+                             "(or use --clip-model tiny-random for a test run)")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"--clip-weights {self.weights}: no such file")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device cuda requested but torch sees no CUDA GPU")
+    return device
+
+
+def weights_id(cfg: ClipConfig) -> str:
+    if cfg.weights:
+        from manifests.schema import file_sha256
+
+        return "sha256:" + file_sha256(cfg.weights)[:16]
+    if cfg.pretrained:
+        return f"pretrained:{cfg.pretrained}"
+    return f"random-seed{cfg.seed}"
+
+
+def encoder_id(cfg: ClipConfig) -> str:
+    """Model + weights + preprocessing, e.g. `open_clip:ViT-L-14|sha256:0123…|tv-bicubic-short224-noaa_…`."""
+    pre = PREPROCESS_FAST if cfg.fast_resize else PREPROCESS_DEFAULT
+    return f"open_clip:{cfg.model}|{weights_id(cfg)}|{pre}"
+
+
+def _tiny_model(seed: int):
+    import torch
+    from open_clip.model import CLIP
+
+    # fork_rng keeps the caller's global RNG untouched while giving every process the same weights for a seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIP(**TINY_CONFIG)
+
+
+def _is_openai_state(state: dict) -> bool:
+    # OpenAI's own checkpoints carry these buffers; open_clip checkpoints do not.
+    return "input_resolution" in state or "context_length" in state
+
+
+def _load_weights_file(path: str, model_name: str):
+    """OpenAI TorchScript archive (torch.jit.load), else a tensor-only checkpoint (torch.load(weights_only=True))."""
+    import torch
+    from open_clip.model import build_model_from_openai_state_dict
+
+    try:
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is how OpenAI's archive loads
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.jit.load(path, map_location="cpu").state_dict()
+        openai = True
+    except RuntimeError:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling refused or not a torch file at all
+            raise ModelLoadError(f"cannot read CLIP weights {path}: {type(e).__name__}: {e}") from e
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state dict")
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        openai = _is_openai_state(state)
+    # attn_mask is a buffer open_clip rebuilds from the config; traced archives carry it, state dicts do not.
+    state = {k: v for k, v in state.items() if k != "attn_mask"}
+    try:
+        if openai:
+            return build_model_from_openai_state_dict(state, cast_dtype=torch.float32).float()
+        model = _tiny_model(0) if model_name == TINY_RANDOM else _open_clip_model(model_name, None)
+        model.load_state_dict(state)
+        return model
+    except (KeyError, RuntimeError) as e:
+        raise ModelLoadError(f"{path} does not fit {model_name}: {e}") from e
+
+
+def _open_clip_model(name: str, pretrained: str | None):
+    import open_clip
+
+    return open_clip.create_model(name, pretrained=pretrained, precision="fp32", device="cpu")
+
+
+def load_model(cfg: ClipConfig):
+    """Build the model on its device, in eval mode: fp16 on GPU, float32 on CPU. Raises ModelLoadError."""
+    import torch
+
+    device = resolve_device(cfg.device)
+    try:
+        if cfg.weights:
+            model = _load_weights_file(cfg.weights, cfg.model)
+        elif cfg.model == TINY_RANDOM:
+            model = _tiny_model(cfg.seed)
+        else:
+            model = _open_clip_model(cfg.model, cfg.pretrained)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load CLIP {cfg.model} ({weights_id(cfg)}): {type(e).__name__}: {e}") from e
+    model = model.to(device=device, dtype=torch.float16 if device == "cuda" else torch.float32).eval()
+    dim = model.visual.output_dim
+    if dim != FEATURE_DIM:
+        raise ModelLoadError(f"CLIP output dim is {dim}, the shard contract expects {FEATURE_DIM}")
+    return model
+
+
+def short_side_size(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """(h, w) after resizing the short side to `size`, with torchvision's rounding (long side truncated)."""
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def preprocess(frames: np.ndarray, resize: bool = True, chunk: int = 2):
+    """uint8 (N, H, W, 3) RGB → float32 (N, 3, 224, 224), DESIGN.md's path. `resize=False` when the decoder already
+    brought the short side to 224 (fast_resize).
+
+    Every op works frame by frame, so running it on chunks of `chunk` contiguous NCHW frames gives bit-identical
+    output (tests/test_clip.py) while keeping the float copy of full-resolution frames small enough for the caches.
+    """
+    import torch
+
+    out = torch.empty((len(frames), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32)
+    for i in range(0, len(frames), chunk):
+        out[i:i + chunk] = _preprocess_chunk(frames[i:i + chunk], resize)
+    return out
+
+
+def _preprocess_chunk(frames: np.ndarray, resize: bool):
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    x = torch.from_numpy(np.require(frames, requirements=("C", "W"))).permute(0, 3, 1, 2).contiguous()
+    x = x.float().div_(255.0)
+    if resize:
+        x = TF.resize(x, [IMAGE_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=False)
+    x = TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE])
+    return TF.normalize(x, CLIP_MEAN, CLIP_STD)
+
+
+def encode(model, pixels, batch_size: int) -> np.ndarray:
+    """Projected CLS features of preprocessed pixels, in chunks of `batch_size` frames → float16 (N, 768)."""
+    import torch
+
+    param = next(model.parameters())
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(pixels), batch_size):
+            chunk = torch.as_tensor(pixels[i:i + batch_size]).to(param.device, param.dtype)
+            out.append(model.encode_image(chunk).float().cpu().numpy())
+    if not out:
+        return np.zeros((0, FEATURE_DIM), dtype=np.float16)
+    return np.concatenate(out).astype(np.float16)

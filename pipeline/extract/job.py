@@ -1,0 +1,307 @@
+"""`vtl-pipeline extract`: manifest → CLIP feature shards, as a list of steps run by an executor.
+
+    decode → sample frames → preprocess → encode → write
+
+The manifest splits into a fixed number of tasks (pipeline/extract/tasks.py); the Ray executor runs one Ray task per
+manifest task and shares a pool of encoder actors between them. A rerun resumes; the index comes last.
+`extract_one` runs the same steps in this process on one file (for vtl-chat and the eval helper).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.contract.provenance import RUN_CONFIG, producer
+from pipeline.contract.shards import FEATURE_DIM, read_errors
+from pipeline.contract.storage import write_json_atomic
+from pipeline.extract import tasks as tasks_mod
+from pipeline.extract.clip import ClipConfig, encoder_id
+from pipeline.extract.decode import MediaError
+from pipeline.extract.executors import FRAMES_PER_ROW, InProcessExecutor, Job, RayExecutor, Stats
+from pipeline.extract.steps import Decode, Encode, Item, Preprocess, SampleFrames, Write
+
+EXECUTORS = ("ray", "local")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+class ExtractError(RuntimeError):
+    """A wrong option, an unusable input or output: the job stops before work starts (CLI exit code 2)."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Options of `vtl-pipeline extract`, one field per CLI option.
+
+    dataset / data_root: with `dataset` alone, manifest = data_root/dataset/manifest.parquet and
+        out = data_root/dataset/features. `manifest` / `out` override either.
+    executor: "ray" (default; local Ray when `address` is None, else join that cluster) or "local" (in-process).
+    tasks: fixed number of manifest slices (None: derived from the row count, stored in the plan for reruns).
+    samples_per_shard: samples per tar. encoders: encoder actors. batch_size: frames per encoder forward pass.
+    decode_threads: decoder threads per decode task. num_cpus: CPUs of a local Ray (None: all).
+    clip: the encoder (model, weights, fast_resize, device).
+    """
+
+    dataset: str | None = None
+    manifest: str | None = None
+    out: str | None = None
+    data_root: str = "./data"
+    executor: str = "ray"
+    address: str | None = None
+    tasks: int | None = None
+    samples_per_shard: int = 1000
+    encoders: int = 1
+    batch_size: int = 256
+    decode_threads: int = 1
+    num_cpus: int | None = None
+    progress: bool = True
+    clip: ClipConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.clip, ClipConfig):
+            raise ValueError("an encoder is required: clip=ClipConfig(...)")
+        if not (self.dataset or self.manifest):
+            raise ValueError("give --dataset NAME or --manifest FILE")
+        if not self.out and not self.dataset:
+            raise ValueError("give --out DIR (or --dataset NAME to write under the data root)")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.address and self.executor != "ray":
+            raise ValueError("--address needs the ray executor")
+        for name in ("samples_per_shard", "encoders", "batch_size", "decode_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if self.tasks is not None and self.tasks < 1:
+            raise ValueError(f"--tasks must be ≥ 1, got {self.tasks}")
+
+    @property
+    def manifest_path(self) -> Path:
+        return Path(self.manifest) if self.manifest else Path(self.data_root) / self.dataset / "manifest.parquet"
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.data_root) / self.dataset / "features"
+
+
+@dataclass
+class ExtractSummary:
+    out_dir: Path
+    rows: int
+    samples: int
+    errors: Counter
+    tasks_run: int
+    tasks_skipped: int
+    seconds: float
+    failed: dict = field(default_factory=dict)
+    step_seconds: Counter = field(default_factory=Counter)
+
+
+def default_tasks(rows: int) -> int:
+    """Enough slices to keep a few cores busy on small runs, ~250 rows per task on big ones."""
+    return max(1, min(rows, 8), math.ceil(rows / 250))
+
+
+def check_output(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ExtractError(f"output folder {out_dir} is not writable: {e}") from e
+
+
+def load_rows(manifest: Path) -> list[dict]:
+    from manifests.schema import iter_manifest
+
+    if not manifest.is_file():
+        raise ExtractError(f"manifest {manifest} not found (--manifest FILE, or --dataset NAME with --data-root)")
+    try:
+        return [r.to_json() for r in iter_manifest(manifest)]
+    except Exception as e:
+        raise ExtractError(f"cannot read manifest {manifest}: {type(e).__name__}: {e}") from e
+
+
+def build_job(cfg: ExtractConfig, encoder: str, use_gpu: bool) -> Job:
+    """The extract job, as a list you can read."""
+    out = cfg.out_dir
+    steps = [
+        Decode(threads=cfg.decode_threads),
+        SampleFrames(fast_resize=cfg.clip.fast_resize),
+        Preprocess(fast_resize=cfg.clip.fast_resize),
+        Encode(cfg.clip, batch_size=cfg.batch_size, encoder=encoder, use_gpu=use_gpu),
+        Write(out, samples_per_shard=cfg.samples_per_shard),
+    ]
+    return Job(steps, batch_frames=cfg.batch_size, on_task_start=_Discard(out), on_task_done=_MarkDone(out))
+
+
+@dataclass(frozen=True)
+class _Discard:
+    out: Path
+
+    def __call__(self, task_id: int) -> None:
+        tasks_mod.discard(self.out, task_id)
+
+
+@dataclass(frozen=True)
+class _MarkDone:
+    out: Path
+
+    def __call__(self, task: tasks_mod.Task, results: list[dict]) -> None:
+        merged = {k: v for r in results for k, v in r.items()}
+        tasks_mod.mark_done(self.out, task.task_id, len(task.rows), merged)
+
+
+def make_executor(cfg: ExtractConfig):
+    if cfg.executor == "local":
+        import torch
+
+        return InProcessExecutor(), torch.cuda.is_available() and cfg.clip.device != "cpu"
+    ex = RayExecutor(address=cfg.address, encoders=cfg.encoders, num_cpus=cfg.num_cpus)
+    try:
+        gpus = ex.gpus()
+    except Exception as e:
+        raise ExtractError(f"cannot start or join Ray (address={cfg.address!r}): {type(e).__name__}: {e}") from e
+    return ex, gpus > 0 and cfg.clip.device != "cpu"
+
+
+def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
+    """Validate everything, load the encoders, run the unfinished tasks, then write errors.jsonl and index.json."""
+    from manifests.schema import file_sha256
+    from pipeline.extract.clip import ModelLoadError
+
+    t0 = time.time()
+    rows = load_rows(cfg.manifest_path)
+    check_output(cfg.out_dir)
+    encoder, manifest_hash = encoder_id(cfg.clip), file_sha256(cfg.manifest_path)
+    num_tasks = cfg.tasks or default_tasks(len(rows))
+    plan = {"num_tasks": num_tasks, "manifest_sha256": manifest_hash, "encoder": encoder, "rows": len(rows)}
+    try:
+        tasks_mod.check_plan(cfg.out_dir, plan, write=False)
+    except tasks_mod.PlanMismatch as e:
+        raise ExtractError(str(e)) from e
+    all_tasks = tasks_mod.split_tasks(rows, num_tasks)
+    todo = [t for t in all_tasks if tasks_mod.read_marker(cfg.out_dir, t.task_id) is None]
+    executor, use_gpu = make_executor(cfg)
+    job = build_job(cfg, encoder, use_gpu)
+    try:
+        if todo:
+            executor.setup(job)  # models load before anything is written: a broken encoder stops the job here
+    except ModelLoadError as e:
+        executor.shutdown()
+        raise ExtractError(str(e)) from e
+    tasks_mod.check_plan(cfg.out_dir, plan)
+    write_run_config(cfg, plan, use_gpu)
+    try:
+        with _progress(cfg, len(rows), sum(len(t.rows) for t in todo), console) as report:
+            outcomes = executor.run(job, todo, report) if todo else {}
+    finally:
+        executor.shutdown()
+    failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
+    step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
+    samples = 0
+    if not failed:
+        kinds = {r["kind"] for r in rows}
+        num_frames = FRAMES_PER_ROW[kinds.pop()] if len(kinds) == 1 else None
+        tasks_mod.finalize(cfg.out_dir, num_tasks, encoder=encoder, num_frames=num_frames, dim=FEATURE_DIM,
+                           manifest_hash=manifest_hash, extra={"rows": len(rows), "tasks": num_tasks})
+        from pipeline.contract.shards import read_index
+
+        samples = read_index(cfg.out_dir)["totals"]["samples"]
+    errors = Counter(e.reason for e in read_errors(cfg.out_dir)) if not failed else Counter()
+    return ExtractSummary(cfg.out_dir, len(rows), samples, errors, len(todo), num_tasks - len(todo),
+                          time.time() - t0, failed, step_seconds)
+
+
+def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool) -> Path:
+    resolved = {**asdict(cfg), "manifest": str(cfg.manifest_path), "out": str(cfg.out_dir)}
+    return write_json_atomic(cfg.out_dir / RUN_CONFIG, {
+        "command": "extract", "config": resolved, "plan": plan, "gpu_encoders": use_gpu, "producer": producer(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+class _progress:
+    """A rich progress bar over manifest rows: videos/s, frames/s, errors so far, ETA."""
+
+    def __init__(self, cfg: ExtractConfig, total: int, todo: int, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                            TimeRemainingColumn(), console=console, disable=not cfg.progress)
+        self.task = self.bar.add_task("extract", total=total, completed=total - todo, info="")
+        self.stats, self.t0 = Stats(), time.time()
+
+    def __enter__(self):
+        self.bar.start()
+        return self.report
+
+    def report(self, stats: Stats) -> None:
+        self.stats.add(stats)
+        dt = max(time.time() - self.t0, 1e-6)
+        info = (f"{self.stats.items / dt:.2f} videos/s  {self.stats.frames / dt:.0f} frames/s  "
+                f"errors {sum(self.stats.errors.values())}")
+        self.bar.update(self.task, advance=stats.items, info=info)
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+
+_ENCODERS: dict = {}
+
+
+def extract_one(media_path: str | os.PathLike, clip_config: ClipConfig, window: tuple[float, float] | None = None,
+                *, batch_size: int = 100) -> tuple[np.ndarray, dict]:
+    """Features of one video or image with the extract steps, in this process: (float16 (N, 768), meta dict).
+
+    N = 100 for a video (optionally inside `window` seconds), 1 for an image. The encoder loads once per config and
+    is kept for later calls. Bad media raises `pipeline.extract.decode.MediaError` (with `.reason`).
+    """
+    from manifests.schema import make_key
+
+    path = str(media_path)
+    kind = "image" if Path(path).suffix.lower() in IMAGE_SUFFIXES else "video"
+    row = {"key": make_key(Path(path).stem), "dataset": "user", "kind": kind, "media": path,
+           "window": list(window) if window else None, "duration": None, "events": [], "caption": None,
+           "source_id": None}
+    encode = _ENCODERS.get(clip_config)
+    if encode is None:
+        import torch
+
+        encode = Encode(clip_config, batch_size, encoder_id(clip_config), use_gpu=torch.cuda.is_available())
+        encode.setup()
+        _ENCODERS[clip_config] = encode
+    items = [Item(row=row)]
+    for step in (Decode(), SampleFrames(clip_config.fast_resize), Preprocess(clip_config.fast_resize), encode):
+        items = step(items)
+    item = items[0]
+    if item.error is not None:
+        raise MediaError(item.error.reason, item.error.detail)
+    return item.features, item.meta
+
+
+def print_summary(s: ExtractSummary, console=None) -> int:
+    """Counts by outcome and error reason; returns the exit code (1 when tasks failed and a rerun is needed)."""
+    from rich.console import Console
+
+    console = console or Console()
+    rate = s.rows / s.seconds if s.seconds else 0.0
+    console.print(f"extract: {s.rows} rows, {s.tasks_run} tasks run, {s.tasks_skipped} already done, "
+                  f"{s.seconds:.1f} s ({rate:.2f} rows/s)")
+    if s.failed:
+        for task_id, why in sorted(s.failed.items()):
+            console.print(f"  task {task_id} failed: {why}")
+        console.print(f"[red]{len(s.failed)} task(s) failed; rerun the same command to resume (index not written)")
+        return 1
+    console.print(f"  {s.samples} samples in shards, {sum(s.errors.values())} in errors.jsonl")
+    if s.step_seconds:
+        console.print("  seconds in steps, summed over tasks: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in s.step_seconds.items()))
+    for reason, n in s.errors.most_common():
+        console.print(f"    {reason}: {n}")
+    console.print(f"  → {s.out_dir}")
+    return 0

@@ -1,0 +1,228 @@
+"""The steps of extract and the small protocol every step follows (STYLE.md 1-2).
+
+A step has a `name`, declares the `resources` it needs as data, may load something once in `setup()`, and maps a
+batch of `Item`s to a batch of `Item`s. An item that fails carries an `ErrorRecord` and is passed through untouched
+by later steps: a bad video is data. A step marked `shared` holds a model; executors keep one instance per worker
+(the Ray executor: a pool of actors that all tasks share). Steps never import ray.
+
+The extract job is the list  decode → sample frames → preprocess → encode → write  (see `pipeline/extract/job.py`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.contract import timing
+from pipeline.contract.shards import ErrorRecord, Sample, ShardWriter, append_errors
+from pipeline.extract.decode import MediaError, VideoSource, image_size, open_video, read_image
+
+
+@dataclass
+class Item:
+    """One manifest row on its way through the steps."""
+
+    row: dict
+    source: VideoSource | None = None
+    frames: np.ndarray | None = None
+    pixels: np.ndarray | None = None
+    features: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+    error: ErrorRecord | None = None
+
+    @property
+    def key(self) -> str:
+        return self.row["key"]
+
+
+class Step:
+    """Base step: `process` one item; items already failed pass through; a MediaError becomes the item's error."""
+
+    name = "step"
+    resources: dict = {"num_cpus": 1}
+    shared = False
+
+    def setup(self) -> None:
+        """Load what the step needs once per worker (a model, a reader pool)."""
+
+    def open_task(self, task_id: int) -> None:
+        """Called before a task's first batch."""
+
+    def close_task(self) -> dict:
+        """Called after a task's last batch; returns what the step wants recorded in the task's marker."""
+        return {}
+
+    def process(self, item: Item) -> Item:
+        """Map one item; every concrete step defines it (the base class is never run on its own)."""
+        raise TypeError(f"{type(self).__name__} does not define process()")
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        for item in items:
+            if item.error is None:
+                try:
+                    self.process(item)
+                except MediaError as e:
+                    item.error = ErrorRecord(item.key, self.name, e.reason, e.detail, item.row.get("source_id"))
+                    item.source = item.frames = item.pixels = None
+        return items
+
+
+class Decode(Step):
+    """Open the media: decord (PyAV fallback) for videos, a header check for images."""
+
+    name = "decode"
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def setup(self) -> None:
+        import decord  # noqa: F401  (a worker pays the import once, before its first task)
+
+    def process(self, item: Item) -> Item:
+        if item.row["kind"] == "video":
+            item.source = open_video(item.row["media"], threads=self.threads)
+        else:
+            image_size(item.row["media"])
+        return item
+
+
+class SampleFrames(Step):
+    """The frames the time contract asks for (pipeline.contract.timing.frame_indices), and the sample's meta.json."""
+
+    name = "sample_frames"
+
+    def __init__(self, fast_resize: bool = False):
+        self.fast_resize = fast_resize
+
+    def process(self, item: Item) -> Item:
+        from pipeline.extract.clip import short_side_size
+
+        row = item.row
+        if row["kind"] == "image":
+            size = short_side_size(*image_size(row["media"])) if self.fast_resize else None
+            item.frames = read_image(row["media"], size)
+            item.meta = sample_meta(row, fps=None, num_frames=1, indices=[0], times=[0.0], decoder="pil")
+            return item
+        src, window = item.source, row.get("window")
+        try:
+            indices = timing.frame_indices(src.num_frames, src.fps, tuple(window) if window else None)
+        except ValueError as e:
+            raise MediaError("window_outside_file", str(e)) from e
+        size = short_side_size(*src.frame_shape()) if self.fast_resize else None
+        item.frames = src.read(indices, size)
+        item.meta = sample_meta(row, fps=src.fps, num_frames=src.num_frames, indices=indices,
+                                times=timing.frame_times(indices, src.fps), decoder=src.decoder)
+        item.source = None  # decoder handles stay in this process; items may travel to an encoder actor
+        return item
+
+
+def sample_meta(row: dict, *, fps: float | None, num_frames: int, indices: list[int], times: list[float],
+                decoder: str) -> dict:
+    """meta.json of a sample (pipeline.contract.shards.META_FIELDS + decoder). The manifest's duration is the annotations'
+    time base and wins; without one, the window's length, else the decoded file's num_frames / fps."""
+    window = row.get("window")
+    window = [float(window[0]), float(window[1])] if window else None
+    duration = row.get("duration")
+    if duration is None and row["kind"] == "video":
+        duration = window[1] - window[0] if window else (num_frames / fps if fps else None)
+    return {
+        "key": row["key"], "dataset": row["dataset"], "source_id": row.get("source_id"), "media": row["media"],
+        "kind": row["kind"], "window": window, "duration": duration, "fps": fps, "num_frames": num_frames,
+        "frame_indices": [int(i) for i in indices], "frame_times": [float(t) for t in times],
+        "events": [{"start": e["start"], "end": e["end"], "caption": e["caption"]} for e in row.get("events") or ()],
+        "caption": row.get("caption"), "encoder": None, "decoder": decoder,
+    }
+
+
+class Preprocess(Step):
+    """uint8 frames → CLIP input pixels (float32 (N, 3, 224, 224)) on the decode side, where the cores are."""
+
+    name = "preprocess"
+
+    def __init__(self, fast_resize: bool = False):
+        self.fast_resize = fast_resize
+
+    def setup(self) -> None:
+        import torchvision.transforms.functional  # noqa: F401  (torch + torchvision: seconds on a cold worker)
+
+    def process(self, item: Item) -> Item:
+        from pipeline.extract.clip import preprocess
+
+        item.pixels = preprocess(item.frames, resize=not self.fast_resize).numpy()
+        item.frames = None
+        return item
+
+
+class Encode(Step):
+    """CLIP `encode_image` of every frame of a batch of items, `batch_size` frames per forward pass."""
+
+    name = "encode"
+    shared = True
+
+    def __init__(self, clip_config, batch_size: int, encoder: str, use_gpu: bool):
+        self.clip_config = clip_config
+        self.batch_size = batch_size
+        self.encoder = encoder
+        # On a CPU-only machine the encoder shares the cores with the decode tasks and mostly waits for them.
+        self.resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 0}
+        self.model = None
+
+    def setup(self) -> None:
+        from pipeline.extract.clip import load_model
+
+        if self.model is None:
+            self.model = load_model(self.clip_config)
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        from pipeline.extract.clip import encode
+
+        ok = [i for i in items if i.error is None]
+        if ok:
+            pixels = np.concatenate([i.pixels for i in ok])
+            feats = encode(self.model, pixels, self.batch_size)
+            start = 0
+            for item in ok:
+                n = len(item.pixels)
+                item.features, item.pixels = feats[start:start + n], None
+                item.meta["encoder"] = self.encoder
+                start += n
+        return items
+
+    def __getstate__(self) -> dict:
+        # A loaded model never travels: workers load their own in setup().
+        return {**self.__dict__, "model": None}
+
+
+class Write(Step):
+    """Samples into the task's shards (`task-00007-000000.tar`), failed items into the task's error file."""
+
+    name = "write"
+
+    def __init__(self, out_dir: str | Path, samples_per_shard: int):
+        self.out_dir = Path(out_dir)
+        self.samples_per_shard = samples_per_shard
+        self.writer: ShardWriter | None = None
+
+    def open_task(self, task_id: int) -> None:
+        from pipeline.extract.tasks import errors_file, task_name
+
+        self.writer = ShardWriter(self.out_dir, task_name(task_id), self.samples_per_shard)
+        self.errors_path = errors_file(self.out_dir, task_id)
+        self.errors = 0
+
+    def __call__(self, items: list[Item]) -> list[Item]:
+        for item in items:
+            if item.error is None:
+                self.writer.write(Sample(item.key, item.features, item.meta))
+                item.features = None
+        self.errors += append_errors(self.errors_path, [i.error for i in items if i.error is not None])
+        return items
+
+    def close_task(self) -> dict:
+        shards = self.writer.close()
+        self.writer = None
+        return {"shards": [{**s.to_index(), "keys": s.keys} for s in shards], "errors": self.errors}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "writer": None}

@@ -1,0 +1,223 @@
+"""`vtl-pipeline build-qa`: feature shards → training shards (stages 1, 2, 3) or evaluation shards (`--stage eval`).
+
+Reads a feature-shard folder (pipeline.contract.shards), keeps each sample's features and meta, adds `conversation.json`
+built by pipeline.qa.rules, and writes a new folder with index.json (+ QA statistics), errors.jsonl and run_config.json.
+For every run: input samples (stage 3: dialogues and feature samples) = written samples + error records.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from manifests.schema import make_key
+from pipeline.contract.shards import Sample, iter_samples, read_index
+from pipeline.qa import rules as qa
+from pipeline.qa.budget import FORMATS, TokenBudget, default_format, not_checked
+from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
+from pipeline.qa.output import QaOutput, QaStats, print_summary, progress_iter
+
+STAGES = ("1", "2", "3", "eval")
+EVAL_TASKS = ("grounding", "dvc")
+DURATION_TOLERANCE = 0.01
+"""Relative difference between a dialogue's meta.duration and the features' duration above which it is noted."""
+
+
+@dataclass(frozen=True)
+class BuildQaConfig:
+    """Options of `vtl-pipeline build-qa`, one field per CLI option."""
+
+    stage: str
+    """1 (captions, `plain`), 2 (templated boundary QA), 3 (dialogues from --dialogues) or eval (queries)."""
+    features: Path
+    """Feature-shard folder (index.json + shards) written by extract."""
+    out: Path
+    """Output folder; must be empty unless `overwrite`."""
+    seed: int = 0
+    """Stage 2: the random stream of a sample is seeded with "seed:key"."""
+    dense_ratio: float = 0.2
+    """Stage 2: share of samples that get one dense-captioning turn instead of multi-turn QA."""
+    grounding_ratio: float = 0.5
+    """Stage 2 multi-turn: probability that an event gets a grounding question (else event captioning)."""
+    overlap: str = "keep"
+    """Stage 2: overlapping events are kept and counted (`keep`) or dropped (`drop`)."""
+    dialogues: Path | None = None
+    """Stage 3: a VTimeLLM stage3.json-format file."""
+    task: str | None = None
+    """Eval: grounding or dvc."""
+    max_tokens: int = 2048
+    """Token budget per sample (text + feature positions)."""
+    tokenizer: Path | None = None
+    """A local Hugging Face tokenizer folder; without it the token-budget check is skipped."""
+    conv_format: str | None = None
+    """Layout counted by the token-budget check: plain or v1 (default: plain for stage 1, v1 otherwise)."""
+    samples_per_shard: int = 1000
+    overwrite: bool = False
+    progress: bool = True
+    timestamp_shift: int = 0
+    """Test-only misalignment switch: every rendered timestamp of stages 2-3 moves by this many positions (clamped to
+    00..99). The end-to-end test uses it to show that a 10-position shift stops the model from learning grounding."""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if (self.stage == "3") != (self.dialogues is not None):
+            raise ValueError("--dialogues is required for --stage 3 and only used there")
+        if (self.stage == "eval") != (self.task is not None):
+            raise ValueError("--task is required for --stage eval and only used there")
+        if self.task is not None and self.task not in EVAL_TASKS:
+            raise ValueError(f"--task must be one of {', '.join(EVAL_TASKS)}, got {self.task!r}")
+        for name in ("dense_ratio", "grounding_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be within [0, 1], got {getattr(self, name)}")
+        if self.overlap not in qa.OVERLAP_RULES:
+            raise ValueError(f"--overlap must be one of {qa.OVERLAP_RULES}, got {self.overlap!r}")
+        if self.max_tokens < 1 or self.samples_per_shard < 1:
+            raise ValueError("--max-tokens and --samples-per-shard must be ≥ 1")
+        if self.conv_format is not None and self.conv_format not in FORMATS:
+            raise ValueError(f"--conv-format must be one of {FORMATS}, got {self.conv_format!r}")
+        if Path(self.out).resolve() == Path(self.features).resolve():
+            raise ValueError("--out must differ from --features")
+
+
+@dataclass
+class BuildQaResult:
+    out: Path
+    index: Path
+    samples: int
+    errors: int
+
+
+def _duration(meta: dict) -> float | None:
+    d = meta.get("duration")
+    return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d > 0 \
+        else None
+
+
+Made = Iterator[tuple[str, dict | None, str, str]]
+"""What a stage yields per input sample: (key, conversation or None, error reason, detail)."""
+
+
+def _stage1(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+    conv = qa.stage1_conversation(sample.meta.get("caption"))
+    yield sample.key, conv, "no_caption", "sample has no caption"
+
+
+def _stage2(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+    duration = _duration(sample.meta)
+    if duration is None:
+        yield sample.key, None, "bad_duration", f"duration {sample.meta.get('duration')!r}"
+        return
+    clean = qa.clean_events(sample.meta.get("events") or [], duration, cfg.overlap)
+    stats.events_kept += len(clean.kept)
+    stats.events_dropped.update(clean.dropped)
+    stats.notes.update({f"events_{k}": v for k, v in clean.notes.items()})
+    if not clean.kept:
+        detail = ", ".join(f"{k}: {v}" for k, v in clean.dropped.items()) or "no events"
+        yield sample.key, None, "no_usable_events", detail
+        return
+    yield sample.key, qa.stage2_conversation(clean.kept, duration, cfg.seed, sample.key, cfg.dense_ratio,
+                                             cfg.grounding_ratio), "", ""
+
+
+def _eval(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+    conv, dropped = qa.eval_conversation(cfg.task, sample.key, sample.meta.get("events") or [])
+    stats.events_dropped.update(dropped)
+    if conv is not None:
+        stats.events_kept += len(conv.get("events") or conv["queries"])
+    yield sample.key, conv, "no_events", "no event with a sentence and numeric times"
+
+
+class DialogueJoin:
+    """Stage 3: dialogues grouped by the key of their video (make_key(record id)), consumed as feature samples
+    arrive. A feature sample matches by its key, else by make_key(its source_id) (the manifest reader of stage3.json
+    suffixes the second row of a video, `{key}_2`). The first feature sample of a video takes all its dialogues; a
+    later one of the same video is an error `duplicate_video`."""
+
+    def __init__(self, records: list, out: QaOutput):
+        keyed = assign_keys(records)
+        out.stats.inputs["dialogues"] = len(keyed)
+        self.by_video: dict[str, list] = {}
+        self.done: set[str] = set()
+        for kr in keyed:
+            if kr.key is None:
+                reason = "bad_record" if kr.video_key is None else "duplicate_key"
+                out.error(record_label(kr), reason, "record has no usable id or repeats another's key")
+            else:
+                self.by_video.setdefault(kr.video_key, []).append(kr)
+
+    def __call__(self, sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+        source = sample.meta.get("source_id")
+        video = sample.key if sample.key in self.by_video or not source else make_key(str(source))
+        records = self.by_video.pop(video, None)
+        if not records:
+            if video in self.done or sample.key in self.done:
+                yield sample.key, None, "duplicate_video", f"dialogues of {video!r} already joined to another sample"
+            else:
+                yield sample.key, None, "no_dialogue", "no dialogue in --dialogues has this key or source_id"
+            return
+        self.done.add(video)
+        duration = _duration(sample.meta)
+        for kr in records:
+            given = record_duration(kr.record)
+            if duration and given and abs(given - duration) > DURATION_TOLERANCE * duration:
+                stats.notes["duration_mismatch"] += 1
+            try:
+                turns, note = render_dialogue(kr.record, duration)
+            except RecordError as exc:
+                yield kr.key, None, exc.reason, exc.detail
+                continue
+            if note:
+                stats.notes[note] += 1
+            yield kr.key, qa.dialogue_conversation(turns, "build-qa"), "", ""
+
+    def leftovers(self, out: QaOutput) -> None:
+        for records in self.by_video.values():
+            for kr in records:
+                out.error(kr.key, "no_features", f"no feature sample with key {kr.video_key!r}")
+
+
+def _make_budget(cfg: BuildQaConfig) -> TokenBudget | None:
+    if cfg.tokenizer is None or cfg.stage == "eval":
+        return None
+    return TokenBudget(Path(cfg.tokenizer), cfg.max_tokens, cfg.conv_format or default_format(cfg.stage))
+
+
+def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
+    """Build the training (or evaluation) shards of `cfg.features` into `cfg.out`."""
+    index_in = read_index(cfg.features)
+    records = load_records(cfg.dialogues) if cfg.stage == "3" else None  # a bad file stops before any output
+    budget = _make_budget(cfg)
+    stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa",
+                    seed=cfg.seed if cfg.stage == "2" else None)
+    prefix = f"eval-{cfg.task}" if cfg.stage == "eval" else f"stage{cfg.stage}"
+    out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
+    join = DialogueJoin(records, out) if records is not None else None
+    make = {"1": _stage1, "2": _stage2, "3": join, "eval": _eval}[cfg.stage]
+    total = index_in.get("totals", {}).get("samples")
+    for sample in progress_iter(iter_samples(cfg.features), total, f"build-qa stage {cfg.stage}", cfg.progress):
+        stats.inputs["feature_samples"] += 1
+        for key, conv, reason, detail in make(sample, cfg, stats):
+            if conv is None:
+                out.error(key, reason, detail, sample.meta.get("source_id"))
+                continue
+            if cfg.timestamp_shift and cfg.stage in ("2", "3"):
+                conv = qa.shift_timestamps(conv, cfg.timestamp_shift)
+            if budget is not None:
+                budget.check(key, conv["turns"], int(sample.features.shape[0]))
+            meta = sample.meta if key == sample.key else {**sample.meta, "key": key, "source_key": sample.key}
+            out.write(key, sample.features, meta, conv)
+    if join is not None:
+        join.leftovers(out)
+    stats.token_budget = budget.report() if budget else not_checked(
+        "eval queries are not checked" if cfg.stage == "eval" else "no --tokenizer given", cfg.max_tokens)
+    run_config = {"command": "build-qa", "config": asdict(cfg),
+                  "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
+                            "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
+    index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
+    return BuildQaResult(Path(cfg.out), index, stats.samples, len(out.errors))
+
+
+def summarize(result: BuildQaResult) -> None:
+    print_summary("build-qa", result.index)

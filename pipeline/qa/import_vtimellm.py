@@ -1,0 +1,185 @@
+"""`vtl-pipeline import-vtimellm`: VTimeLLM's released JSON + its folder of `{id}.npy` features → training shards.
+
+Renders the text as VTimeLLM's loader does at training time (reference §2.4): every (placeholder, seconds) of
+meta.token, quantised against meta.duration, replaced in every turn. Stage-1 records (LLaVA's 558K file) become
+the `plain` format: human `<video>\\n`, answer = the caption (reference §4.3). Where VTimeLLM silently trained on a
+random other sample (missing or unreadable `.npy`), we write an error record instead.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from manifests.schema import file_sha256
+from pipeline.contract.shards import FEATURE_DTYPE
+from pipeline.qa import rules as qa
+from pipeline.qa.budget import FORMATS, TokenBudget, default_format, not_checked
+from pipeline.qa.dialogues import (
+    KeyedRecord,
+    RecordError,
+    assign_keys,
+    check_turns,
+    load_records,
+    record_duration,
+    record_label,
+    render_dialogue,
+)
+from pipeline.qa.output import QaOutput, QaStats, print_summary, progress_iter
+
+ENCODER = "vtimellm-release:clip-vit-l-14"
+"""Encoder id recorded for imported features: the released features (CLIP ViT-L/14, projected CLS, fp16)."""
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Options of `vtl-pipeline import-vtimellm`, one field per CLI option."""
+
+    json: Path
+    """VTimeLLM stage2.json / stage3.json, or LLaVA's blip_laion_cc_sbu_558k.json for stage 1."""
+    features_dir: Path
+    """Folder of `{id}.npy` feature files."""
+    out: Path
+    """Output folder; must be empty unless `overwrite`."""
+    stage: int | None = None
+    """1, 2 or 3; None infers it (records with `image` → 1; `<s0>` in meta.token → 2; otherwise 3)."""
+    max_tokens: int = 2048
+    tokenizer: Path | None = None
+    conv_format: str | None = None
+    samples_per_shard: int = 1000
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stage is not None and self.stage not in (1, 2, 3):
+            raise ValueError(f"--stage must be 1, 2 or 3, got {self.stage}")
+        if self.max_tokens < 1 or self.samples_per_shard < 1:
+            raise ValueError("--max-tokens and --samples-per-shard must be ≥ 1")
+        if self.conv_format is not None and self.conv_format not in FORMATS:
+            raise ValueError(f"--conv-format must be one of {FORMATS}, got {self.conv_format!r}")
+        if not Path(self.features_dir).is_dir():
+            raise ValueError(f"--features-dir {self.features_dir} is not a folder")
+
+
+@dataclass
+class ImportResult:
+    out: Path
+    index: Path
+    samples: int
+    errors: int
+    stage: int
+
+
+def infer_stage(records: list) -> int:
+    """Stage of a released file: LLaVA records carry `image`; stage-2 placeholders are 0-based (`<s0>`)."""
+    for r in records[:1000]:
+        if isinstance(r, dict) and "image" in r:
+            return 1
+        token = (r.get("meta") or {}).get("token") if isinstance(r, dict) else None
+        if isinstance(token, dict) and "<s0>" in token:
+            return 2
+    return 3
+
+
+def load_features(path: Path, image: bool) -> np.ndarray:
+    """One `.npy`: (N, D) for videos; (D,) or (1, D) for images. Raises RecordError: missing, unreadable (pickled
+    included), bad shape or dtype, NaN/Inf."""
+    if not path.is_file():
+        raise RecordError("missing_features", f"{path.name} not found")
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise RecordError("unreadable_features", f"{path.name}: {exc}") from exc
+    if image and feats.ndim == 1:
+        feats = feats[None, :]
+    if feats.ndim != 2 or feats.shape[0] < 1 or feats.shape[1] < 1 or (image and feats.shape[0] != 1):
+        raise RecordError("bad_shape", f"{path.name}: shape {feats.shape}")
+    if not np.issubdtype(feats.dtype, np.floating):
+        raise RecordError("bad_dtype", f"{path.name}: dtype {feats.dtype}")
+    if not np.isfinite(feats.astype(FEATURE_DTYPE)).all():
+        raise RecordError("non_finite_features", f"{path.name}: NaN or Inf (after the float16 cast)")
+    return feats
+
+
+def stage1_turns(record: dict) -> list[dict]:
+    """LLaVA record → plain turns: VTimeLLM replaces the human turn by `<video>\\n` (LLaVA's `<image>`)."""
+    turns = check_turns(record.get("conversations"))
+    if len(turns) != 2:
+        raise RecordError("bad_conversation", f"stage-1 record has {len(turns)} turns, expected 2")
+    conv = qa.stage1_conversation(turns[1]["value"])
+    if conv is None:
+        raise RecordError("no_caption", "empty answer")
+    return conv["turns"]
+
+
+def build_meta(kr: KeyedRecord, feats: np.ndarray, stage: int) -> dict:
+    """Contract meta.json for an imported sample; what VTimeLLM's record said is kept under `vtimellm`."""
+    record = kr.record
+    meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+    split = meta.get("split")
+    return {"key": kr.key, "dataset": str(record.get("source") or f"vtimellm-stage{stage}"),
+            "source_id": str(record.get("id")), "media": record.get("image") or record.get("video"),
+            "kind": "image" if stage == 1 else "video",
+            "window": list(split) if isinstance(split, list) and len(split) == 2 else None,
+            "duration": record_duration(record), "fps": None, "num_frames": None, "frame_indices": None,
+            "frame_times": None, "events": [], "caption": None, "encoder": ENCODER, "decoder": None,
+            "source_key": kr.video_key if kr.video_key != kr.key else None,
+            "vtimellm_meta": meta or None}
+
+
+def _conversation(kr: KeyedRecord, stage: int, stats: QaStats) -> dict:
+    if stage == 1:
+        return qa.dialogue_conversation(stage1_turns(kr.record), "import-vtimellm", 1, "caption")
+    turns, note = render_dialogue(kr.record, record_duration(kr.record))
+    if note:
+        stats.notes[note] += 1
+    if stage == 3:
+        return qa.dialogue_conversation(turns, "import-vtimellm", stage, "dialogue")
+    conv = qa.dialogue_conversation(turns, "import-vtimellm", stage,
+                                    "dense_captioning" if len(turns) == 2 else "multi_turn")
+    found = [qa.identify_template(t["value"]) for t in turns if t["from"] == "human"]
+    if None in found:
+        stats.notes["templates_unidentified"] += 1
+    else:
+        conv["templates"] = found
+    return conv
+
+
+def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, budget: TokenBudget | None) -> None:
+    if kr.key is None:
+        reason = "bad_record" if kr.video_key is None else "duplicate_key"
+        out.error(record_label(kr), reason, "record has no usable id or repeats another's key")
+        return
+    try:
+        conv = _conversation(kr, stage, out.stats)
+        feats = load_features(Path(cfg.features_dir) / f"{kr.record['id']}.npy", image=stage == 1)
+    except RecordError as exc:
+        out.error(kr.key, exc.reason, exc.detail, str(kr.record.get("id")))
+        return
+    if feats.dtype != FEATURE_DTYPE:
+        out.stats.notes[f"features_converted_from_{feats.dtype}"] += 1
+    if budget is not None:
+        budget.check(kr.key, conv["turns"], int(feats.shape[0]))
+    out.write(kr.key, feats, build_meta(kr, feats, stage), conv)
+
+
+def run_import(cfg: ImportConfig) -> ImportResult:
+    records = load_records(cfg.json)
+    stage = cfg.stage or infer_stage(records)
+    budget = None if cfg.tokenizer is None else TokenBudget(Path(cfg.tokenizer), cfg.max_tokens,
+                                                             cfg.conv_format or default_format(stage))
+    stats = QaStats(stage=stage, source="import-vtimellm")
+    stats.inputs["records"] = len(records)
+    out = QaOutput(Path(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard, cfg.overwrite)
+    for kr in progress_iter(assign_keys(records), len(records), f"import stage {stage}", cfg.progress):
+        _import_one(kr, cfg, stage, out, budget)
+    stats.token_budget = budget.report() if budget else not_checked("no --tokenizer given", cfg.max_tokens)
+    run_config = {"command": "import-vtimellm", "config": {**asdict(cfg), "stage": stage},
+                  "input": {"json": str(cfg.json), "json_sha256": file_sha256(cfg.json)}}
+    index = out.finish(run_config, ENCODER, None)
+    return ImportResult(Path(cfg.out), index, stats.samples, len(out.errors), stage)
+
+
+def summarize(result: ImportResult) -> None:
+    print_summary(f"import-vtimellm (stage {result.stage})", result.index)

@@ -1,0 +1,173 @@
+"""Writing a training-shard folder for build-qa and import-vtimellm: shards, errors.jsonl, run_config.json, and
+index.json (last) with the QA statistics; plus the progress bar and the printed summary both commands share.
+
+Shards are written with a fixed tar mtime so the same input and seed give byte-identical shards (their sha256 in
+index.json then match). Every input that does not become a sample becomes an error record: nothing is dropped
+silently.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from pipeline.contract.provenance import RUN_CONFIG, producer
+from pipeline.contract.shards import (
+    ERRORS,
+    INDEX,
+    SHARD_SUFFIX,
+    ErrorRecord,
+    Sample,
+    ShardWriter,
+    append_errors,
+    write_index,
+)
+from pipeline.contract.storage import write_json_atomic
+
+FIXED_MTIME = 0.0
+"""Tar member mtime (1970-01-01): the shards' bytes depend only on their content."""
+MAX_LISTED_KEYS = 100
+"""How many over-budget keys index.json lists (the count is always complete)."""
+
+
+@dataclass
+class QaStats:
+    """What index.json's `qa` section holds; filled as samples are written."""
+
+    stage: int | str
+    """1, 2, 3 or "eval"."""
+    source: str
+    seed: int | None = None
+    samples: int = 0
+    inputs: Counter = field(default_factory=Counter)
+    turns_per_sample: Counter = field(default_factory=Counter)
+    templates: Counter = field(default_factory=Counter)
+    tasks: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    events_kept: int = 0
+    events_dropped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+    token_budget: dict = field(default_factory=dict)
+
+    def record(self, conversation: dict) -> None:
+        self.samples += 1
+        self.tasks[conversation["task"]] += 1
+        self.templates.update(conversation.get("templates") or [])
+        rounds = sum(1 for t in conversation["turns"] if t["from"] == "human") or len(conversation.get("queries", []))
+        self.turns_per_sample[rounds] += 1
+
+    def to_json(self) -> dict:
+        def plain(c: Counter) -> dict:
+            return {str(k): c[k] for k in sorted(c, key=lambda k: (str(k).isdigit() and int(k), str(k)))}
+        templates = {k: self.templates[k] for k in sorted(self.templates, key=lambda t: (t[0], int(t[1:])))}
+        return {"stage": self.stage, "source": self.source, "seed": self.seed, "samples": self.samples,
+                "inputs": plain(self.inputs), "turns_per_sample": plain(self.turns_per_sample),
+                "templates": templates, "tasks": plain(self.tasks), "skipped": plain(self.skipped),
+                "events": {"kept": self.events_kept, "dropped": plain(self.events_dropped)},
+                "notes": plain(self.notes), "token_budget": self.token_budget}
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to mix runs: the output folder must be empty or absent; `overwrite` removes only what these
+    commands write (shards, index, errors, run config)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ours = [p for p in out.iterdir() if p.name in (INDEX, ERRORS, RUN_CONFIG) or p.name.endswith(SHARD_SUFFIX)
+            or p.name.endswith(".tmp")]
+    others = [p for p in out.iterdir() if p not in ours]
+    if others or (ours and not overwrite):
+        what = ", ".join(sorted(p.name for p in (ours + others)))[:200]
+        hint = " (use --overwrite to replace a previous run)" if ours and not others else ""
+        raise FileExistsError(f"output folder {out} is not empty: {what}{hint}")
+    for p in ours:
+        p.unlink()
+
+
+class QaOutput:
+    """One output folder: `write` a sample, `error` an input that did not make it, `finish` writes the index."""
+
+    def __init__(self, out: Path, prefix: str, step: str, stats: QaStats, samples_per_shard: int,
+                 overwrite: bool = False):
+        prepare_out_dir(out, overwrite)
+        self.out, self.step, self.stats = out, step, stats
+        self.writer = ShardWriter(out, prefix, samples_per_shard, mtime=FIXED_MTIME)
+        self.errors: list[ErrorRecord] = []
+        self.keys: set[str] = set()
+        self.shapes: Counter = Counter()
+
+    def write(self, key: str, features, meta: dict, conversation: dict) -> None:
+        """Write one sample; a key already written (duplicated input) becomes an error record instead."""
+        if key in self.keys:
+            self.error(key, "duplicate_key", "a sample with this key was already written")
+            return
+        self.keys.add(key)
+        self.writer.write(Sample(key=key, features=features, meta=meta, conversation=conversation))
+        self.stats.record(conversation)
+        self.shapes[tuple(features.shape)] += 1
+
+    def error(self, key: str, reason: str, detail: str = "", source_id: str | None = None) -> None:
+        self.errors.append(ErrorRecord(key=key, step=self.step, reason=reason, detail=detail, source_id=source_id))
+        self.stats.skipped[reason] += 1
+
+    def finish(self, run_config: dict, encoder: str | None, manifest_hash: str | None) -> Path:
+        shards = self.writer.close()
+        (self.out / ERRORS).write_text("")
+        append_errors(self.out / ERRORS, self.errors)
+        write_json_atomic(self.out / RUN_CONFIG, {**run_config, "producer": producer()})
+        rows = {shape[0] for shape in self.shapes}
+        dims = {shape[1] for shape in self.shapes}
+        return write_index(self.out, shards, encoder=encoder, num_frames=rows.pop() if len(rows) == 1 else None,
+                           dim=dims.pop() if len(dims) == 1 else None, manifest_hash=manifest_hash,
+                           errors=len(self.errors), extra={"qa": self.stats.to_json()})
+
+
+def progress_iter(items: Iterable, total: int | None, description: str, enabled: bool) -> Iterator:
+    """`items`, with a rich progress bar on stderr when enabled (long runs show where they are)."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def print_summary(title: str, index_path: Path) -> None:
+    """The rich summary both commands print: counts, task mix, skipped inputs by reason, token budget."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    index = json.loads(Path(index_path).read_text())
+    qa = index["qa"]
+    table = Table(title=title, show_header=False)
+    table.add_row("output", str(Path(index_path).parent))
+    table.add_row("samples / shards", f"{index['totals']['samples']} / {index['totals']['shards']}")
+    table.add_row("inputs", _fmt(qa["inputs"]))
+    table.add_row("tasks", _fmt(qa["tasks"]))
+    table.add_row("rounds per sample", _fmt(qa["turns_per_sample"]))
+    if qa["templates"]:
+        table.add_row("templates used", f"{len(qa['templates'])} distinct")
+    table.add_row("skipped (errors.jsonl)", _fmt(qa["skipped"]) or "none")
+    if qa["events"]["kept"] or qa["events"]["dropped"]:
+        table.add_row("events kept / dropped", f"{qa['events']['kept']} / {_fmt(qa['events']['dropped']) or 0}")
+    if qa["notes"]:
+        table.add_row("notes", _fmt(qa["notes"]))
+    budget = qa["token_budget"]
+    table.add_row("token budget", f"{budget['over']} over {budget['max_tokens']} tokens (max seen "
+                  f"{budget['max_seen']})" if budget.get("checked") else budget.get("reason", "not checked"))
+    if budget.get("over_keys"):
+        more = budget["over"] - len(budget["over_keys"][:10])
+        table.add_row("over budget", ", ".join(budget["over_keys"][:10]) + (f" (+{more} more)" if more else ""))
+    Console().print(table)
+
+
+def _fmt(counts: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())

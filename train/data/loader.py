@@ -1,0 +1,254 @@
+"""Streaming training data: shards → split by rank and worker → shuffle buffer → padded micro-batches.
+
+Each epoch has its own shard order (seeded); rank r takes shards r, r+W, ... of it, and DataLoader worker w of that
+rank takes every k-th of those. A worker reads its shards one after the other through a shuffle buffer, so memory is
+bounded by the buffer and one shard's token table, never by the dataset. Workers cycle through epochs on their own;
+the trainer decides how many steps make an epoch (from index.json) and when to stop.
+
+Exact resume: the order a worker yields is a pure function of (seed, epoch, rank, worker, shard sizes)
+(train.data.shuffle). The loader position saved in a checkpoint is, per worker, (epoch, positions consumed); a resumed
+worker replays the position order without reading anything. The DataLoader hands out items round-robin over its
+workers; on resume the worker roles are rotated so the next item comes from the same worker as it would have without
+the interruption. Together a resumed run sees exactly the samples, in exactly the order, of an uninterrupted one
+(tests compare the loss sequences).
+
+Samples longer than `max_tokens` (text tokens + feature rows) are skipped and counted, never truncated.
+
+Per-sample cost is what bounds a loader on few cores. A worker takes each shard's samples as a token table
+(train.data.token_cache): tokenized and located once, then read back from the token cache in later epochs and runs. The
+feature arrays are never decoded in the workers: a batch travels to the training process as small numpy arrays plus
+each sample's feature location, and the training process copies the features from the page cache straight into the
+batch tensor (no shared-memory segment per batch).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.contract.shard_refs import FeatureRef, read_features_into
+from pipeline.contract.shards import read_index
+from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from train.data.shuffle import ShuffleOrder, ordered_stream
+from train.data.token_cache import ShardTable, TokenCache, load_table, tokenizer_fingerprint
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str
+    samples: int
+    sha256: str = ""
+
+
+def index_shards(shard_dir: str | Path) -> list[Shard]:
+    """The shards listed in index.json (written last by the producer, so its presence means the set is complete)."""
+    index = read_index(shard_dir)
+    shards = [Shard(str(Path(shard_dir) / s["name"]), int(s["samples"]), s.get("sha256", ""))
+              for s in index["shards"]]
+    if not shards:
+        raise ValueError(f"{shard_dir}: index.json lists no shards")
+    return shards
+
+
+def epoch_order(shards: list[Shard], epoch: int, seed: int) -> list[Shard]:
+    """This epoch's shard order: the same on every rank (same seed), different from epoch to epoch."""
+    order = list(shards)
+    random.Random(f"shards/{seed}/{epoch}").shuffle(order)
+    return order
+
+
+def worker_shards(shards: list[Shard], rank: int, world: int, worker: int, workers: int) -> list[Shard]:
+    """Split by node (rank), then by DataLoader worker: disjoint subsets that together cover every shard."""
+    return shards[rank::world][worker::workers]
+
+
+def usable_workers(num_shards: int, world: int, requested: int) -> int:
+    """Worker count such that every worker of every rank owns ≥ 1 shard (an empty worker would never yield)."""
+    if num_shards < world:
+        raise ValueError(f"{num_shards} shards cannot feed {world} ranks: write more, smaller shards "
+                         f"(build-qa --samples-per-shard) or use fewer processes")
+    return max(1, min(requested, num_shards // world))
+
+
+class ShardStream(IterableDataset):
+    """One rank's endless stream of micro-batches; each says which worker made it and how far that worker got.
+
+    Workers collate their own micro-batches, so the trainer receives one small message per batch: padded ids/labels
+    as numpy arrays and, instead of the features, where each sample's features lie in its shard (`FeatureRef`).
+    `TrainLoader` reads those straight into the batch tensor: feature bytes go page cache → batch once, never
+    through the worker or inter-process shared memory.
+    """
+
+    def __init__(self, shards: list[Shard], *, rank: int, world: int, workers: int, buffer: int, seed: int,
+                 tokenizer, conv_format: str, max_tokens: int, micro_batch: int, pad_id: int,
+                 cache: TokenCache | None = None, state: dict | None = None):
+        self.shards, self.rank, self.world, self.workers = shards, rank, world, workers
+        self.buffer, self.seed, self.max_tokens = buffer, seed, max_tokens
+        self.tokenizer, self.fmt, self.cache = tokenizer, conv_format, cache
+        self.micro_batch, self.pad_id, self.state = micro_batch, pad_id, state
+
+    def __iter__(self) -> Iterator[dict]:
+        items: list[dict] = []
+        for item in self.samples():
+            items.append(item)
+            if len(items) == self.micro_batch:
+                yield {"batch": collate_text(items, self.pad_id), "refs": [it["features"] for it in items],
+                       "keys": [it["key"] for it in items],
+                       **{k: item[k] for k in ("worker", "epoch", "consumed", "skipped")}}
+                items = []
+
+    def table(self, shard: Shard) -> ShardTable:
+        return load_table(shard.path, shard.sha256, self.tokenizer, self.fmt, self.cache)
+
+    def samples(self) -> Iterator[dict]:
+        """This worker's tokenized samples, epoch after epoch, from the saved position on."""
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        rotation = self.state["next_worker"] if self.state else 0
+        worker = (physical + rotation) % self.workers
+        pos = self.state["workers"][worker] if self.state else {"epoch": 0, "consumed": 0, "skipped": 0}
+        epoch, consumed, skipped = pos["epoch"], pos["consumed"], pos["skipped"]
+        while True:
+            order = epoch_order(self.shards, epoch, self.seed)
+            mine = worker_shards(order, self.rank, self.world, worker, self.workers)
+            rng = random.Random(f"buffer/{self.seed}/{epoch}/{self.rank}/{worker}")
+            yielded, started_at = 0, consumed
+            for _, item in ordered_stream(mine, self.buffer, rng, consumed, self.table):
+                consumed += 1
+                if len(item["input_ids"]) - 1 + item["features"].shape[0] > self.max_tokens:
+                    skipped += 1
+                    continue
+                yielded += 1
+                item.update(worker=worker, epoch=epoch, consumed=consumed, skipped=skipped)
+                yield item
+            if not yielded and started_at == 0:
+                raise ValueError(f"rank {self.rank} worker {worker}: no sample of {[s.path for s in mine]} fits "
+                                 f"max_tokens={self.max_tokens}")
+            epoch, consumed = epoch + 1, 0
+
+
+def _pad_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+    """Right-padded input_ids / attention_mask / labels (int64, B × longest)."""
+    lengths = np.array([len(it["input_ids"]) for it in items], dtype=np.int64)
+    mask = np.arange(lengths.max())[None, :] < lengths[:, None]
+    input_ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    labels = np.full(mask.shape, IGNORE_INDEX, dtype=np.int64)
+    input_ids[mask] = np.concatenate([it["input_ids"] for it in items])  # row-major: each sample's ids in turn
+    labels[mask] = np.concatenate([it["labels"] for it in items])
+    return {"input_ids": input_ids, "attention_mask": mask.astype(np.int64), "labels": labels}
+
+
+def collate_text(items: list[dict], pad_id: int) -> dict[str, np.ndarray]:
+    """The text half of a micro-batch (numpy, cheap to send between processes) and each sample's feature rows."""
+    out = _pad_text(items, pad_id)
+    out["num_features"] = np.array([it["features"].shape[0] for it in items], dtype=np.int64)
+    return out
+
+
+def with_features(batch: dict[str, np.ndarray], refs: list[FeatureRef]) -> dict[str, torch.Tensor]:
+    """A collated text batch + its FeatureRefs → the tensors `collate` makes (features read from the shards)."""
+    out = {k: torch.from_numpy(v) for k, v in batch.items()}
+    rows = int(batch["num_features"].max())
+    features = torch.empty((len(refs), rows, refs[0].shape[1]), dtype=torch.float16)
+    read_features_into(refs, features.numpy())
+    for i, n in enumerate(batch["num_features"].tolist()):
+        if n < rows:
+            features[i, n:] = 0
+    out["features"] = features
+    return out
+
+
+def collate(items: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids/mask/labels and zero-padded features (B, Nmax, D) with each sample's row count."""
+    out = {k: torch.from_numpy(v) for k, v in _pad_text(items, pad_id).items()}
+    rows = max(len(it["features"]) for it in items)
+    features = torch.zeros((len(items), rows, items[0]["features"].shape[1]), dtype=torch.float16)
+    for i, it in enumerate(items):
+        features[i, : len(it["features"])] = torch.from_numpy(np.asarray(it["features"], dtype=np.float16))
+    out["features"] = features
+    out["num_features"] = torch.tensor([len(it["features"]) for it in items], dtype=torch.long)
+    return out
+
+
+def _identity(item):
+    return item
+
+
+class TrainLoader:
+    """Micro-batches for one rank, and the loader position to save with a checkpoint (`state_dict`).
+
+    `token_cache`: folder for the shards' token tables (train.data.token_cache); None tokenizes every epoch.
+    """
+
+    def __init__(self, shard_dir: str | Path, *, tokenizer, conv_format: str, micro_batch: int, max_tokens: int,
+                 rank: int = 0, world: int = 1, num_workers: int = 2, buffer: int = 1000, seed: int = 0,
+                 token_cache: str | Path | None = None, state: dict | None = None):
+        self.shards = index_shards(shard_dir)
+        self.samples_per_epoch = sum(s.samples for s in self.shards)
+        workers = usable_workers(len(self.shards), world, max(num_workers, 1))
+        if state is not None:
+            _check_state(state, workers, world, rank)
+        self.micro_batch, self.rank, self.world, self.workers = micro_batch, rank, world, workers
+        self.pad_id = _pad_id(tokenizer)
+        cache = (TokenCache(str(token_cache), tokenizer_fingerprint(tokenizer), conv_format)
+                 if token_cache is not None else None)
+        self.dataset = ShardStream(self.shards, rank=rank, world=world, workers=workers, buffer=buffer, seed=seed,
+                                   tokenizer=tokenizer, conv_format=conv_format, max_tokens=max_tokens,
+                                   micro_batch=micro_batch, pad_id=self.pad_id, cache=cache, state=state)
+        # With num_workers=0 one logical worker runs in this process; otherwise one process per logical worker.
+        # batch_size=None: the workers batch; the DataLoader hands their batches out round-robin, in order.
+        # Its own generator: starting an iterator draws a seed from it, which must not shift the global RNG that
+        # dropout uses (a resumed run restores that RNG and must see the same dropout masks).
+        self.loader = DataLoader(self.dataset, batch_size=None, collate_fn=_identity,
+                                 num_workers=workers if num_workers > 0 else 0,
+                                 generator=torch.Generator().manual_seed(seed),
+                                 persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+        self._positions = dict(enumerate(state["workers"])) if state else {}
+        self._next_worker = state["next_worker"] if state else 0
+        self.samples = state["samples"] if state else 0
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], list[str]]]:
+        """(batch, keys) pairs, forever; the position advances as batches are handed out."""
+        for out in self.loader:
+            self._positions[out["worker"]] = {k: out[k] for k in ("epoch", "consumed", "skipped")}
+            self._next_worker = (out["worker"] + 1) % self.workers
+            self.samples += len(out["keys"])
+            yield with_features(out["batch"], out["refs"]), out["keys"]
+
+    @property
+    def skipped_long(self) -> int:
+        return sum(p["skipped"] for p in self._positions.values())
+
+    @property
+    def epoch(self) -> int:
+        return min((p["epoch"] for p in self._positions.values()), default=0)
+
+    def state_dict(self) -> dict:
+        blank = {"epoch": 0, "consumed": 0, "skipped": 0}
+        return {"rank": self.rank, "world": self.world, "num_workers": self.workers, "next_worker": self._next_worker,
+                "samples": self.samples, "workers": [self._positions.get(w, blank) for w in range(self.workers)]}
+
+
+def _check_state(state: dict, workers: int, world: int, rank: int) -> None:
+    if (state["num_workers"], state["world"], state["rank"]) != (workers, world, rank):
+        raise ValueError(f"saved loader position is for rank {state['rank']} of {state['world']} with "
+                         f"{state['num_workers']} workers; this run is rank {rank} of {world} with {workers}: "
+                         f"resume with the same number of processes and --num-workers")
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("tokenizer has no pad, unk or eos token to pad with")
+    return pad
+
+
+__all__ = ["TrainLoader", "ShardStream", "ShuffleOrder", "ordered_stream", "collate", "collate_text", "with_features",
+           "index_shards", "epoch_order", "worker_shards", "VIDEO_TOKEN_INDEX"]
