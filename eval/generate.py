@@ -1,17 +1,26 @@
-"""Batched greedy generation for a VideoLLM: left-padded inputs_embeds, KV cache, one `generate` call per batch.
+"""Greedy generation for a VideoLLM: one query at a time (VTimeLLM's way) or batched with a shared video prefix.
 
-VTimeLLM answered one query at a time; here queries of similar prompt length are batched (sorted by length, then
-restored to input order). Each prompt is `VideoLLM.embed` (text embeddings with the projected frame rows spliced in),
-left-padded with zero vectors under attention mask 0, so every row's last position is its assistant prefix and the
-new tokens line up. Greedy decoding gives the same answers as one-at-a-time generation (the benchmark asserts it).
+A prompt is `system + USER: <video>` followed by the query text and the assistant prefix. Every query of one video
+shares the part up to and including the video rows (~140 of ~160 positions for a grounding query), so the batched
+path (`generate`) runs that prefix once per distinct video and copies its KV cache to the video's queries, then runs
+only each query's own text. Rows leave the batch as soon as they emit EOS, so a batch costs what its live rows cost.
+Positions and masks are exactly those of a single unpadded prompt (pads sit between prefix and query text, masked and
+skipped by the position ids), so greedy answers equal one-at-a-time `transformers.generate` answers
+(bench/bench_eval.py and tests/eval/test_generate.py assert it).
+
+`generate_batch` is the plain `transformers.generate` path (left padding, KV cache): vtl-chat and the benchmark's
+VTimeLLM-style baseline use it.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from pipeline.contract.conversation import VIDEO_TOKEN_INDEX
 
 
 @dataclass(frozen=True)
@@ -22,8 +31,16 @@ class Query:
     features: np.ndarray
 
 
+def _features(model, q: Query) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(q.features, dtype=np.float32))
+
+
 def _batch_embeds(model, queries: Sequence[Query]) -> tuple[torch.Tensor, torch.Tensor]:
-    embs = [model.embed(q.prompt_ids, torch.from_numpy(np.asarray(q.features, dtype=np.float32))) for q in queries]
+    embs = [model.embed(q.prompt_ids, _features(model, q)) for q in queries]
+    return _left_pad(embs)
+
+
+def _left_pad(embs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(e.shape[0] for e in embs)
     inputs = embs[0].new_zeros((len(embs), width, embs[0].shape[1]))
     mask = torch.zeros((len(embs), width), dtype=torch.long, device=inputs.device)
@@ -33,8 +50,7 @@ def _batch_embeds(model, queries: Sequence[Query]) -> tuple[torch.Tensor, torch.
     return inputs, mask
 
 
-def _decode(tokenizer, row: torch.Tensor) -> str:
-    ids = row.tolist()
+def _decode(tokenizer, ids: list[int]) -> str:
     eos = tokenizer.eos_token_id
     if eos is not None and eos in ids:
         ids = ids[:ids.index(eos)]
@@ -43,25 +59,161 @@ def _decode(tokenizer, row: torch.Tensor) -> str:
 
 @torch.inference_mode()
 def generate_batch(model, queries: Sequence[Query], max_new_tokens: int) -> list[str]:
-    """Greedy answers for one batch (inputs_embeds only: `generate` returns just the new tokens)."""
+    """Greedy answers through `transformers.generate` (inputs_embeds only: it returns just the new tokens)."""
     inputs, mask = _batch_embeds(model, queries)
     tok = model.tokenizer
     out = model.llm.generate(inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max_new_tokens,
                              do_sample=False, num_beams=1, use_cache=True, pad_token_id=tok.pad_token_id,
                              eos_token_id=tok.eos_token_id)
-    return [_decode(tok, row) for row in out]
+    return [_decode(tok, row.tolist()) for row in out]
+
+
+def _split(q: Query) -> tuple[tuple[int, ...], list[int]]:
+    """(prefix ids up to and including the video sentinel, the query's own ids after it)."""
+    ids = list(q.prompt_ids)
+    cut = ids.index(VIDEO_TOKEN_INDEX) + 1 if VIDEO_TOKEN_INDEX in ids else 0
+    return tuple(ids[:cut]), ids[cut:]
+
+
+def _video_key(q: Query) -> tuple:
+    prefix, _ = _split(q)
+    feats = np.ascontiguousarray(q.features)
+    return prefix, feats.shape, hashlib.blake2b(feats.tobytes(), digest_size=16).digest()
+
+
+def _growing_layer_class():
+    """A KV-cache layer over a preallocated buffer that doubles when full: `update` writes in place and returns views.
+
+    transformers' DynamicLayer concatenates the whole cache on every step (a copy per token per layer, the largest
+    cost of batched decoding on CPU); this keeps the DynamicLayer contract (keys/values are the filled part).
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states, value_states):
+            super().lazy_initialization(key_states, value_states)
+            self._k = self._v = None
+            self._n = 0
+
+        def _view(self):
+            self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            add = key_states.shape[-2]
+            if self._k is None or self._n + add > self._k.shape[-2]:
+                cap = max(2 * (self._n + add), 64)
+                grown = []
+                for old, new in ((self._k, key_states), (self._v, value_states)):
+                    buf = new.new_empty((*new.shape[:2], cap, new.shape[-1]))
+                    if old is not None:
+                        buf[:, :, :self._n] = old[:, :, :self._n]
+                    grown.append(buf)
+                self._k, self._v = grown
+            self._k[:, :, self._n:self._n + add] = key_states
+            self._v[:, :, self._n:self._n + add] = value_states
+            self._n += add
+            self._view()
+            return self.keys, self.values
+
+        def reorder_cache(self, beam_idx):
+            if self._k is not None:
+                self._k = self._k.index_select(0, beam_idx.to(self._k.device))
+                self._v = self._v.index_select(0, beam_idx.to(self._v.device))
+                self._view()
+
+        batch_select_indices = reorder_cache
+
+    return GrowingLayer
+
+
+def _new_cache(llm) -> tuple[str, object]:
+    """(the forward keyword that takes a cache in this transformers version, an empty growing cache)."""
+    import inspect
+
+    from transformers.cache_utils import Cache
+
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    word = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return word, Cache(layer_class_to_replicate=_growing_layer_class())
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.inference_mode()
+def generate_shared(model, queries: Sequence[Query], max_new_tokens: int) -> list[str]:
+    """Greedy answers for one batch, running each distinct video prefix once (see the module docstring)."""
+    llm, tok = model.llm, model.tokenizer
+    keys = [_video_key(q) for q in queries]
+    distinct = list(dict.fromkeys(keys))
+    owner = torch.tensor([distinct.index(k) for k in keys])
+    first = [keys.index(k) for k in distinct]
+    suffixes = [_split(q)[1] for q in queries]
+    if not all(suffixes):
+        raise ValueError("a prompt ends at its video rows; generation needs text after them (the assistant prefix)")
+    # 1. one pass over the distinct prefixes (system text + video rows), left-padded if their lengths differ
+    pre_embs = [model.embed(list(distinct[j][0]), _features(model, queries[first[j]])) for j in range(len(distinct))]
+    if any(e.shape[0] == 0 for e in pre_embs):  # no video in the prompt: nothing to share
+        return generate_batch(model, queries, max_new_tokens)
+    inputs, pre_mask = _left_pad(pre_embs)
+    word, cache = _new_cache(llm)
+    llm(inputs_embeds=inputs, attention_mask=pre_mask, position_ids=_positions(pre_mask), use_cache=True,
+        logits_to_keep=1, **{word: cache})
+    cache.reorder_cache(owner.to(inputs.device))
+    mask = pre_mask[owner.to(pre_mask.device)]
+    # 2. each query's own text, padded on its left (between prefix and text: masked, skipped by the positions)
+    no_rows = torch.zeros((0, queries[0].features.shape[-1]))
+    text_embs = [model.embed(s, no_rows) for s in suffixes]
+    text, text_mask = _left_pad(text_embs)
+    mask = torch.cat([mask, text_mask], dim=1)
+    pos = _positions(mask)[:, -text.shape[1]:]
+    out = llm(inputs_embeds=text, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+              **{word: cache})
+    # 3. greedy steps; a row that emits EOS leaves the batch
+    answers: list[list[int]] = [[] for _ in queries]
+    live = list(range(len(queries)))
+    logits, last = out.logits[:, -1], pos[:, -1]
+    embed_tokens = llm.get_input_embeddings()
+    for step in range(max_new_tokens):
+        nxt = logits.argmax(dim=-1)
+        keep = []
+        for j, (row, token) in enumerate(zip(live, nxt.tolist())):
+            if token == tok.eos_token_id:
+                continue
+            answers[row].append(token)
+            keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(live):
+            idx = torch.tensor(keep, device=mask.device)
+            cache.reorder_cache(idx)
+            mask, last, nxt = mask[idx], last[idx], nxt[idx]
+            live = [live[j] for j in keep]
+        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+        last = last + 1
+        out = llm(inputs_embeds=embed_tokens(nxt)[:, None], attention_mask=mask, position_ids=last[:, None],
+                  use_cache=True, logits_to_keep=1, **{word: cache})
+        logits = out.logits[:, -1]
+    return [_decode(tok, a) for a in answers]
 
 
 def generate(model, queries: Sequence[Query], batch_size: int, max_new_tokens: int, progress=None) -> list[str]:
-    """Answers in input order; batches are formed over queries sorted by prompt length to limit padding.
+    """Answers in input order. Batches group the queries of one video together (its prefix runs once), then by length.
 
     `progress(n_done)` is called after each batch.
     """
-    order = sorted(range(len(queries)), key=lambda i: len(queries[i].prompt_ids))
+    keys = [_video_key(q) for q in queries]
+    rank = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    order = sorted(range(len(queries)), key=lambda i: (rank[keys[i]], len(queries[i].prompt_ids)))
     answers: list[str | None] = [None] * len(queries)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        for i, answer in zip(idx, generate_batch(model, [queries[i] for i in idx], max_new_tokens)):
+        batch = [queries[i] for i in idx]
+        for i, answer in zip(idx, generate_shared(model, batch, max_new_tokens) if batch_size > 1
+                             else generate_batch(model, batch, max_new_tokens)):
             answers[i] = answer
         if progress is not None:
             progress(len(idx))
