@@ -82,6 +82,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, queries, device = build(args)
+    load_before = os.getloadavg()
     single, t1 = timed(model, queries, 1, args.max_new_tokens, device)
     batched, tb = timed(model, queries, args.batch_size, args.max_new_tokens, device)
     assert batched == single, "batched greedy answers differ from one-at-a-time answers"
@@ -96,6 +97,8 @@ def main() -> None:
     print(f"| one at a time (VTimeLLM) | 1 | {n / t1:.2f} | {t1:.2f} |")
     print(f"| batched (vtl-eval) | {args.batch_size} | {n / tb:.2f} | {tb:.2f} |")
     print(f"answers identical: {batched == single} ({n} answers)")
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *os.getloadavg()))
     print(f"ratio={t1 / tb:.2f}")
 
 
