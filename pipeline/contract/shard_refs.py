@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from pipeline.contract.shards import FEATURES, group_by_key, member_name
+from pipeline.contract.shards import FEATURES, group_by_key, member_name, require_regular_file
 
 BLOCK = 512
 _FILE_TYPES = (b"0", b"\0", b"7")
@@ -71,6 +71,8 @@ def _pax(data: bytes) -> dict[str, str]:
     while i < len(data) and data[i]:
         space = data.index(b" ", i)
         length = int(data[i:space])
+        if length <= space - i:  # a record is at least "LEN " long; 0 would loop forever
+            raise ValueError(f"pax record of length {length}")
         key, _, value = data[space + 1:i + length - 1].partition(b"=")
         out[key.decode()] = value.decode("utf-8", "surrogateescape")
         i += length
@@ -109,6 +111,9 @@ def iter_tar_files(path: str | Path, reader: _Reader) -> Iterator[tuple[str, int
         if _number(block[148:156]) != sum(block) - sum(block[148:156]) + 256:  # checksum field counted as spaces
             raise ValueError(f"{path}: bad tar header checksum at byte {pos}")
         size, kind, data = _number(block[124:136]), block[156:157], pos + BLOCK
+        if size < 0 or data + size > total:  # a negative size would step back onto this header forever
+            raise ValueError(f"{path}: tar header at byte {pos} declares {size} bytes; the file has {total - data} "
+                             f"after it (damaged shard)")
         if kind == b"x":
             pax = _pax(reader.read(data, size))
         elif kind == b"L":
@@ -116,6 +121,8 @@ def iter_tar_files(path: str | Path, reader: _Reader) -> Iterator[tuple[str, int
         elif kind != b"g":
             name = pax.get("path") or longname or _header_name(block)
             size = int(pax.get("size", size))
+            if size < 0 or data + size > total:
+                raise ValueError(f"{path}: pax header before byte {pos} declares {size} bytes (damaged shard)")
             if kind in _FILE_TYPES and not name.endswith("/"):
                 yield name, data, size
             pax, longname = {}, None
@@ -171,6 +178,7 @@ def iter_sample_refs(path: str | Path) -> Iterator[dict]:
     while samples wait in a shuffle buffer, so `read_features_into` later copies from memory.
     """
     path = str(path)
+    require_regular_file(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         _will_need(fd)

@@ -110,9 +110,20 @@ def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[dict]:
     """
     import tarfile
 
+    if not hasattr(path, "read"):
+        require_regular_file(path)
     opened = tarfile.open(fileobj=path, mode="r|") if hasattr(path, "read") else tarfile.open(path, "r|")
     with opened as tar:
         yield from group_by_key((info.name, tar.extractfile(info).read()) for info in tar if info.isfile())
+
+
+def require_regular_file(path: str | Path) -> None:
+    """Refuse anything but a regular file before opening it: a FIFO or device in place of a shard would block forever."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file (a FIFO, device or folder where a shard should be)")
 
 
 def member_name(name: str) -> tuple[str, str]:

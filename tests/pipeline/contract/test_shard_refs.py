@@ -104,3 +104,41 @@ def test_compressed_shards_are_refused_with_a_clear_message(tmp_path, mode):
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(ValueError, match=f"{mode[2:].replace('gz', 'gzip').replace('bz2', 'bzip2')}-compressed tar"):
         list(iter_sample_refs(path))
+
+
+def _with_size_field(path, member: int, size_field: bytes) -> None:
+    """Rewrite the size field of the `member`-th header of a tar in place, with a valid checksum."""
+    data = bytearray(path.read_bytes())
+    pos = 0
+    for _ in range(member):
+        size = int(data[pos + 124:pos + 136].split(b"\0")[0] or b"0", 8)
+        pos += 512 + (size + 511) // 512 * 512
+    block = data[pos:pos + 512]
+    block[124:136] = size_field.ljust(12, b"\0")
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+    data[pos:pos + 512] = block
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size_field", [b"-0001000", b"77777777777"], ids=["negative", "past-the-end"])
+def test_a_header_declaring_an_impossible_size_raises_instead_of_hanging(tmp_path, size_field):
+    with ShardWriter(tmp_path, "train", samples_per_shard=50) as w:
+        for i in range(3):
+            w.write(Sample(f"k{i}", np.zeros((4, 8), np.float16), {"key": f"k{i}"}))
+    shard = tmp_path / w.shards[0].name
+    _with_size_field(shard, 2, size_field)
+    with pytest.raises(ValueError, match="declares"):
+        list(iter_sample_refs(shard))
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_in_place_of_a_shard_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "train-000000.tar"
+    os.mkfifo(fifo)
+    for read in (iter_sample_refs, iter_tar_members):
+        with pytest.raises(ValueError, match="not a regular file"):
+            list(read(fifo))
