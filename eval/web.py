@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -165,6 +166,7 @@ def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], t
 def launch(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], tuple[object, float]], *,
            block: bool = True):
     """Start the page on cfg.host:cfg.port; returns the Blocks (call `.close()`) when `block` is False."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an offline demo: no telemetry, no version check
     import gradio as gr
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web-font download

@@ -125,6 +125,16 @@ def test_page_answers_and_draws_the_spans(tmp_path):
         seek = "return document.querySelector('#vtl-video video').currentTime"
         wait.until(lambda d: abs(d.execute_script(seek) - 2.0) < 1e-6)
         driver.save_screenshot(str(shots / "chat-web.png"))
+        # an uploaded video gets its own features (same CLIP) and a fresh conversation
+        other = write_video(tmp_path / "other.mp4", np.repeat(frames, 2, axis=0)[:60], fps=10.0)
+        clear = driver.find_elements(By.CSS_SELECTOR, "#vtl-video button[aria-label='Clear']")
+        if clear:
+            clear[0].click()
+        upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#vtl-video input[type=file]"))
+        upload.send_keys(str(other))
+        wait.until(lambda d: "other.mp4" in d.find_element(By.ID, "vtl-status").text)
+        assert "6.0 s" in driver.find_element(By.ID, "vtl-status").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "#vtl-timeline g.vtl-span")
     finally:
         driver.quit()
         demo.close()
