@@ -21,7 +21,7 @@ def chat(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation limit per answer."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    web: bool = typer.Option(False, "--web", help="Serve a web page instead of the terminal (needs Gradio: the web extra)."),
+    web: bool = typer.Option(False, "--web", help="Serve a web page instead (needs Gradio: the web extra)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address of the web page (--web)."),
     port: int = typer.Option(7860, "--port", help="Port of the web page (--web)."),
 ) -> None:

@@ -139,8 +139,8 @@ def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], t
         return _status(path, duration), [], "", {"video": path, "features": features, "duration": duration,
                                                  "turns": []}
 
-    def use_given():
-        return given["video"], _status(given["video"], given["duration"]), [], "", dict(given)
+    def use_given():  # the copy Gradio made at start: a path it serves without opening the video's folder to all
+        return video.value["path"], _status(given["video"], given["duration"]), [], "", dict(given)
 
     with gr.Blocks(title="vtl-chat", analytics_enabled=False) as demo:
         state = gr.State(dict(given))
@@ -150,7 +150,7 @@ def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], t
                 video = gr.Video(value=str(cfg.video), sources=["upload"], elem_id="vtl-video", label="video")
                 timeline = gr.HTML("", elem_id="vtl-timeline", js_on_load=SEEK_JS)
                 status = gr.Markdown(_status(cfg.video, session.duration), elem_id="vtl-status")
-                back = gr.Button(f"Use {Path(cfg.video).name} again", size="sm")
+                back = gr.Button(f"Use {Path(cfg.video).name} again", size="sm", elem_id="vtl-given")
             with gr.Column(scale=2):
                 chat = gr.Chatbot(elem_id="vtl-chatbot", label="conversation", height=420)
                 question = gr.Textbox(elem_id="vtl-question", label="question", lines=1,
@@ -173,8 +173,7 @@ def launch(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], tuple
                               font_mono=["ui-monospace", "monospace"])
     demo = build_demo(cfg, session, extract)
     demo.launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=not block, share=False,
-                ssr_mode=False, quiet=True, show_error=True, theme=theme, footer_links=[],
-                allowed_paths=[str(Path(cfg.video).resolve().parent)])
+                ssr_mode=False, quiet=True, show_error=True, theme=theme, footer_links=[])
     return demo
 
 

@@ -135,6 +135,8 @@ def test_page_answers_and_draws_the_spans(tmp_path):
         wait.until(lambda d: "other.mp4" in d.find_element(By.ID, "vtl-status").text)
         assert "6.0 s" in driver.find_element(By.ID, "vtl-status").text
         assert not driver.find_elements(By.CSS_SELECTOR, "#vtl-timeline g.vtl-span")
+        driver.find_element(By.ID, "vtl-given").click()  # back to the video of the command line
+        wait.until(lambda d: "clip.mp4: 4.0 s" in d.find_element(By.ID, "vtl-status").text)
     finally:
         driver.quit()
         demo.close()
