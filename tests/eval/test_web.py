@@ -52,6 +52,20 @@ def test_timeline_html_reversed_and_empty():
         timeline_html([], 0.0)
 
 
+def test_chat_config_web_options(tmp_path):
+    from eval.config import ChatConfig
+
+    video, ckpt = tmp_path / "v.mp4", tmp_path / "ckpt"
+    video.write_bytes(b"x")
+    ckpt.mkdir()
+    cfg = ChatConfig(video=video, checkpoint=ckpt, web=True)
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 7860)
+    with pytest.raises(ValueError, match="exclusive"):
+        ChatConfig(video=video, checkpoint=ckpt, web=True, question="when?")
+    with pytest.raises(ValueError, match="port"):
+        ChatConfig(video=video, checkpoint=ckpt, web=True, port=70000)
+
+
 # --- the page in a browser ---------------------------------------------------------------------------------------
 
 def _free_port() -> int:
