@@ -16,6 +16,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@command -v java >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq default-jre-headless) \
 	  || echo "warning: no Java runtime; METEOR and the PTB tokenizer (vtl-eval dvc) will not work"
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	  || echo "warning: no Chromium; the browser test of vtl-chat --web (tests/eval/test_web.py) will be skipped"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1

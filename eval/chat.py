@@ -37,31 +37,38 @@ class ChatSession:
         return answer
 
 
+def video_features(video, cfg: ChatConfig, device: str):
+    """(features (100, D), duration s) of one video with the configured CLIP, as the extract job computes them."""
+    from pipeline.extract.clip import ClipConfig
+    from pipeline.extract.decode import MediaError
+    from pipeline.extract.job import extract_one
+
+    clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
+                      device="cuda" if device.startswith("cuda") else "cpu")
+    try:
+        features, meta = extract_one(video, clip)
+    except MediaError as exc:  # bad media is the user's data: say what is wrong with it, no traceback
+        raise ValueError(f"{video}: cannot use this video ({exc})") from None
+    duration = meta.get("duration")
+    if not duration:
+        raise ValueError(f"{video}: no duration could be read, so answers cannot be placed in seconds")
+    return features, float(duration)
+
+
 def open_session(cfg: ChatConfig) -> ChatSession:
     """Extract the video's features with the configured CLIP and load the checkpoint."""
     from transformers.utils import logging as hf_logging
 
-    from pipeline.extract.clip import ClipConfig
-    from pipeline.extract.decode import MediaError
-    from pipeline.extract.job import extract_one
     from train.model import load_for_inference
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
-                      device="cuda" if device.startswith("cuda") else "cpu")
-    try:
-        features, meta = extract_one(cfg.video, clip)
-    except MediaError as exc:  # bad media is the user's data: say what is wrong with it, no traceback
-        raise ValueError(f"{cfg.video}: cannot use this video ({exc})") from None
-    duration = meta.get("duration")
-    if not duration:
-        raise ValueError(f"{cfg.video}: no duration could be read, so answers cannot be placed in seconds")
+    features, duration = video_features(cfg.video, cfg, device)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     if model.feature_dim != features.shape[1]:
         raise ValueError(f"the checkpoint's projector takes {model.feature_dim}-d features but the CLIP gives "
                          f"{features.shape[1]}-d ones")
-    return ChatSession(model, features, float(duration), cfg.max_new_tokens)
+    return ChatSession(model, features, duration, cfg.max_new_tokens)
 
 
 def render(answer: str, duration: float) -> str:

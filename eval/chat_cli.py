@@ -1,4 +1,4 @@
-"""`vtl-chat VIDEO --checkpoint DIR`: ask a trained model about a video in the terminal."""
+"""`vtl-chat VIDEO --checkpoint DIR [--web]`: ask a trained model about a video in the terminal or a web page."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +21,9 @@ def chat(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation limit per answer."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    web: bool = typer.Option(False, "--web", help="Serve a web page instead (needs Gradio: the web extra)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address of the web page (--web)."),
+    port: int = typer.Option(7860, "--port", help="Port of the web page (--web)."),
 ) -> None:
     """Answer questions about VIDEO with a trained checkpoint; timestamps in answers are also shown in seconds."""
     from eval.chat import run_chat
@@ -30,8 +33,13 @@ def chat(
         cfg = ChatConfig(video=video, checkpoint=checkpoint, question=question, llm=llm, clip_model=clip_model,
                          clip_weights=str(clip_weights) if clip_weights else None,
                          clip_pretrained=clip_pretrained, max_new_tokens=max_new_tokens,
-                         device=device, dtype=dtype)
-        run_chat(cfg, ask=input, say=typer.echo)
+                         device=device, dtype=dtype, web=web, host=host, port=port)
+        if cfg.web:
+            from eval.web import serve
+
+            serve(cfg, say=typer.echo)
+        else:
+            run_chat(cfg, ask=input, say=typer.echo)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

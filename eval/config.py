@@ -110,10 +110,20 @@ class ChatConfig:
     max_new_tokens: int = 256
     device: str = "auto"
     dtype: str = "auto"
+    web: bool = False
+    """Serve a web page (Gradio, `eval.web`) instead of the terminal loop: video, chat, answers' spans on a timeline."""
+    host: str = "127.0.0.1"
+    """Address the web page listens on (--web); 0.0.0.0 exposes it to the network."""
+    port: int = 7860
+    """Port of the web page (--web)."""
 
     def __post_init__(self) -> None:
         _exists(self.video, "video")
         _exists(self.checkpoint, "checkpoint folder")
+        if self.web and self.question is not None:
+            raise ValueError("--web and --question are exclusive: the page is where questions are asked")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if self.dtype not in DTYPES:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("torch", "ray", "deepspeed", "decord", "open_clip", "transformers")
+HEAVY = ("torch", "ray", "deepspeed", "decord", "open_clip", "transformers", "gradio")
 APPS = {"vtl-pipeline": "pipeline.cli", "vtl-train": "train.cli", "vtl-eval": "eval.cli", "vtl-chat": "eval.chat_cli",
         "vtl-import-weights": "train.import_cli"}
 ROOT = Path(__file__).resolve().parents[1]
