@@ -42,7 +42,7 @@ def test_gpu_bench_dry_run_fills_every_section(tmp_path):
     assert all(_number(r["frames_per_s"]) and _number(r["pct_ceiling"]) for r in enc)
     assert _number(ph["encoder"]["best_fps"])
     dec = ph["decode"]["rows"]
-    assert len(dec) == 4 and all(_number(r["frames_per_s_per_core"]) and _number(r["cores_per_gpu"]) for r in dec)
+    assert len(dec) == 4 and all(_number(r["mbit_per_s"]) for r in dec) and all(_number(r["frames_per_s_per_core"]) and _number(r["cores_per_gpu"]) for r in dec)
     for z in (2, 3):
         tr = ph[f"train_z{z}"]
         assert tr["engine"] == "deepspeed" and tr["zero"] == z and tr["steps_timed"] >= 1
