@@ -25,7 +25,9 @@ for p in "${binary[@]}"; do
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
     "${PLAT[@]}" -d "$DIR" "$p==$(ver "$p")"
 done
-# DeepSpeed ships an sdist only: build a pure-Python wheel (no ops compiled; torch_adam needs none).
+# DeepSpeed ships an sdist only: build a pure-Python wheel (no ops compiled; torch_adam needs none). Built on a machine
+# without CUDA it records accelerator_name='cpu', which DeepSpeed reads only to reuse prebuilt ops (there are none);
+# run.sh sets DS_ACCELERATOR=cuda on the GPU, which is what picks the accelerator.
 DSV=$(ver deepspeed)
 if ! ls "$DIR"/deepspeed-"$DSV"-*.whl >/dev/null 2>&1; then
   DS_BUILD_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DIR" "deepspeed==$DSV"
