@@ -85,12 +85,12 @@ def test_config_errors_are_clear(tmp_path, ckpt):
     from eval.config import EvalConfig, resolve_device
 
     shards = eval_shards(tmp_path / "shards", "grounding")
-    with pytest.raises(ValueError, match="task must be"):
-        EvalConfig(task="caption", checkpoint=ckpt, shards=shards, out=tmp_path)
+    with pytest.raises(ValueError, match="benchmark must be"):
+        EvalConfig(benchmark="caption", checkpoint=ckpt, shards=shards, out=tmp_path)
     with pytest.raises(FileNotFoundError, match="shard folder"):
-        EvalConfig(task="dvc", checkpoint=ckpt, shards=tmp_path / "none", out=tmp_path)
+        EvalConfig(benchmark="dvc", checkpoint=ckpt, shards=tmp_path / "none", out=tmp_path)
     with pytest.raises(ValueError, match="batch_size"):
-        EvalConfig(task="dvc", checkpoint=ckpt, shards=shards, out=tmp_path, batch_size=0)
+        EvalConfig(benchmark="dvc", checkpoint=ckpt, shards=shards, out=tmp_path, batch_size=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda", "auto")
