@@ -83,8 +83,6 @@ def record_label(kr: KeyedRecord) -> str:
 def check_turns(conversations) -> list[dict]:
     """A record's turns, checked by the contract's turn rules (`<video>` is placed afterwards) and reduced to
     from/value; raises RecordError("bad_conversation")."""
-    if not isinstance(conversations, list) or not conversations:
-        raise RecordError("bad_conversation", "no conversations list")
     if problem := turns_problem(conversations, ending="gpt", video=False):
         raise RecordError("bad_conversation", problem)
     return [{"from": t["from"], "value": t["value"]} for t in conversations]

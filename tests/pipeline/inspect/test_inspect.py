@@ -224,3 +224,17 @@ def test_count_and_error_totals_mismatch(clean):
 def test_not_a_shard_folder(tmp_path):
     res = invoke(tmp_path)
     assert res.exit_code == 2 and "index.json" in res.output
+
+
+def test_shards_built_before_the_glossary_rename_still_verify(tmp_path):
+    """Old records say "task" for the form, "stage": "eval" + "task" for the benchmark: still valid, still counted."""
+    old_training = {**conversation(0), "task": "multi_turn"}
+    del old_training["form"]
+    old_eval = {"stage": "eval", "task": "grounding", "turns": [],
+                "queries": [{"id": "v001_q0", "query": "During which frames can we see a red square appears?",
+                             "sentence": "a red square appears", "span": [0.0, 3.4]}]}
+    write_folder(tmp_path, [video_sample(0, old_training), video_sample(1, old_eval)])
+    code, s = verify_json(tmp_path)
+    assert code == 0 and s["verify"]["problems"] == [], s["verify"]
+    sc = s["scanned"]
+    assert sc["stages"] == {"2": 1} and sc["forms"] == {"multi_turn": 1} and sc["benchmarks"] == {"grounding": 1}
