@@ -14,7 +14,12 @@ Masks are computed segment by segment: every piece of the prompt is tokenized on
 not, so no "-2" length arithmetic depends on how a tokenizer merges across boundaries. Boundaries sit right before
 the space that opens an answer (" " + answer), which SentencePiece/Metaspace tokenizers attach to the answer's first
 word, so the supervised ids are the ones the full prompt would contain. `encode` never truncates: the caller counts
-and reports over-long samples.
+and reports over-long samples (build-qa's token budget counts with `encode` too, so both agree).
+
+The module also owns the turn rules every part checks with (`turns_problem`: build-qa and import-vtimellm, inspect
+--verify through pipeline.contract.record, and `encode` itself), the `<video>` literal and the first turn that
+carries it (`video_turn`). The `conversation.json` record around the turns is pipeline.contract.record; the
+evaluation queries are pipeline.contract.queries.
 """
 from __future__ import annotations
 

@@ -250,7 +250,7 @@ def place_video_token(turns: list[dict]) -> tuple[list[dict], str | None]:
         raise ValueError("conversation does not start with a human turn")
     later = "".join(t["value"] for t in turns[1:])
     if sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns) > 1 or VIDEO_PLACEHOLDER in later:
-        raise ValueError("more than one <video>, or <video> outside the first human turn")
+        raise ValueError(f"more than one {VIDEO_PLACEHOLDER}, or {VIDEO_PLACEHOLDER} outside the first human turn")
     first = turns[0]["value"]
     if first.startswith(VIDEO_PLACEHOLDER + "\n"):
         return turns, None
