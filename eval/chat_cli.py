@@ -24,7 +24,7 @@ def chat(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit per answer "
                                                  "(default 256)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (bf16 on GPU, fp32 on CPU; default), float32, "
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (default; bf16 on GPU, fp32 on CPU), float32, "
                                         "bfloat16, float16."),
 ) -> None:
     """Answer questions about VIDEO with a trained checkpoint; timestamps in answers are also shown in seconds."""

@@ -69,7 +69,7 @@ _LLM = typer.Option(None, "--llm", help="Override the checkpoint's LLM (local pa
 _BATCH = typer.Option(None, "--batch-size", help="Queries generated together (1 = one at a time; default 8).")
 _MAXNEW = typer.Option(None, "--max-new-tokens", help="Generation limit per answer (default 256).")
 _DEVICE = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N.")
-_DTYPE = typer.Option(None, "--dtype", help="auto (bf16 on GPU, fp32 on CPU; default), float32, bfloat16, float16.")
+_DTYPE = typer.Option(None, "--dtype", help="auto (default; bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 _LIMIT = typer.Option(None, "--limit", help="Only the first N queries (smoke runs).")
 _FMT = typer.Option(None, "--conv-format", help="Prompt format (plain, v1, ...); default: the checkpoint's.")
 

@@ -110,7 +110,7 @@ def build_qa_cmd(
                                                 "captioning (default 0.2)."),
     grounding_ratio: Optional[float] = typer.Option(None, "--grounding-ratio", help="Stage 2 multi-turn: "
                                                     "probability of a grounding turn per event (default 0.5)."),
-    overlap: Optional[str] = typer.Option(None, "--overlap", help="Stage 2: keep (and count, the default) or drop "
+    overlap: Optional[str] = typer.Option(None, "--overlap", help="Stage 2: keep (default; counted) or drop "
                                           "overlapping events."),
     dialogues: Optional[Path] = typer.Option(None, "--dialogues", help="Stage 3: VTimeLLM stage3.json-format file."),
     max_tokens: Optional[int] = _MAX_TOKENS,

@@ -1,11 +1,13 @@
 """Every command's options map 1:1 to the fields of its config dataclass, and none repeats a default (STYLE §6).
 
-An option that is not required defaults to None, meaning "not set": the dataclass holds the only default. The few
+An option that is not required defaults to None, meaning "not set": the dataclass holds the only default, and a help
+text that states a default states the dataclass's. The few
 names on either side that have no partner are listed per command below, each with the reason. Every CLI reports a
 wrong option the same way: one red line `error: ...` and exit code 2 (pipeline.contract.usage.fail).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -79,6 +81,41 @@ def test_options_leave_defaults_to_the_config(command):
     app, sub, _, _ = COMMANDS[command]
     repeated = {p.name: p.default for p in _params(app, sub) if not p.required and p.default is not None}
     assert not repeated, f"{command}: these options repeat a default (use None = not set): {repeated}"
+
+
+OPTION_FIELD = {"vtl-pipeline extract": {CLIP_OPTIONS[n]: (ClipConfig, n) for n in CLIP_OPTIONS}}
+"""Options whose field is in another dataclass than the command's own."""
+CONFIGS = {"vtl-pipeline inspect": InspectConfig, "vtl-pipeline manifest": ManifestConfig,
+           "vtl-pipeline build-qa": BuildQaConfig, "vtl-pipeline import-vtimellm": ImportConfig,
+           "vtl-pipeline synth": SynthConfig, "vtl-pipeline extract": ExtractConfig, "vtl-eval score": ScoreConfig,
+           "vtl-eval grounding": EvalConfig, "vtl-eval dvc": EvalConfig, "vtl-chat": ChatConfig,
+           "vtl-train": TrainConfig, "vtl-import-weights": ImportWeightsConfig}
+STATED = (re.compile(r"\bdefault (?!:)(.+?)(?:\)|;|\.?$)"), re.compile(r"(\S+) \(default[);]"))
+"""How a help text states a default: "(default 0.2)" / "...; default 1000)", or "auto (default)". "default: ..."
+explains a default that is not a value (derived, or from elsewhere) and is not checked."""
+
+
+def _render(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(map(_render, value))
+    return str(value)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_defaults_stated_in_help_are_the_configs(command):
+    """A help text may say what the default is (--help no longer shows one), but only the dataclass's own value."""
+    app, sub, _, _ = COMMANDS[command]
+    defaults = {f.name: f.default for f in fields(CONFIGS[command])}
+    for param in _params(app, sub):
+        config, name = OPTION_FIELD.get(command, {}).get(param.name, (CONFIGS[command], param.name))
+        default = {f.name: f.default for f in fields(config)}.get(name, defaults.get(name))
+        for pattern in STATED:
+            for stated in pattern.findall(getattr(param, "help", None) or ""):
+                assert stated == _render(default), f"{command} --{param.name}: help says {stated!r}, config {default!r}"
 
 
 def _error_line(res) -> str:

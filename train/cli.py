@@ -18,7 +18,7 @@ def train(
     llm: str = typer.Option(..., "--llm", help="Base LLM: local HF folder, hub name, or tiny-random."),
     out: str = typer.Option(..., "--out", help="Checkpoint folder to write."),
     from_checkpoint: Optional[str] = typer.Option(None, "--from", help="Previous stage's checkpoint (stages 2, 3)."),
-    preset: Optional[str] = typer.Option(None, help="Preset YAML (path or name); default presets/stage{N}.yaml."),
+    preset: Optional[str] = typer.Option(None, help="Preset YAML (path or name); default: presets/stage{N}.yaml."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps (default: from epochs)."),
     resume: Optional[bool] = typer.Option(None, "--resume", help="Continue a killed run from out/engine/ (same "
                                           "options)."),
@@ -42,7 +42,7 @@ def train(
     lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers per process."),
     shuffle_buffer: Optional[int] = typer.Option(None, help="Shuffle buffer size (samples) per worker."),
-    token_cache: Optional[str] = typer.Option(None, help="Token-table cache folder (default OUT/token-cache; off)."),
+    token_cache: Optional[str] = typer.Option(None, help="Token-table cache folder (default: OUT/token-cache; off = none)."),
     seed: Optional[int] = typer.Option(None, help="Seed for init, shard order, shuffling, dropout."),
     save_every: Optional[int] = typer.Option(None, help="Engine checkpoint every N steps (for --resume)."),
     log_keys: Optional[bool] = typer.Option(None, "--log-keys", help="Write each rank's sample keys to "
