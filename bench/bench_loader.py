@@ -73,7 +73,7 @@ def generate(workdir: Path, n: int) -> None:
             key, turns = f"v{i:07d}", conversation(rng)
             feats = pool[i % len(pool)].copy()
             feats[0, 0] = i  # distinct content per sample
-            conv = {"turns": turns, "stage": 2, "task": "multi_turn", "templates": [], "seed": 0, "source": "build-qa"}
+            conv = {"turns": turns, "stage": 2, "form": "multi_turn", "templates": [], "seed": 0, "source": "build-qa"}
             writer.write(Sample(key, feats, {"key": key, "duration": 60.0}, conv))
             np.save(workdir / "npy" / f"{key}.npy", feats, allow_pickle=False)
             records.append({"id": key, "source": "synthetic", "conversations": turns, "meta": {"duration": 60.0}})

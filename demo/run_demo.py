@@ -112,7 +112,7 @@ def prepare_data(cfg: DemoConfig, steps: Steps) -> dict[str, Path]:
               "--out", qa / "stage2", "--seed", cfg.seed, "--grounding-ratio", 0.8, "--no-progress", *shift)
     steps.run("build-qa", "vtl-pipeline", "build-qa", "--stage", 3, "--features", feat / "train",
               "--dialogues", ann / "stage3.json", "--out", qa / "stage3", "--no-progress", *shift)
-    steps.run("build-qa", "vtl-pipeline", "build-qa", "--stage", "eval", "--task", "grounding",
+    steps.run("build-qa", "vtl-pipeline", "build-qa", "--benchmark", "grounding",
               "--features", feat / "test", "--out", qa / "eval-grounding", "--no-progress")
     return {"stage1": qa / "stage1", "stage2": qa / "stage2", "stage3": qa / "stage3",
             "eval": qa / "eval-grounding", "test_annotations": ann / "test.json"}
@@ -160,7 +160,7 @@ def evaluate(cfg: DemoConfig, steps: Steps, data: dict[str, Path], ckpt: Path) -
               "--batch-size", 16, "--max-new-tokens", 12)
     results = {"model": _metrics(ev / "model")}
     for name, path in chance_predictions(ev / "model" / "predictions.jsonl", ev, cfg.seed).items():
-        steps.run("eval", "vtl-eval", "score", "--task", "grounding", "--predictions", path,
+        steps.run("eval", "vtl-eval", "score", "--benchmark", "grounding", "--predictions", path,
                   "--annotations", data["test_annotations"], "--out", ev / f"chance_{name}")
         results[f"chance_{name}"] = _metrics(ev / f"chance_{name}")
     return results

@@ -27,10 +27,10 @@ class ChatSession:
     def ask(self, question: str) -> str:
         """Answer one question; the first one carries the `<video>` placeholder, later ones continue the dialogue."""
         from eval.generate import Query, generate_batch
-        from pipeline.contract.conversation import generation_prompt
+        from pipeline.contract.conversation import generation_prompt, video_turn
 
-        value = question.strip() if self.turns else f"<video>\n{question.strip()}"
-        turns = [*self.turns, {"from": "human", "value": value}]
+        turn = {"from": "human", "value": question.strip()} if self.turns else video_turn(question.strip())
+        turns = [*self.turns, turn]
         ids = generation_prompt(turns, self.model.tokenizer, self.model.conv_format)
         answer = generate_batch(self.model, [Query(ids, self.features)], self.max_new_tokens)[0]
         self.turns = [*turns, {"from": "gpt", "value": answer}]

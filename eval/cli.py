@@ -1,4 +1,7 @@
-"""`vtl-eval`: temporal grounding and dense-captioning evaluation, and scoring of existing predictions."""
+"""`vtl-eval`: temporal grounding and dense-captioning evaluation, and scoring of existing predictions.
+
+Options default to None ("not set"): `eval.config` holds every default (pipeline.contract.usage).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,13 +9,10 @@ from typing import Optional
 
 import typer
 
+from pipeline.contract.usage import fail, given
+
 app = typer.Typer(help="Evaluate a checkpoint (grounding, dvc) or score a predictions file.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
 
 
 def _print_metrics(metrics: dict, out: Path) -> None:
@@ -22,7 +22,7 @@ def _print_metrics(metrics: dict, out: Path) -> None:
 
 @app.command("score")
 def score_cmd(
-    task: str = typer.Option(..., "--task", help="grounding or dvc."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="grounding or dvc (required)."),
     predictions: Path = typer.Option(..., "--predictions", help="Predictions JSONL, one query a line."),
     annotations: Path = typer.Option(..., "--annotations", help="Annotation file the manifest readers accept, "
                                      "or a manifest .parquet."),
@@ -30,67 +30,68 @@ def score_cmd(
                                           "(.txt charades, .json activitynet)."),
     durations: Optional[Path] = typer.Option(None, "--durations", help="Durations file (Charades CSV)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: beside the predictions)."),
+    task: Optional[str] = typer.Option(None, "--task", hidden=True, help="Renamed: --benchmark."),
 ) -> None:
     """Score an existing predictions file (ours or another system's) without a model."""
     from eval.config import ScoreConfig
     from eval.runner import run_score
 
+    if task is not None:
+        fail(f"--task is now --benchmark: use --benchmark {task}")
+    if benchmark is None:
+        fail("--benchmark is required: grounding or dvc")
     try:
-        cfg = ScoreConfig(task=task, predictions=predictions, annotations=annotations, dataset=dataset,
-                          durations=durations, out=out or predictions.parent)
+        cfg = ScoreConfig(**given(benchmark=benchmark, predictions=predictions, annotations=annotations,
+                                  dataset=dataset, durations=durations, out=out))
         metrics = run_score(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     _print_metrics(metrics, cfg.out)
 
 
-def _evaluate(task: str, checkpoint: Path, shards: Path, out: Path, llm: Optional[str], batch_size: int,
-              max_new_tokens: int, device: str, dtype: str, limit: Optional[int],
-              conv_format: Optional[str]) -> None:
+def _evaluate(benchmark: str, **options) -> None:
     from eval.config import EvalConfig
     from eval.runner import run_eval
 
     try:
-        cfg = EvalConfig(task=task, checkpoint=checkpoint, shards=shards, out=out, llm=llm, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit,
-                         conv_format=conv_format)
+        cfg = EvalConfig(benchmark=benchmark, **given(**options))
         metrics = run_eval(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-    _print_metrics(metrics, out)
-    typer.echo(f"wrote {out}/predictions.jsonl, {out}/{task}.png")
+        fail(exc)
+    _print_metrics(metrics, cfg.out)
+    typer.echo(f"wrote {cfg.out}/predictions.jsonl, {cfg.out}/{benchmark}.png")
 
 
 _CKPT = typer.Option(..., "--checkpoint", help="vtl checkpoint folder.")
-_SHARDS = typer.Option(..., "--shards", help="Evaluation shards (build-qa --stage eval).")
+_SHARDS = typer.Option(..., "--shards", help="Evaluation shards (build-qa --benchmark).")
 _OUT = typer.Option(..., "--out", help="Output folder.")
 _LLM = typer.Option(None, "--llm", help="Override the checkpoint's LLM (local path or hub name).")
-_BATCH = typer.Option(8, "--batch-size", help="Queries generated together (1 = one at a time).")
-_MAXNEW = typer.Option(256, "--max-new-tokens", help="Generation limit per answer.")
-_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
-_DTYPE = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
+_BATCH = typer.Option(None, "--batch-size", help="Queries generated together (1 = one at a time; default 8).")
+_MAXNEW = typer.Option(None, "--max-new-tokens", help="Generation limit per answer (default 256).")
+_DEVICE = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N.")
+_DTYPE = typer.Option(None, "--dtype", help="auto (default; bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 _LIMIT = typer.Option(None, "--limit", help="Only the first N queries (smoke runs).")
 _FMT = typer.Option(None, "--conv-format", help="Prompt format (plain, v1, ...); default: the checkpoint's.")
 
 
 @app.command("grounding")
 def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
-                  batch_size: int = _BATCH, max_new_tokens: int = _MAXNEW, device: str = _DEVICE,
-                  dtype: str = _DTYPE, limit: Optional[int] = _LIMIT,
+                  batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
+                  device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
                   conv_format: Optional[str] = _FMT) -> None:
     """Temporal grounding: R1@{0.3,0.5,0.7} and mIoU of a checkpoint on evaluation shards."""
-    _evaluate("grounding", checkpoint, shards, out, llm, batch_size, max_new_tokens, device, dtype, limit,
-              conv_format)
+    _evaluate("grounding", checkpoint=checkpoint, shards=shards, out=out, llm=llm, batch_size=batch_size,
+              max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit, conv_format=conv_format)
 
 
 @app.command("dvc")
 def dvc_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
-            batch_size: int = _BATCH, max_new_tokens: int = _MAXNEW, device: str = _DEVICE,
-            dtype: str = _DTYPE, limit: Optional[int] = _LIMIT,
+            batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
+            device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
             conv_format: Optional[str] = _FMT) -> None:
     """Dense video captioning: SODA_c, CIDEr, METEOR, BLEU-4 of a checkpoint on evaluation shards."""
-    _evaluate("dvc", checkpoint, shards, out, llm, batch_size, max_new_tokens, device, dtype, limit,
-              conv_format)
+    _evaluate("dvc", checkpoint=checkpoint, shards=shards, out=out, llm=llm, batch_size=batch_size,
+              max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit, conv_format=conv_format)
 
 
 def main() -> None:

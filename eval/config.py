@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TASKS = ("grounding", "dvc")
+from pipeline.contract.conversation import FORMATS
+from pipeline.contract.queries import BENCHMARKS
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-CONV_FORMATS = ("plain", "v1", "chatglm3", "chat_template")
-"""As pipeline.contract.conversation.FORMATS (not imported here: the CLI's --help must stay light)."""
 
 
 def _exists(path: Path | None, what: str) -> None:
@@ -22,25 +22,27 @@ def _exists(path: Path | None, what: str) -> None:
 class ScoreConfig:
     """`vtl-eval score`: score an existing predictions file without a model."""
 
-    task: str
+    benchmark: str
     """grounding or dvc."""
     predictions: Path
     """Predictions JSONL (one query a line)."""
     annotations: Path
     """Ground truth: any annotation file the manifest readers accept, or a manifest Parquet."""
-    out: Path
-    """Folder for metrics.json, the plot and run_config.json."""
+    out: Path | None = None
+    """Folder for metrics.json, the plot and run_config.json (default: the predictions file's folder)."""
     dataset: str | None = None
     """Manifest reader name (charades, activitynet, ...); guessed from the suffix (.txt charades, .json activitynet)."""
     durations: Path | None = None
     """Durations file the reader needs (Charades-STA: the Charades CSV with its `length` column)."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
         _exists(self.predictions, "predictions file")
         _exists(self.annotations, "annotations")
         _exists(self.durations, "durations file")
+        if self.out is None:
+            object.__setattr__(self, "out", Path(self.predictions).parent)
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -50,12 +52,12 @@ class ScoreConfig:
 class EvalConfig:
     """`vtl-eval grounding|dvc`: generate answers for evaluation shards with a checkpoint, then score them."""
 
-    task: str
-    """grounding or dvc."""
+    benchmark: str
+    """grounding or dvc (the subcommand)."""
     checkpoint: Path
     """A vtl checkpoint folder (vtl-train --out, or an imported VTimeLLM checkpoint)."""
     shards: Path
-    """Evaluation shards (vtl-pipeline build-qa --stage eval --task TASK)."""
+    """Evaluation shards (vtl-pipeline build-qa --benchmark BENCHMARK)."""
     out: Path
     """Folder for predictions.jsonl, metrics.json, the plot and run_config.json."""
     llm: str | None = None
@@ -75,8 +77,8 @@ class EvalConfig:
     is `plain`, which drops the question, so evaluate it with v1."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
         _exists(self.checkpoint, "checkpoint folder")
         _exists(self.shards, "shard folder")
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -85,8 +87,8 @@ class EvalConfig:
             raise ValueError(f"dtype must be one of {DTYPES}")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be >= 1")
-        if self.conv_format not in (None, *CONV_FORMATS):
-            raise ValueError(f"conv_format must be one of {CONV_FORMATS}, got {self.conv_format!r}")
+        if self.conv_format not in (None, *FORMATS):
+            raise ValueError(f"conv_format must be one of {FORMATS}, got {self.conv_format!r}")
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

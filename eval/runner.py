@@ -13,6 +13,7 @@ from typing import Iterator
 from eval.config import EvalConfig, ScoreConfig, resolve_device
 from eval.score import Truth, plot, read_predictions, read_truth, score
 from pipeline.contract.provenance import RUN_CONFIG
+from pipeline.contract.record import record_benchmark, record_stage
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
@@ -35,29 +36,29 @@ CHUNK_QUERIES = 1024
 """Queries held in memory at once (with their videos' features); answers are written out chunk by chunk."""
 
 
-def _check_sample(sample, shards: Path, task: str) -> dict:
+def _check_sample(sample, shards: Path, benchmark: str) -> dict:
     conv = sample.conversation or {}
-    if conv.get("stage") != "eval" or conv.get("task") != task:
-        raise ValueError(f"{shards}: sample {sample.key} is not a {task} evaluation sample (stage "
-                         f"{conv.get('stage')!r}, task {conv.get('task')!r}); build them with "
-                         f"`vtl-pipeline build-qa --stage eval --task {task}`")
+    if record_benchmark(conv) != benchmark:
+        raise ValueError(f"{shards}: sample {sample.key} is not a {benchmark} evaluation sample (benchmark "
+                         f"{record_benchmark(conv)!r}, stage {record_stage(conv)!r}); build them with "
+                         f"`vtl-pipeline build-qa --benchmark {benchmark}`")
     return conv
 
 
-def iter_eval_chunks(shards: Path, task: str, limit: int | None = None, chunk: int = CHUNK_QUERIES
+def iter_eval_chunks(shards: Path, benchmark: str, limit: int | None = None, chunk: int = CHUNK_QUERIES
                      ) -> Iterator[tuple[list[EvalItem], dict[str, Truth]]]:
     """Queries (about `chunk` at a time, whole samples) and their ground truth by sample key, streamed from
-    `build-qa --stage eval` shards, so memory does not grow with the evaluation set. Other samples are an error."""
+    `build-qa --benchmark` shards, so memory does not grow with the evaluation set. Other samples are an error."""
     from pipeline.contract.shards import iter_samples
 
     items: list[EvalItem] = []
     truth: dict[str, Truth] = {}
     total = 0
     for sample in iter_samples(shards):
-        conv = _check_sample(sample, shards, task)
+        conv = _check_sample(sample, shards, benchmark)
         duration = float(sample.meta["duration"])
         queries = conv["queries"][:limit - total] if limit is not None else conv["queries"]
-        gt = conv["events"] if task == "dvc" else conv["queries"]
+        gt = conv["events"] if benchmark == "dvc" else conv["queries"]
         truth[sample.key] = Truth(duration, tuple(((float(e["span"][0]), float(e["span"][1])), e["sentence"])
                                                   for e in gt))
         video = sample.meta.get("source_id") or sample.key
@@ -75,32 +76,32 @@ def iter_eval_chunks(shards: Path, task: str, limit: int | None = None, chunk: i
         raise ValueError(f"{shards}: no evaluation queries")
 
 
-def read_eval_shards(shards: Path, task: str, limit: int | None = None) -> tuple[list[EvalItem], dict[str, Truth]]:
+def read_eval_shards(shards: Path, benchmark: str, limit: int | None = None) -> tuple[list[EvalItem], dict[str, Truth]]:
     """All queries and ground truth at once (small sets, tests)."""
     items: list[EvalItem] = []
     truth: dict[str, Truth] = {}
-    for chunk_items, chunk_truth in iter_eval_chunks(shards, task, limit):
+    for chunk_items, chunk_truth in iter_eval_chunks(shards, benchmark, limit):
         items += chunk_items
         truth.update(chunk_truth)
     return items, truth
 
 
-def write_outputs(out: Path, task: str, metrics: dict, plot_data: dict, run_config: dict) -> None:
+def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run_config: dict) -> None:
     from pipeline.contract.provenance import producer
     from pipeline.contract.storage import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / METRICS, metrics)
-    plot(task, plot_data, metrics, out / f"{task}.png")
+    plot(benchmark, plot_data, metrics, out / f"{benchmark}.png")
     write_json_atomic(out / RUN_CONFIG, {**run_config, "producer": producer()})
 
 
 def run_score(cfg: ScoreConfig) -> dict:
     """Score an existing predictions file; returns the metrics."""
-    preds = read_predictions(cfg.predictions, cfg.task)
+    preds = read_predictions(cfg.predictions, cfg.benchmark)
     truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
-    metrics, plot_data = score(cfg.task, preds, truth)
-    write_outputs(cfg.out, cfg.task, metrics, plot_data, {"command": "score", "config": cfg.to_json()})
+    metrics, plot_data = score(cfg.benchmark, preds, truth)
+    write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()})
     return metrics
 
 
@@ -114,10 +115,10 @@ def _prediction_line(item: EvalItem, answer: str) -> dict:
 
 def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str]:
     from eval.generate import Query, generate
-    from pipeline.contract.conversation import generation_prompt
+    from pipeline.contract.conversation import generation_prompt, video_turn
 
-    queries = [Query(generation_prompt([{"from": "human", "value": f"<video>\n{it.query}"}], model.tokenizer,
-                                       model.conv_format), it.features) for it in items]
+    queries = [Query(generation_prompt([video_turn(it.query)], model.tokenizer, model.conv_format), it.features)
+               for it in items]
     return generate(model, queries, cfg.batch_size, cfg.max_new_tokens, progress=on_batch)
 
 
@@ -137,9 +138,9 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
     truth: dict[str, Truth] = {}
     start = time.perf_counter()
     with Progress(console=console, transient=True) as bar, open(tmp, "w") as f:
-        task = bar.add_task(f"generating ({cfg.task})", total=cfg.limit)
-        for items, chunk_truth in iter_eval_chunks(cfg.shards, cfg.task, cfg.limit):
-            answers = _answer(model, cfg, items, lambda n: bar.advance(task, n))
+        progress = bar.add_task(f"generating ({cfg.benchmark})", total=cfg.limit)
+        for items, chunk_truth in iter_eval_chunks(cfg.shards, cfg.benchmark, cfg.limit):
+            answers = _answer(model, cfg, items, lambda n: bar.advance(progress, n))
             chunk_lines = [_prediction_line(it, a) for it, a in zip(items, answers)]
             f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in chunk_lines)
             f.flush()
@@ -157,7 +158,7 @@ def run_eval(cfg: EvalConfig, console=None) -> dict:
     lines, truth, timing = generate_predictions(cfg, console)
     # Scored by sample key (unique in shards); the file says `video` = source id so `vtl-eval score` can use the
     # original annotation file.
-    metrics, plot_data = score(cfg.task, [{**line, "video": line["key"]} for line in lines], truth)
-    write_outputs(cfg.out, cfg.task, metrics, plot_data,
-                  {"command": cfg.task, "config": cfg.to_json(), "generation": timing})
+    metrics, plot_data = score(cfg.benchmark, [{**line, "video": line["key"]} for line in lines], truth)
+    write_outputs(cfg.out, cfg.benchmark, metrics, plot_data,
+                  {"command": cfg.benchmark, "config": cfg.to_json(), "generation": timing})
     return metrics

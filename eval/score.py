@@ -11,37 +11,22 @@ sentences of one video are matched in file order. Spans are scored as published 
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou
 from eval.parse import dense_caption_events, grounding_answer_span
+from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
 
-TASKS = ("grounding", "dvc")
-GROUNDING_QUERY = "During which frames can we see {}?"
-"""VTimeLLM's evaluation query (reference §6.2); the sentence is lower-cased, final period removed."""
-DVC_QUERY = ("Could you please describe the events in the video in detail? Be specific about the activities of "
-             "individuals, their surroundings, and interactions with others. The output should be in JSON format, "
-             'structured as follows: {"event": "xx", "timestamps": "from xx to xx"}.')
-_QUERY_RE = re.compile(r"^During which frames can we see (.+)\?$", re.DOTALL)
 SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
 
 
-def normalize_sentence(sentence: str) -> str:
-    """Strip, lower-case, drop one final period: the form the grounding query embeds."""
-    s = sentence.strip().lower()
-    return s[:-1] if s.endswith(".") else s
-
-
-def query_sentence(line: dict) -> str:
+def line_sentence(line: dict) -> str:
     """The sentence a grounding prediction asks about (its `sentence`, else parsed out of `query`)."""
     if line.get("sentence"):
         return normalize_sentence(line["sentence"])
-    query = str(line.get("query", "")).strip()
-    m = _QUERY_RE.match(query)
-    return normalize_sentence(m.group(1) if m else query)
+    return query_sentence(str(line.get("query", "")))
 
 
 @dataclass(frozen=True)
@@ -52,7 +37,7 @@ class Truth:
     events: tuple[Event, ...]
 
 
-def read_predictions(path: str | Path, task: str) -> list[dict]:
+def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
     """Predictions JSONL → list of dicts; a malformed line stops with its line number (nothing is guessed)."""
     out = []
     with open(path) as f:
@@ -65,9 +50,9 @@ def read_predictions(path: str | Path, task: str) -> list[dict]:
                 raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
             if not isinstance(line, dict) or "video" not in line:
                 raise ValueError(f"{path}:{lineno}: a prediction needs a 'video' field")
-            wanted = "span" if task == "grounding" else "events"
+            wanted = "span" if benchmark == "grounding" else "events"
             if "answer" not in line and wanted not in line:
-                raise ValueError(f"{path}:{lineno}: a {task} prediction needs 'answer' or '{wanted}'")
+                raise ValueError(f"{path}:{lineno}: a {benchmark} prediction needs 'answer' or '{wanted}'")
             out.append(line)
     if not out:
         raise ValueError(f"{path}: no predictions")
@@ -122,7 +107,7 @@ def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
             queues[(vid, normalize_sentence(sentence))].append(span)
     records = []
     for line in preds:
-        t, key = _video(truth, line), (str(line["video"]), query_sentence(line))
+        t, key = _video(truth, line), (str(line["video"]), line_sentence(line))
         if not queues[key]:
             raise ValueError(f"video {key[0]!r} has no (further) event with the sentence {key[1]!r}")
         gt = queues[key].popleft()
@@ -157,19 +142,19 @@ def dvc_inputs(preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict, 
     return events, gts, unparsed
 
 
-def score(task: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict]:
-    """(metrics.json content, plot data) for one task."""
-    if task == "grounding":
+def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict]:
+    """(metrics.json content, plot data) for one benchmark."""
+    if benchmark == "grounding":
         records = grounding_records(preds, truth)
         return grounding_metrics([r["iou"] for r in records]), {"ious": [r["iou"] for r in records]}
-    if task == "dvc":
+    if benchmark == "dvc":
         events, gts, unparsed = dvc_inputs(preds, truth)
         details: dict = {}
         return dvc_metrics(events, gts, unparsed=unparsed, details=details), details
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
 
 
-def plot(task: str, data: dict, metrics: dict, path: str | Path) -> Path:
+def plot(benchmark: str, data: dict, metrics: dict, path: str | Path) -> Path:
     """IoU histogram (grounding) or per-tIoU scores (dvc) as a PNG."""
     import matplotlib
 
@@ -177,7 +162,7 @@ def plot(task: str, data: dict, metrics: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    if task == "grounding":
+    if benchmark == "grounding":
         ious = [x if x is not None else 0.0 for x in data["ious"]]
         ax.hist(ious, bins=20, range=(0, 1), color="tab:blue")
         ax.set_xlabel("IoU (unparsable answers count as 0)")

@@ -1,7 +1,8 @@
 """`vtl-pipeline`: manifest, extract, build-qa, import-vtimellm, inspect, synth.
 
 Thin by design: each command parses its options into the frozen config of its module, calls one function and prints
-where the outputs went. Heavy libraries (torch, ray, decord, open_clip) are imported inside the called functions, so
+where the outputs went. Options default to None ("not set"): the config dataclass holds every default
+(pipeline.contract.usage). Heavy libraries (torch, ray, decord, open_clip) are imported inside the called functions, so
 `vtl-pipeline --help` stays instant.
 """
 from __future__ import annotations
@@ -11,42 +12,42 @@ from typing import Optional
 
 import typer
 
+from pipeline.contract.usage import fail, given
+
 app = typer.Typer(help="vtl data pipeline: manifests → CLIP feature shards → training shards.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Stop with a clear one-line message (a wrong option, an unusable input) instead of a traceback."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.command("inspect")
 def inspect_cmd(
     shard_dir: Path = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output)."),
-    show: int = typer.Option(0, "--show", help="Render this many samples: meta, events timeline, conversation."),
-    key: Optional[list[str]] = typer.Option(None, "--key", help="Render the sample with this key (repeatable)."),
-    verify: bool = typer.Option(False, "--verify", help="Check every shard against the index (sha256, counts, "
-                                "unique keys, shapes, dtype, NaN/Inf); exit 1 on any mismatch."),
-    scan: int = typer.Option(1000, "--scan", help="Samples streamed for the statistics (0 = all; --verify: all)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    show: Optional[int] = typer.Option(None, "--show", help="Render this many samples: meta, events timeline, "
+                                       "conversation (default 0)."),
+    keys: Optional[list[str]] = typer.Option(None, "--key", help="Render the sample with this key (repeatable)."),
+    verify: Optional[bool] = typer.Option(None, "--verify", help="Check every shard against the index (sha256, "
+                                          "counts, unique keys, shapes, dtype, NaN/Inf); exit 1 on any mismatch."),
+    scan: Optional[int] = typer.Option(None, "--scan", help="Samples streamed for the statistics (0 = all; "
+                                       "--verify: all; default 1000)."),
+    as_json: Optional[bool] = typer.Option(None, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Summarise a shard folder; render samples; verify shards against the index."""
     from pipeline.inspect.summary import InspectConfig, run
 
     try:
-        cfg = InspectConfig(shard_dir=shard_dir, show=show, keys=tuple(key or ()), verify=verify, scan=scan,
-                            as_json=as_json)
+        cfg = InspectConfig(**given(shard_dir=shard_dir, show=show, keys=tuple(keys) if keys else None,
+                                    verify=verify, scan=scan, as_json=as_json))
         code = run(cfg)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(e)
     raise typer.Exit(code)
 
 
-def _parse_options(items: list[str]) -> dict:
+def _parse_options(items: list[str] | None) -> dict | None:
     """`-o name=value` pairs; values are read as JSON where they parse (numbers, true/false), else as text."""
     import json
 
+    if not items:
+        return None
     options = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -66,7 +67,8 @@ def manifest(
     out: Path = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
     durations: Optional[Path] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
     media_root: Optional[Path] = typer.Option(None, help="folder with the media; rows missing there are rejected"),
-    option: list[str] = typer.Option([], "--option", "-o", help="reader option name=value (e.g. max_window_s=120)"),
+    options: Optional[list[str]] = typer.Option(None, "--option", "-o", help="reader option name=value "
+                                                "(e.g. max_window_s=120)"),
 ) -> None:
     """Read a dataset's annotations into a Parquet manifest; print kept / flagged / rejected counts."""
     from rich.console import Console
@@ -76,75 +78,92 @@ def manifest(
     from pipeline.contract.provenance import producer
 
     try:
-        cfg = ManifestConfig(dataset=dataset, annotations=annotations, out=out, durations=durations,
-                             media_root=media_root, options=_parse_options(option))
+        cfg = ManifestConfig(**given(dataset=dataset, annotations=annotations, out=out, durations=durations,
+                                     media_root=media_root, options=_parse_options(options)))
         result, path, errors = build_manifest(cfg, producer())
     except (ValueError, FileNotFoundError, TypeError) as exc:
-        fail(str(exc))
+        fail(exc)
     Console().print(summary_table(dataset, result, path, errors))
+
+
+_TOKENIZER = typer.Option(None, "--tokenizer", help="HF tokenizer folder: count each sample's positions as the "
+                          "trainer encodes it (skipped without).")
+_CONV_FORMAT = typer.Option(None, "--conv-format", help="Format the budget counts with: plain, v1, chatglm3 or "
+                            "chat_template (default: plain for stage 1, v1 otherwise).")
+_MAX_TOKENS = typer.Option(None, "--max-tokens", help="Token budget per sample, text + feature rows (default 2048).")
+_PER_SHARD = typer.Option(None, "--samples-per-shard", help="Samples per shard (default 1000).")
+_OVERWRITE = typer.Option(None, "--overwrite", help="Replace a previous run's files in --out.")
+_PROGRESS = typer.Option(None, "--progress/--no-progress", help="Show a progress bar (default on).")
 
 
 @app.command("build-qa")
 def build_qa_cmd(
-    stage: str = typer.Option(..., "--stage", help="1 (captions, plain), 2 (templated boundary QA), 3 (dialogues) "
-                              "or eval (grounding/dvc queries)."),
     features: Path = typer.Option(..., "--features", help="Feature-shard folder written by extract."),
     out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
-    seed: int = typer.Option(0, "--seed", help="Stage 2: seed of the per-sample random stream (seed:key)."),
-    dense_ratio: float = typer.Option(0.2, "--dense-ratio", help="Stage 2: share of single-turn dense captioning."),
-    grounding_ratio: float = typer.Option(0.5, "--grounding-ratio",
-                                          help="Stage 2 multi-turn: probability of a grounding turn per event."),
-    overlap: str = typer.Option("keep", "--overlap", help="Stage 2: keep (and count) or drop overlapping events."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Training shards: 1 (captions, plain), 2 (templated "
+                                        "boundary QA) or 3 (dialogues)."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Evaluation shards instead: grounding or dvc "
+                                            "queries with their ground truth."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Stage 2: seed of the per-sample random stream "
+                                       "(seed:key; default 0)."),
+    dense_ratio: Optional[float] = typer.Option(None, "--dense-ratio", help="Stage 2: share of single-turn dense "
+                                                "captioning (default 0.2)."),
+    grounding_ratio: Optional[float] = typer.Option(None, "--grounding-ratio", help="Stage 2 multi-turn: "
+                                                    "probability of a grounding turn per event (default 0.5)."),
+    overlap: Optional[str] = typer.Option(None, "--overlap", help="Stage 2: keep (default; counted) or drop "
+                                          "overlapping events."),
     dialogues: Optional[Path] = typer.Option(None, "--dialogues", help="Stage 3: VTimeLLM stage3.json-format file."),
-    task: Optional[str] = typer.Option(None, "--task", help="Eval: grounding or dvc."),
-    max_tokens: int = typer.Option(2048, "--max-tokens", help="Token budget per sample (text + feature rows)."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer folder for the budget check."),
-    conv_format: Optional[str] = typer.Option(None, "--conv-format", help="Budget layout: plain or v1."),
-    samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run's files in --out."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    timestamp_shift: int = typer.Option(0, "--timestamp-shift", hidden=True,
-                                        help="Test-only: shift every rendered timestamp by N positions."),
+    max_tokens: Optional[int] = _MAX_TOKENS,
+    tokenizer: Optional[Path] = _TOKENIZER,
+    conv_format: Optional[str] = _CONV_FORMAT,
+    samples_per_shard: Optional[int] = _PER_SHARD,
+    overwrite: Optional[bool] = _OVERWRITE,
+    progress: Optional[bool] = _PROGRESS,
+    timestamp_shift: Optional[int] = typer.Option(None, "--timestamp-shift", hidden=True,
+                                                  help="Test-only: shift every rendered timestamp by N positions."),
+    task: Optional[str] = typer.Option(None, "--task", hidden=True, help="Renamed: --benchmark."),
 ) -> None:
-    """Feature shards → training shards with conversation.json (stages 1-3) or evaluation queries."""
+    """Feature shards → training shards with conversation.json (--stage 1|2|3) or evaluation queries (--benchmark)."""
     from pipeline.qa.build import BuildQaConfig, run_build_qa, summarize
 
+    if task is not None:
+        fail(f"--task is now --benchmark: use --benchmark {task}")
     try:
-        cfg = BuildQaConfig(stage=stage, features=features, out=out, seed=seed, dense_ratio=dense_ratio,
-                            grounding_ratio=grounding_ratio, overlap=overlap, dialogues=dialogues, task=task,
-                            max_tokens=max_tokens, tokenizer=tokenizer, conv_format=conv_format,
-                            samples_per_shard=samples_per_shard, overwrite=overwrite, progress=progress,
-                            timestamp_shift=timestamp_shift)
+        cfg = BuildQaConfig(**given(
+            features=features, out=out, stage=stage, benchmark=benchmark, seed=seed, dense_ratio=dense_ratio,
+            grounding_ratio=grounding_ratio, overlap=overlap, dialogues=dialogues, max_tokens=max_tokens,
+            tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard, overwrite=overwrite,
+            progress=progress, timestamp_shift=timestamp_shift))
         result = run_build_qa(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        fail(str(exc))
+        fail(exc)
     summarize(result)
     typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
 
 
 @app.command("import-vtimellm")
 def import_vtimellm_cmd(
-    json_path: Path = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
+    json: Path = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
     features_dir: Path = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
     out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
     stage: Optional[int] = typer.Option(None, "--stage", help="1, 2 or 3 (default: inferred from the records)."),
-    max_tokens: int = typer.Option(2048, "--max-tokens", help="Token budget per sample (text + feature rows)."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer folder for the budget check."),
-    conv_format: Optional[str] = typer.Option(None, "--conv-format", help="Budget layout: plain or v1."),
-    samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run's files in --out."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    max_tokens: Optional[int] = _MAX_TOKENS,
+    tokenizer: Optional[Path] = _TOKENIZER,
+    conv_format: Optional[str] = _CONV_FORMAT,
+    samples_per_shard: Optional[int] = _PER_SHARD,
+    overwrite: Optional[bool] = _OVERWRITE,
+    progress: Optional[bool] = _PROGRESS,
 ) -> None:
     """VTimeLLM's released JSON + {id}.npy features → training shards (missing features become error records)."""
     from pipeline.qa.import_vtimellm import ImportConfig, run_import, summarize
 
     try:
-        cfg = ImportConfig(json=json_path, features_dir=features_dir, out=out, stage=stage, max_tokens=max_tokens,
-                           tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard,
-                           overwrite=overwrite, progress=progress)
+        cfg = ImportConfig(**given(json=json, features_dir=features_dir, out=out, stage=stage, max_tokens=max_tokens,
+                                   tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard,
+                                   overwrite=overwrite, progress=progress))
         result = run_import(cfg)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        fail(str(exc))
+        fail(exc)
     summarize(result)
     typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
 
@@ -163,33 +182,36 @@ def _event_range(text: str | None) -> tuple[int, int] | None:
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: videos/, images/, annotations/, synth_info.json."),
-    videos: int = typer.Option(64, "--videos", help="Number of videos (train + test)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of everything drawn; same seed, same dataset."),
-    images: int = typer.Option(256, "--images", help="Stage-1 images (one event each), LLaVA caption format."),
-    test_fraction: float = typer.Option(0.25, "--test-fraction", help="Share of videos held out (split by video)."),
-    min_duration: float = typer.Option(4.0, "--min-duration", help="Shortest video, seconds."),
-    max_duration: float = typer.Option(40.0, "--max-duration", help="Longest video, seconds."),
+    videos: Optional[int] = typer.Option(None, "--videos", help="Number of videos, train + test (default 64)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of everything drawn; same seed, same dataset."),
+    images: Optional[int] = typer.Option(None, "--images", help="Stage-1 images (one event each), LLaVA caption "
+                                         "format (default 256)."),
+    test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="Share of videos held out, split by "
+                                                  "video (default 0.25)."),
+    min_duration: Optional[float] = typer.Option(None, "--min-duration", help="Shortest video, s (default 4)."),
+    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Longest video, s (default 40)."),
     fps: Optional[list[float]] = typer.Option(None, "--fps", help="Frame rates to draw from (repeatable; "
                                               "default 10, 15, 24, 30)."),
-    size: int = typer.Option(64, "--size", help="Frame width and height, pixels (even)."),
-    dialogues: int = typer.Option(2, "--dialogues-per-video", help="Stage-3 dialogues per train video."),
-    gap_scale: float = typer.Option(1.0, "--gap-scale", help="Weight of the gaps between events (larger: events "
-                                    "shorter relative to the video)."),
-    events: str = typer.Option(None, "--events", help="Events per video: N, or LEAST-MOST drawn uniformly "
-                               "[default: 2-4, 2 in videos shorter than 8 s]."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder."),
+    size: Optional[int] = typer.Option(None, "--size", help="Frame width and height, pixels, even (default 64)."),
+    dialogues_per_video: Optional[int] = typer.Option(None, "--dialogues-per-video", help="Stage-3 dialogues per "
+                                                      "train video (default 2)."),
+    gap_scale: Optional[float] = typer.Option(None, "--gap-scale", help="Weight of the gaps between events (larger: "
+                                              "events shorter relative to the video; default 1)."),
+    events: Optional[str] = typer.Option(None, "--events", help="Events per video: N, or LEAST-MOST drawn uniformly "
+                                         "[default: 2-4, 2 in videos shorter than 8 s]."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Write into a non-empty folder."),
 ) -> None:
     """Generate a synthetic grounding dataset (videos with known event spans) in ActivityNet/LLaVA/VTimeLLM formats."""
     from pipeline.synth.dataset import SynthConfig, generate
 
     try:
-        cfg = SynthConfig(out=out, videos=videos, seed=seed, images=images, test_fraction=test_fraction,
-                          min_duration=min_duration, max_duration=max_duration, size=size,
-                          dialogues_per_video=dialogues, gap_scale=gap_scale, overwrite=overwrite,
-                          events=_event_range(events),
-                          **({"fps": tuple(fps)} if fps else {}))
+        cfg = SynthConfig(**given(out=out, videos=videos, seed=seed, images=images, test_fraction=test_fraction,
+                                  min_duration=min_duration, max_duration=max_duration,
+                                  fps=tuple(fps) if fps else None, size=size,
+                                  dialogues_per_video=dialogues_per_video, gap_scale=gap_scale,
+                                  events=_event_range(events), overwrite=overwrite))
     except ValueError as e:
-        fail(str(e))
+        fail(e)
     info = generate(cfg)
     c = info["counts"]
     typer.echo(f"{c['videos']} videos ({c['train']} train, {c['test']} test, {c['events']} events, "
@@ -198,47 +220,57 @@ def synth_cmd(
         typer.echo(f"  {name:15s} {out / rel}")
 
 
+def _text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
 @app.command("extract")
 def extract_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name: manifest and output under "
                                           "--data-root/NAME/ (manifest.parquet, features/)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's."),
     out: Optional[Path] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
-    data_root: Path = typer.Option(Path("./data"), "--data-root", help="Root of the per-dataset folders."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the per-dataset folders "
+                                             "(default ./data)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | ray://host:port); "
                                           "default: start Ray on this machine."),
-    executor: str = typer.Option("ray", "--executor", help="ray, or local (in-process, for debugging)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="ray (default), or local (in-process, for "
+                                           "debugging)."),
     tasks: Optional[int] = typer.Option(None, "--tasks", help="Fixed number of manifest slices (default: from "
                                         "the row count). A rerun must use the same."),
-    samples_per_shard: int = typer.Option(1000, "--samples-per-shard"),
-    encoders: int = typer.Option(1, "--encoders", help="CLIP encoder actors (one GPU each when GPUs exist)."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Frames per encoder forward pass."),
-    decode_threads: int = typer.Option(1, "--decode-threads", help="Decoder threads per decode task."),
+    samples_per_shard: Optional[int] = _PER_SHARD,
+    encoders: Optional[int] = typer.Option(None, "--encoders", help="CLIP encoder actors (one GPU each when GPUs "
+                                           "exist; default 1)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frames per encoder forward pass "
+                                             "(default 256)."),
+    decode_threads: Optional[int] = typer.Option(None, "--decode-threads", help="Decoder threads per decode task "
+                                                 "(default 1)."),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray (default: all)."),
-    clip_model: str = typer.Option("ViT-L-14", "--clip-model", help="ViT-L-14, or tiny-random (tests, CPU demo)."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="ViT-L-14 (default), or tiny-random (tests, "
+                                             "CPU demo)."),
     clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="ViT-L-14.pt (OpenAI, as VTimeLLM "
                                                 "ships it) or an open_clip checkpoint."),
     clip_pretrained: Optional[str] = typer.Option(None, "--clip-pretrained", help="open_clip hub tag, e.g. openai."),
-    fast_resize: bool = typer.Option(False, "--fast-resize", help="Resize in the decoder (faster; not the "
-                                     "VTimeLLM-compatible default, see docs/extract.md for its cosine)."),
-    device: str = typer.Option("auto", "--device", help="Encoder device: auto, cpu or cuda."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    fast_resize: Optional[bool] = typer.Option(None, "--fast-resize", help="Resize in the decoder (faster; not the "
+                                               "VTimeLLM-compatible default, see docs/extract.md for its cosine)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Encoder device: auto (default), cpu or cuda."),
+    progress: Optional[bool] = _PROGRESS,
 ) -> None:
     """Decode videos, sample 100 frames per sample and write CLIP features to shards (resumable Ray job)."""
     from pipeline.extract.clip import ClipConfig
     from pipeline.extract.job import ExtractConfig, ExtractError, print_summary, run_extract
 
     try:
-        clip = ClipConfig(model=clip_model, weights=str(clip_weights) if clip_weights else None,
-                          pretrained=clip_pretrained, fast_resize=fast_resize, device=device)
-        cfg = ExtractConfig(dataset=dataset, manifest=str(manifest) if manifest else None,
-                            out=str(out) if out else None, data_root=str(data_root), executor=executor,
-                            address=address, tasks=tasks, samples_per_shard=samples_per_shard, encoders=encoders,
-                            batch_size=batch_size, decode_threads=decode_threads, num_cpus=num_cpus,
-                            progress=progress, clip=clip)
+        clip = ClipConfig(**given(model=clip_model, weights=_text(clip_weights), pretrained=clip_pretrained,
+                                  fast_resize=fast_resize, device=device))
+        cfg = ExtractConfig(**given(dataset=dataset, manifest=_text(manifest), out=_text(out),
+                                    data_root=_text(data_root), executor=executor, address=address, tasks=tasks,
+                                    samples_per_shard=samples_per_shard, encoders=encoders, batch_size=batch_size,
+                                    decode_threads=decode_threads, num_cpus=num_cpus, progress=progress),
+                            clip=clip)
         summary = run_extract(cfg)
     except (ValueError, ExtractError) as exc:
-        fail(str(exc))
+        fail(exc)
     raise typer.Exit(print_summary(summary))
 
 

@@ -31,13 +31,16 @@ def tiny_checkpoint(out: Path, seed: int = 0) -> Path:
     return save_checkpoint(model, out, stage=1, config={"made_by": "tests/_eval_helpers.py"})
 
 
-def eval_shards(out: Path, task: str, dim: int = 768, frames: int = 100) -> Path:
-    """Evaluation shards in the build-qa `--stage eval` layout (conversation from build-qa's own rule)."""
+def eval_shards(out: Path, benchmark: str, dim: int = 768, frames: int = 100, old_keys: bool = False) -> Path:
+    """Evaluation shards in the build-qa `--benchmark` layout (conversation from build-qa's own rule); `old_keys`
+    writes the records as shards built before the glossary rename did (`"stage": "eval", "task": BENCHMARK`)."""
     gen = np.random.default_rng(0)
-    with ShardWriter(out, f"eval-{task}", samples_per_shard=2) as writer:
+    with ShardWriter(out, f"eval-{benchmark}", samples_per_shard=2) as writer:
         for key, (duration, events) in VIDEOS.items():
             ev = [{"start": s, "end": e, "caption": c} for s, e, c in events]
-            conv, _ = eval_conversation(task, key, ev)
+            conv, _ = eval_conversation(benchmark, key, ev)
+            if old_keys:
+                conv = {"stage": "eval", "task": conv.pop("benchmark"), **conv}
             meta = {"key": key, "dataset": "synthetic", "source_id": f"src_{key}", "media": "none", "kind": "video",
                     "window": None, "duration": duration, "fps": 10.0, "num_frames": int(duration * 10),
                     "frame_indices": [], "frame_times": [], "events": ev, "caption": None, "encoder": "random"}

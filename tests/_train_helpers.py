@@ -20,15 +20,15 @@ def caption(rng: random.Random) -> str:
 def conversation(stage: int, rng: random.Random) -> dict:
     if stage == 1:
         turns = [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": caption(rng)}]
-        task = "caption"
+        form = "caption"
     else:
         a, b = sorted(rng.sample(range(100), 2))
         turns = [{"from": "human", "value": f"<video>\nWhat happened from {a:02d} to {b:02d}?"},
                  {"from": "gpt", "value": caption(rng)},
                  {"from": "human", "value": f"When does {caption(rng)[:-1]} happen?"},
                  {"from": "gpt", "value": f"From {a:02d} to {b:02d}."}]
-        task = "multi_turn"
-    return {"turns": turns, "stage": stage, "task": task, "templates": [], "seed": None, "source": "build-qa"}
+        form = "multi_turn"
+    return {"turns": turns, "stage": stage, "form": form, "templates": [], "seed": None, "source": "build-qa"}
 
 
 def write_training_shards(out: str | Path, n: int, stage: int = 1, per_shard: int = 8, rows: int = 8,

@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+from pipeline.contract.usage import fail
+
 app = typer.Typer(help="Train a time-aware video LLM (VTimeLLM recipe), stage 1, 2 or 3.", add_completion=False,
                   pretty_exceptions_enable=False)
 
@@ -16,9 +18,10 @@ def train(
     llm: str = typer.Option(..., "--llm", help="Base LLM: local HF folder, hub name, or tiny-random."),
     out: str = typer.Option(..., "--out", help="Checkpoint folder to write."),
     from_checkpoint: Optional[str] = typer.Option(None, "--from", help="Previous stage's checkpoint (stages 2, 3)."),
-    preset: Optional[str] = typer.Option(None, help="Preset YAML (path or name); default presets/stage{N}.yaml."),
+    preset: Optional[str] = typer.Option(None, help="Preset YAML (path or name); default: presets/stage{N}.yaml."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps (default: from epochs)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from out/engine/ (same options)."),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue a killed run from out/engine/ (same "
+                                          "options)."),
     micro_batch: Optional[int] = typer.Option(None, help="Samples per forward pass per process."),
     global_batch: Optional[int] = typer.Option(None, help="Samples per optimizer step, all processes (128)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
@@ -39,10 +42,11 @@ def train(
     lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers per process."),
     shuffle_buffer: Optional[int] = typer.Option(None, help="Shuffle buffer size (samples) per worker."),
-    token_cache: Optional[str] = typer.Option(None, help="Token-table cache folder (default OUT/token-cache; off)."),
+    token_cache: Optional[str] = typer.Option(None, help="Token-table cache folder (default: OUT/token-cache; off = none)."),
     seed: Optional[int] = typer.Option(None, help="Seed for init, shard order, shuffling, dropout."),
     save_every: Optional[int] = typer.Option(None, help="Engine checkpoint every N steps (for --resume)."),
-    log_keys: bool = typer.Option(False, "--log-keys", help="Write each rank's sample keys to out/keys.rank{R}.jsonl."),
+    log_keys: Optional[bool] = typer.Option(None, "--log-keys", help="Write each rank's sample keys to "
+                                            "out/keys.rank{R}.jsonl."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the progress bar."),
     local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True,
                                              help="Set by the deepspeed launcher (ranks come from the environment)."),
@@ -55,12 +59,10 @@ def train(
 
     flags = {k: v for k, v in locals().items()
              if k not in ("stage", "local_rank", "logging", "warnings", "resolve_config")}
-    flags["resume"] = resume or None
-    flags["log_keys"] = log_keys or None
     try:
         cfg = resolve_config(stage, **flags)
     except (ValueError, FileNotFoundError) as err:  # a wrong option: say which, without a traceback
-        raise typer.BadParameter(str(err)) from None
+        fail(err)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("train").setLevel(logging.INFO)
     # DeepSpeed calls torch collectives that torch has renamed; the warning repeats every step and means nothing here.

@@ -6,37 +6,63 @@ checkpoint folder, which `vtl-train --from` continues from and `vtl-eval --check
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from pipeline.contract.usage import fail, given
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@dataclass(frozen=True)
+class ImportWeightsConfig:
+    """Options of `vtl-import-weights`, one field per CLI option."""
+
+    llm: str
+    """The base LLM the release was trained on (hub name or local folder)."""
+    mm_projector: Path
+    """Stage-1 `mm_projector.bin` (keys `*mm_projector.*`)."""
+    out: Path
+    """Checkpoint folder to write."""
+    adapters: tuple[Path, ...] = ()
+    """Released LoRA folders (adapter_config.json + adapter_model.bin|safetensors), in merge order."""
+    conv_format: str | None = None
+    """Default: plain for a projector alone, v1 with adapters."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapters", tuple(Path(a) for a in self.adapters))
+        for path in (self.mm_projector, *self.adapters):
+            if not Path(path).exists():
+                raise ValueError(f"{path} not found")
 
 
 @app.command()
 def import_weights(
     llm: str = typer.Option(..., "--llm", help="The base LLM the release was trained on (hub name or local folder)."),
     mm_projector: Path = typer.Option(..., "--mm-projector", help="Stage-1 mm_projector.bin (keys *mm_projector.*)."),
-    adapter: Optional[list[Path]] = typer.Option(None, "--adapter", help="A released LoRA folder (adapter_config.json "
-                                                 "+ adapter_model.bin|safetensors), repeatable, in merge order."),
+    adapters: Optional[list[Path]] = typer.Option(None, "--adapter", help="A released LoRA folder "
+                                                  "(adapter_config.json + adapter_model.bin|safetensors), "
+                                                  "repeatable, in merge order."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
     conv_format: Optional[str] = typer.Option(None, "--conv-format", help="Default: plain for a projector alone, "
                                               "v1 with adapters."),
 ) -> None:
     """Turn VTimeLLM's released weights into a vtl checkpoint (stage 1 + number of adapters)."""
-    adapters = list(adapter or [])
-    for path in [mm_projector, *adapters]:
-        if not path.exists():
-            typer.secho(f"error: {path} not found", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+    try:
+        cfg = ImportWeightsConfig(**given(llm=llm, mm_projector=mm_projector, out=out, conv_format=conv_format,
+                                          adapters=tuple(adapters) if adapters else None))
+    except ValueError as exc:
+        fail(exc)
     from train.checkpoint import import_vtimellm, read_checkpoint
 
     try:
-        ckpt = import_vtimellm(out, llm=llm, mm_projector=mm_projector, adapters=adapters, conv_format=conv_format)
+        ckpt = import_vtimellm(cfg.out, llm=cfg.llm, mm_projector=cfg.mm_projector, adapters=list(cfg.adapters),
+                               conv_format=cfg.conv_format)
     except (ValueError, KeyError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(exc)
     typer.echo(f"wrote a stage-{read_checkpoint(ckpt)['stage']} checkpoint to {ckpt}")
 
 

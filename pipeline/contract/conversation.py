@@ -14,7 +14,12 @@ Masks are computed segment by segment: every piece of the prompt is tokenized on
 not, so no "-2" length arithmetic depends on how a tokenizer merges across boundaries. Boundaries sit right before
 the space that opens an answer (" " + answer), which SentencePiece/Metaspace tokenizers attach to the answer's first
 word, so the supervised ids are the ones the full prompt would contain. `encode` never truncates: the caller counts
-and reports over-long samples.
+and reports over-long samples (build-qa's token budget counts with `encode` too, so both agree).
+
+The module also owns the turn rules every part checks with (`turns_problem`: build-qa and import-vtimellm, inspect
+--verify through pipeline.contract.record, and `encode` itself), the `<video>` literal and the first turn that
+carries it (`video_turn`). The `conversation.json` record around the turns is pipeline.contract.record; the
+evaluation queries are pipeline.contract.queries.
 """
 from __future__ import annotations
 
@@ -50,25 +55,43 @@ class _Seg:
     supervised: bool = False
 
 
-def _check_turns(turns: list[dict], for_generation: bool) -> None:
-    if not turns:
-        raise ValueError("conversation has no turns")
+def video_turn(question: str) -> dict:
+    """The first human turn of every conversation: `<video>`, a newline, then the question (reference §4.3)."""
+    return {"from": "human", "value": f"{VIDEO_PLACEHOLDER}\n{question}"}
+
+
+def turns_problem(turns, ending: str | None = "gpt", video: bool = True) -> str | None:
+    """What breaks the turn rules, or None: the one validator of turns that build-qa, import-vtimellm, inspect
+    --verify and the trainer share. Turns are a non-empty list of {"from": "human"|"gpt", "value": str} that
+    alternate from a human turn and end with `ending` ("gpt": a training sample, "human": a generation prompt,
+    None: either); with `video`, `<video>` appears exactly once, in the first human turn."""
+    if not isinstance(turns, list) or not turns:
+        return "conversation has no turns"
     for i, turn in enumerate(turns):
         want = "human" if i % 2 == 0 else "gpt"
-        if turn.get("from") != want:
-            raise ValueError(f"turn {i} must come from {want!r} (turns alternate human/gpt), got {turn.get('from')!r}")
+        if not isinstance(turn, dict) or turn.get("from") != want:
+            got = turn.get("from") if isinstance(turn, dict) else turn
+            return f"turn {i} must come from {want!r} (turns alternate human/gpt), got {got!r}"
         if not isinstance(turn.get("value"), str):
-            raise ValueError(f"turn {i} has no text value")
+            return f"turn {i} has no text value"
     last = turns[-1]["from"]
-    if for_generation and last != "human":
-        raise ValueError("a generation prompt needs the conversation to end with a human turn")
-    if not for_generation and last != "gpt":
-        raise ValueError("a training sample needs the conversation to end with a gpt turn")
-    count = sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns)
-    if count != 1:
-        raise ValueError(f"{VIDEO_PLACEHOLDER} must appear exactly once in the conversation, found {count}")
-    if VIDEO_PLACEHOLDER not in turns[0]["value"]:
-        raise ValueError(f"{VIDEO_PLACEHOLDER} must be in the first human turn")
+    if ending == "human" and last != "human":
+        return "a generation prompt needs the conversation to end with a human turn"
+    if ending == "gpt" and last != "gpt":
+        return "a training sample needs the conversation to end with a gpt turn"
+    if video:
+        count = sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns)
+        if count != 1:
+            return f"{VIDEO_PLACEHOLDER} must appear exactly once in the conversation, found {count}"
+        if VIDEO_PLACEHOLDER not in turns[0]["value"]:
+            return f"{VIDEO_PLACEHOLDER} must be in the first human turn"
+    return None
+
+
+def check_turns(turns, ending: str | None = "gpt", video: bool = True) -> None:
+    """`turns_problem` as a ValueError."""
+    if problem := turns_problem(turns, ending, video):
+        raise ValueError(problem)
 
 
 class _Specials:
@@ -167,7 +190,7 @@ _BUILDERS = {"plain": _plain, "v1": _v1, "chatglm3": _chatglm3, "chat_template":
 def _build(turns: list[dict], tokenizer, fmt: str, for_generation: bool, sp: _Specials | None = None) -> list[_Seg]:
     if fmt not in _BUILDERS:
         raise ValueError(f"unknown conversation format {fmt!r}; choose one of {FORMATS}")
-    _check_turns(turns, for_generation)
+    check_turns(turns, "human" if for_generation else "gpt")
     return _BUILDERS[fmt](turns, tokenizer, for_generation, sp or _Specials(tokenizer))
 
 

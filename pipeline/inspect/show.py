@@ -67,7 +67,8 @@ def conversation_lines(conv: dict, duration: float | None):
     """rich Text lines for the turns (timestamps highlighted) and, for evaluation samples, the queries."""
     from rich.text import Text
 
-    head = ", ".join(f"{k} {conv.get(k)}" for k in ("stage", "task", "templates", "seed", "source") if k in conv)
+    head = ", ".join(f"{k} {conv.get(k)}" for k in ("stage", "form", "benchmark", "task", "templates", "seed", "source")
+                     if k in conv)
     lines = [Text(head, style="dim")]
     for turn in conv.get("turns", []):
         role = "USER" if turn.get("from") == "human" else "ASSISTANT"

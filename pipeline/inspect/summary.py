@@ -2,7 +2,7 @@
 
 The summary reads `index.json`, `errors.jsonl` and streams samples once (all of them with `--verify` or
 `--scan 0`, else the first `--scan` samples) to count datasets, kinds, feature shapes, frames per sample and, in
-training shards, QA stages/tasks/templates. Rendering of single samples lives in `pipeline.inspect.show`, the
+training shards, QA stages/forms/templates (evaluation shards: benchmarks). Rendering of single samples lives in `pipeline.inspect.show`, the
 verification in `pipeline.inspect.verify`.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from itertools import islice
 from pathlib import Path
 
 from pipeline.contract.provenance import RUN_CONFIG
+from pipeline.contract.record import record_benchmark, record_form, record_stage
 from pipeline.contract.shards import ERRORS, Sample, iter_samples, read_errors, read_index
 
 
@@ -55,7 +56,8 @@ class Stats:
     events: int = 0
     duration_total: float = 0.0
     stages: Counter = field(default_factory=Counter)
-    tasks: Counter = field(default_factory=Counter)
+    forms: Counter = field(default_factory=Counter)
+    benchmarks: Counter = field(default_factory=Counter)
     templates: Counter = field(default_factory=Counter)
     eval_queries: int = 0
     conversations: int = 0
@@ -74,8 +76,12 @@ class Stats:
         conv = s.conversation
         if isinstance(conv, dict):
             self.conversations += 1
-            self.stages[str(conv.get("stage"))] += 1
-            self.tasks[str(conv.get("task"))] += 1
+            benchmark = record_benchmark(conv)
+            if benchmark is not None:
+                self.benchmarks[str(benchmark)] += 1
+            else:
+                self.stages[str(record_stage(conv))] += 1
+                self.forms[str(record_form(conv))] += 1
             self.templates.update(str(t) for t in conv.get("templates") or [])
             self.eval_queries += len(conv.get("queries") or [])
 
@@ -154,8 +160,9 @@ def print_summary(console, summary: dict) -> None:
                       f"mean duration {scanned['duration_total'] / n:.1f} s")
     if scanned["conversations"]:
         console.print(Columns([_counts_table(title, scanned[key], n if key != "templates" else None)
-                               for title, key in (("QA stages", "stages"), ("QA tasks", "tasks"),
-                                                  ("QA templates", "templates")) if scanned[key]], padding=(1, 4)))
+                               for title, key in (("QA stages", "stages"), ("QA forms", "forms"),
+                                                  ("QA templates", "templates"),
+                                                  ("benchmarks", "benchmarks")) if scanned[key]], padding=(1, 4)))
         if scanned["eval_queries"]:
             console.print(f"evaluation queries: {scanned['eval_queries']}")
     if isinstance(summary["qa"], dict):   # build-qa's statistics over every sample, whatever --scan says

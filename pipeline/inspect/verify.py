@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.contract.record import record_problem
 from pipeline.contract.shards import (
     ERRORS,
     FEATURE_DTYPE,
@@ -74,25 +75,6 @@ class _HashingReader:
             pass
 
 
-def check_conversation(conv) -> str | None:
-    """What is wrong with a conversation.json (the cross-part contract), or None."""
-    if not isinstance(conv, dict) or not isinstance(conv.get("turns"), list):
-        return "not an object with a 'turns' list"
-    turns = conv["turns"]
-    for i, turn in enumerate(turns):
-        if not (isinstance(turn, dict) and turn.get("from") in ("human", "gpt") and isinstance(turn.get("value"), str)):
-            return f"turn {i} is not {{'from': 'human'|'gpt', 'value': str}}"
-    if conv.get("stage") == "eval":
-        return None if isinstance(conv.get("queries"), list) else "eval sample without a 'queries' list"
-    if not turns:
-        return "no turns"
-    if turns[0]["from"] != "human" or not turns[0]["value"].startswith("<video>\n"):
-        return "first turn is not a human turn starting with '<video>\\n'"
-    if sum(t["value"].count("<video>") for t in turns) != 1:
-        return "'<video>' must appear exactly once"
-    return None
-
-
 def check_sample(sample: Sample, num_frames: int | None, dim: int | None) -> list[tuple[str, str]]:
     """(code, detail) for everything in one sample that breaks the shard contract or disagrees with the index."""
     out: list[tuple[str, str]] = []
@@ -121,7 +103,7 @@ def check_sample(sample: Sample, num_frames: int | None, dim: int | None) -> lis
         bad = int(np.count_nonzero(~np.isfinite(feats)))
         if bad:
             out.append(("non_finite", f"{bad} NaN/Inf values in features"))
-    if sample.conversation is not None and (why := check_conversation(sample.conversation)):
+    if sample.conversation is not None and (why := record_problem(sample.conversation)):
         out.append(("conversation_invalid", why))
     return out
 

@@ -2,34 +2,22 @@
 reported at build time instead of being truncated silently by the collator (reference §4.2: VTimeLLM truncates at
 `model_max_length` 2048, counting the video as one token, and never after the features are spliced in).
 
-The count is the tokenised text of the conversation as the trainer lays it out, with `<video>` removed, plus the
-N feature rows that replace it. Layouts (reference §4.3): `plain` = `<video>\\n` + answer + `\\n`; `v1` = the Vicuna
-system prompt, then per round `USER: q ASSISTANT: a</s>`. The tokenizer is a local Hugging Face tokenizer folder;
-transformers is imported only when a check is asked for.
+The count is the trainer's own: `pipeline.contract.conversation.encode` gives the ids the trainer trains on (one
+`<video>` sentinel among them), and the sentinel is replaced by the N feature rows, exactly as the loader counts
+(`len(input_ids) - 1 + N`). So every conversation format the trainer knows can be budgeted, with the same number.
+The tokenizer is a local Hugging Face tokenizer folder; transformers is imported only when a check is asked for.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-             "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-FORMATS = ("plain", "v1")
+from pipeline.contract.conversation import FORMATS, encode
 
 
-def layout(turns: list[dict], fmt: str) -> str:
-    """The conversation text the trainer tokenises, `<video>` removed (its positions are counted separately)."""
-    if fmt == "plain":
-        answer = next((t["value"] for t in turns if t["from"] == "gpt"), "")
-        text = "<video>\n" + answer + "\n"
-    elif fmt == "v1":
-        parts = [V1_SYSTEM + " "]
-        for t in turns:
-            parts.append(f"USER: {t['value']} " if t["from"] == "human" else f"ASSISTANT: {t['value']}</s>")
-        text = "".join(parts)
-    else:
-        raise ValueError(f"token-budget format must be one of {FORMATS}, got {fmt!r}")
-    return text.replace("<video>", "")
+def positions(turns: list[dict], tokenizer, fmt: str, num_features: int) -> int:
+    """Positions of one training sample as the trainer lays it out: text ids, the video sentinel → feature rows."""
+    return len(encode(turns, tokenizer, fmt)) - 1 + num_features
 
 
 @dataclass
@@ -54,8 +42,7 @@ class TokenBudget:
             raise ValueError(f"cannot load a tokenizer from {self.tokenizer_path}: {exc}") from exc
 
     def positions(self, turns: list[dict], num_features: int) -> int:
-        ids = self.tokenizer(layout(turns, self.fmt), add_special_tokens=True)["input_ids"]
-        return len(ids) + num_features
+        return positions(turns, self.tokenizer, self.fmt, num_features)
 
     def check(self, key: str, turns: list[dict], num_features: int) -> int:
         n = self.positions(turns, num_features)

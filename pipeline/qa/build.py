@@ -1,4 +1,5 @@
-"""`vtl-pipeline build-qa`: feature shards → training shards (stages 1, 2, 3) or evaluation shards (`--stage eval`).
+"""`vtl-pipeline build-qa`: feature shards → training shards (`--stage 1|2|3`) or evaluation shards
+(`--benchmark grounding|dvc`).
 
 Reads a feature-shard folder (pipeline.contract.shards), keeps each sample's features and meta, adds `conversation.json`
 built by pipeline.qa.rules, and writes a new folder with index.json (+ QA statistics), errors.jsonl and run_config.json.
@@ -12,14 +13,15 @@ from pathlib import Path
 from typing import Iterator
 
 from manifests.schema import make_key
+from pipeline.contract.conversation import FORMATS
+from pipeline.contract.queries import BENCHMARKS
 from pipeline.contract.shards import Sample, iter_samples, read_index
 from pipeline.qa import rules as qa
-from pipeline.qa.budget import FORMATS, TokenBudget, default_format, not_checked
+from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
 from pipeline.qa.output import QaOutput, QaStats, print_summary, progress_iter
 
-STAGES = ("1", "2", "3", "eval")
-EVAL_TASKS = ("grounding", "dvc")
+STAGES = ("1", "2", "3")
 DURATION_TOLERANCE = 0.01
 """Relative difference between a dialogue's meta.duration and the features' duration above which it is noted."""
 
@@ -28,12 +30,15 @@ DURATION_TOLERANCE = 0.01
 class BuildQaConfig:
     """Options of `vtl-pipeline build-qa`, one field per CLI option."""
 
-    stage: str
-    """1 (captions, `plain`), 2 (templated boundary QA), 3 (dialogues from --dialogues) or eval (queries)."""
     features: Path
     """Feature-shard folder (index.json + shards) written by extract."""
     out: Path
     """Output folder; must be empty unless `overwrite`."""
+    stage: str | None = None
+    """Training shards for stage 1 (captions, `plain`), 2 (templated boundary QA) or 3 (dialogues from
+    --dialogues). Exactly one of `stage` and `benchmark` is given."""
+    benchmark: str | None = None
+    """Evaluation shards instead: grounding or dvc queries with their ground truth."""
     seed: int = 0
     """Stage 2: the random stream of a sample is seeded with "seed:key"."""
     dense_ratio: float = 0.2
@@ -44,14 +49,13 @@ class BuildQaConfig:
     """Stage 2: overlapping events are kept and counted (`keep`) or dropped (`drop`)."""
     dialogues: Path | None = None
     """Stage 3: a VTimeLLM stage3.json-format file."""
-    task: str | None = None
-    """Eval: grounding or dvc."""
     max_tokens: int = 2048
     """Token budget per sample (text + feature positions)."""
     tokenizer: Path | None = None
     """A local Hugging Face tokenizer folder; without it the token-budget check is skipped."""
     conv_format: str | None = None
-    """Layout counted by the token-budget check: plain or v1 (default: plain for stage 1, v1 otherwise)."""
+    """Conversation format the token budget counts with, as the trainer encodes it (default: plain for stage 1,
+    v1 otherwise)."""
     samples_per_shard: int = 1000
     overwrite: bool = False
     progress: bool = True
@@ -60,14 +64,16 @@ class BuildQaConfig:
     00..99). The end-to-end test uses it to show that a 10-position shift stops the model from learning grounding."""
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
+        if self.stage == "eval":
+            raise ValueError("--stage eval is now --benchmark grounding|dvc (a stage is a training stage)")
+        if (self.stage is None) == (self.benchmark is None):
+            raise ValueError("give --stage 1|2|3 (training shards) or --benchmark grounding|dvc (evaluation shards)")
+        if self.stage is not None and self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.benchmark is not None and self.benchmark not in BENCHMARKS:
+            raise ValueError(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got {self.benchmark!r}")
         if (self.stage == "3") != (self.dialogues is not None):
             raise ValueError("--dialogues is required for --stage 3 and only used there")
-        if (self.stage == "eval") != (self.task is not None):
-            raise ValueError("--task is required for --stage eval and only used there")
-        if self.task is not None and self.task not in EVAL_TASKS:
-            raise ValueError(f"--task must be one of {', '.join(EVAL_TASKS)}, got {self.task!r}")
         for name in ("dense_ratio", "grounding_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be within [0, 1], got {getattr(self, name)}")
@@ -96,7 +102,8 @@ def _duration(meta: dict) -> float | None:
 
 
 Made = Iterator[tuple[str, dict | None, str, str]]
-"""What a stage yields per input sample: (key, conversation or None, error reason, detail)."""
+"""What a sample maker (a stage, or the evaluation rule) yields per input sample: (key, conversation or None, error
+reason, detail)."""
 
 
 def _stage1(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
@@ -122,7 +129,7 @@ def _stage2(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
 
 
 def _eval(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
-    conv, dropped = qa.eval_conversation(cfg.task, sample.key, sample.meta.get("events") or [])
+    conv, dropped = qa.eval_conversation(cfg.benchmark, sample.key, sample.meta.get("events") or [])
     stats.events_dropped.update(dropped)
     if conv is not None:
         stats.events_kept += len(conv.get("events") or conv["queries"])
@@ -179,7 +186,7 @@ class DialogueJoin:
 
 
 def _make_budget(cfg: BuildQaConfig) -> TokenBudget | None:
-    if cfg.tokenizer is None or cfg.stage == "eval":
+    if cfg.tokenizer is None or cfg.benchmark is not None:
         return None
     return TokenBudget(Path(cfg.tokenizer), cfg.max_tokens, cfg.conv_format or default_format(cfg.stage))
 
@@ -189,14 +196,15 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     index_in = read_index(cfg.features)
     records = load_records(cfg.dialogues) if cfg.stage == "3" else None  # a bad file stops before any output
     budget = _make_budget(cfg)
-    stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa",
+    stats = QaStats(stage=int(cfg.stage) if cfg.stage else None, benchmark=cfg.benchmark, source="build-qa",
                     seed=cfg.seed if cfg.stage == "2" else None)
-    prefix = f"eval-{cfg.task}" if cfg.stage == "eval" else f"stage{cfg.stage}"
+    prefix = f"eval-{cfg.benchmark}" if cfg.benchmark else f"stage{cfg.stage}"
     out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
     join = DialogueJoin(records, out) if records is not None else None
-    make = {"1": _stage1, "2": _stage2, "3": join, "eval": _eval}[cfg.stage]
+    make = _eval if cfg.benchmark else {"1": _stage1, "2": _stage2, "3": join}[cfg.stage]
     total = index_in.get("totals", {}).get("samples")
-    for sample in progress_iter(iter_samples(cfg.features), total, f"build-qa stage {cfg.stage}", cfg.progress):
+    label = f"build-qa stage {cfg.stage}" if cfg.stage else f"build-qa {cfg.benchmark}"
+    for sample in progress_iter(iter_samples(cfg.features), total, label, cfg.progress):
         stats.inputs["feature_samples"] += 1
         for key, conv, reason, detail in make(sample, cfg, stats):
             if conv is None:
@@ -211,7 +219,7 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     if join is not None:
         join.leftovers(out)
     stats.token_budget = budget.report() if budget else not_checked(
-        "eval queries are not checked" if cfg.stage == "eval" else "no --tokenizer given", cfg.max_tokens)
+        "eval queries are not checked" if cfg.benchmark else "no --tokenizer given", cfg.max_tokens)
     run_config = {"command": "build-qa", "config": asdict(cfg),
                   "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
                             "shards": [s["sha256"] for s in index_in.get("shards", [])]}}

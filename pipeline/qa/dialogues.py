@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.schema import make_key
+from pipeline.contract.conversation import turns_problem
 from pipeline.qa.rules import leftover_placeholders, place_video_token, render_placeholders
 
 
@@ -80,19 +81,11 @@ def record_label(kr: KeyedRecord) -> str:
 
 
 def check_turns(conversations) -> list[dict]:
-    """Turns must alternate human/gpt, start with human, and hold strings."""
-    if not isinstance(conversations, list) or not conversations:
-        raise RecordError("bad_conversation", "no conversations list")
-    turns = []
-    for i, turn in enumerate(conversations):
-        role = turn.get("from") if isinstance(turn, dict) else None
-        value = turn.get("value") if isinstance(turn, dict) else None
-        if role != ("human" if i % 2 == 0 else "gpt") or not isinstance(value, str):
-            raise RecordError("bad_conversation", f"turn {i} is not a {'human' if i % 2 == 0 else 'gpt'} text turn")
-        turns.append({"from": role, "value": value})
-    if len(turns) % 2:
-        raise RecordError("bad_conversation", "last turn is a question without an answer")
-    return turns
+    """A record's turns, checked by the contract's turn rules (`<video>` is placed afterwards) and reduced to
+    from/value; raises RecordError("bad_conversation")."""
+    if problem := turns_problem(conversations, ending="gpt", video=False):
+        raise RecordError("bad_conversation", problem)
+    return [{"from": t["from"], "value": t["value"]} for t in conversations]
 
 
 def record_tokens(record: dict) -> dict:

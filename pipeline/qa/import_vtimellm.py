@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from manifests.schema import file_sha256
+from pipeline.contract.conversation import FORMATS
 from pipeline.contract.shards import FEATURE_DTYPE
 from pipeline.qa import rules as qa
-from pipeline.qa.budget import FORMATS, TokenBudget, default_format, not_checked
+from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import (
     KeyedRecord,
     RecordError,

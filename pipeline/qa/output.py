@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from pipeline.contract.provenance import RUN_CONFIG, producer
+from pipeline.contract.record import record_form
 from pipeline.contract.shards import (
     ERRORS,
     INDEX,
@@ -35,15 +36,18 @@ MAX_LISTED_KEYS = 100
 class QaStats:
     """What index.json's `qa` section holds; filled as samples are written."""
 
-    stage: int | str
-    """1, 2, 3 or "eval"."""
+    stage: int | None
+    """Training stage 1, 2 or 3; None for evaluation shards."""
     source: str
+    benchmark: str | None = None
+    """Evaluation shards: grounding or dvc."""
     seed: int | None = None
     samples: int = 0
     inputs: Counter = field(default_factory=Counter)
     turns_per_sample: Counter = field(default_factory=Counter)
     templates: Counter = field(default_factory=Counter)
-    tasks: Counter = field(default_factory=Counter)
+    forms: Counter = field(default_factory=Counter)
+    """Samples per record form (caption, multi_turn, dense_captioning, dialogue; the benchmark for eval)."""
     skipped: Counter = field(default_factory=Counter)
     events_kept: int = 0
     events_dropped: Counter = field(default_factory=Counter)
@@ -52,7 +56,7 @@ class QaStats:
 
     def record(self, conversation: dict) -> None:
         self.samples += 1
-        self.tasks[conversation["task"]] += 1
+        self.forms[record_form(conversation)] += 1
         self.templates.update(conversation.get("templates") or [])
         rounds = sum(1 for t in conversation["turns"] if t["from"] == "human") or len(conversation.get("queries", []))
         self.turns_per_sample[rounds] += 1
@@ -61,9 +65,10 @@ class QaStats:
         def plain(c: Counter) -> dict:
             return {str(k): c[k] for k in sorted(c, key=lambda k: (str(k).isdigit() and int(k), str(k)))}
         templates = {k: self.templates[k] for k in sorted(self.templates, key=lambda t: (t[0], int(t[1:])))}
-        return {"stage": self.stage, "source": self.source, "seed": self.seed, "samples": self.samples,
+        return {"stage": self.stage, "benchmark": self.benchmark, "source": self.source, "seed": self.seed,
+                "samples": self.samples,
                 "inputs": plain(self.inputs), "turns_per_sample": plain(self.turns_per_sample),
-                "templates": templates, "tasks": plain(self.tasks), "skipped": plain(self.skipped),
+                "templates": templates, "forms": plain(self.forms), "skipped": plain(self.skipped),
                 "events": {"kept": self.events_kept, "dropped": plain(self.events_dropped)},
                 "notes": plain(self.notes), "token_budget": self.token_budget}
 
@@ -139,7 +144,7 @@ def progress_iter(items: Iterable, total: int | None, description: str, enabled:
 
 
 def print_summary(title: str, index_path: Path) -> None:
-    """The rich summary both commands print: counts, task mix, skipped inputs by reason, token budget."""
+    """The rich summary both commands print: counts, record forms, skipped inputs by reason, token budget."""
     import json
 
     from rich.console import Console
@@ -151,7 +156,7 @@ def print_summary(title: str, index_path: Path) -> None:
     table.add_row("output", str(Path(index_path).parent))
     table.add_row("samples / shards", f"{index['totals']['samples']} / {index['totals']['shards']}")
     table.add_row("inputs", _fmt(qa["inputs"]))
-    table.add_row("tasks", _fmt(qa["tasks"]))
+    table.add_row("forms", _fmt(qa["forms"]))
     table.add_row("rounds per sample", _fmt(qa["turns_per_sample"]))
     if qa["templates"]:
         table.add_row("templates used", f"{len(qa['templates'])} distinct")

@@ -5,7 +5,8 @@
   event in time order, else one turn per event, each randomly event captioning or temporal grounding, in shuffled
   order. The random choices come from `sample_rng(seed, key)` only, so a (seed, key) pair always gives the same text.
 - Stage 3 / imports: `<sK>`/`<eK>` placeholders replaced from `meta.token` in every turn (reference §2.4).
-- Evaluation: VTimeLLM's grounding and dense-captioning queries with ground truth (reference §6.2).
+- Evaluation: VTimeLLM's grounding and dense-captioning queries (pipeline.contract.queries) with ground truth
+  (reference §6.2).
 Events are cleaned first by `clean_events`; docs/build-qa.md states each rule.
 """
 from __future__ import annotations
@@ -17,10 +18,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from manifests.schema import Event
+from pipeline.contract.conversation import VIDEO_PLACEHOLDER, video_turn
+from pipeline.contract.queries import BENCHMARKS, DVC_QUERY, grounding_query
+from pipeline.contract.record import eval_record, training_record
 from pipeline.contract.timing import render_time
 from pipeline.qa import templates
 
-VIDEO = "<video>"
 PLACEHOLDER_RE = re.compile(r"<[se]\d+>")
 """VTimeLLM's timestamp placeholders: `<s0>`, `<e0>` (stage 2, 0-based), `<s1>`, `<e1>` (stage 3, 1-based)."""
 OVERLAP_RULES = ("keep", "drop")
@@ -135,16 +138,12 @@ def _span(ev: Event, duration: float) -> tuple[str, str]:
     return render_time(ev.start, duration), render_time(ev.end, duration)
 
 
-def _first_turn(question: str) -> str:
-    return f"{VIDEO}\n{question}"
-
-
 def dense_captioning_turns(events: list[Event], duration: float, template_id: str) -> list[dict]:
     """One turn: a D template, answered with every event in time order ("From ss to ee, caption." joined by spaces)."""
     ordered = sorted(events, key=lambda ev: (ev.start, ev.end))
     answer = " ".join(templates.DENSE_ANSWER.format(s=s, e=e, T=as_sentence(ev.caption))
                       for ev in ordered for s, e in [_span(ev, duration)])
-    return [{"from": "human", "value": _first_turn(templates.DENSE_CAPTIONING[template_id])},
+    return [video_turn(templates.DENSE_CAPTIONING[template_id]),
             {"from": "gpt", "value": answer}]
 
 
@@ -162,7 +161,7 @@ def multi_turn_turns(pairs: list[tuple[Event, str]], duration: float) -> list[di
     turns: list[dict] = []
     for i, (ev, template_id) in enumerate(pairs):
         question, answer = event_turn(ev, duration, template_id)
-        turns.append({"from": "human", "value": _first_turn(question) if i == 0 else question})
+        turns.append(video_turn(question) if i == 0 else {"from": "human", "value": question})
         turns.append({"from": "gpt", "value": answer})
     return turns
 
@@ -170,21 +169,21 @@ def multi_turn_turns(pairs: list[tuple[Event, str]], duration: float) -> list[di
 def stage2_conversation(events: list[Event], duration: float, seed: int, key: str, dense_ratio: float = 0.2,
                         grounding_ratio: float = 0.5) -> dict:
     """The stage-2 conversation of one sample (needs at least one event). Draw order, fixed so that output stays
-    reproducible: task mix, then (dense) template id, or (multi-turn) per event in order task + template id, then
-    the shuffle of the turns."""
+    reproducible: dense or multi-turn, then (dense) template id, or (multi-turn) per event in order grounding or
+    captioning + template id, then the shuffle of the turns."""
     if not events:
         raise ValueError(f"{key}: stage-2 QA needs at least one event")
     rng = sample_rng(seed, key)
     if rng.random() < dense_ratio:
         template_id = rng.choice(list(templates.DENSE_CAPTIONING))
-        return _conversation(2, "dense_captioning", dense_captioning_turns(events, duration, template_id),
-                             [template_id], seed)
+        return training_record(dense_captioning_turns(events, duration, template_id), 2, "dense_captioning",
+                               [template_id], seed)
     pairs = []
     for ev in events:
         pool = templates.TEMPORAL_GROUNDING if rng.random() < grounding_ratio else templates.EVENT_CAPTIONING
         pairs.append((ev, rng.choice(list(pool))))
     rng.shuffle(pairs)
-    return _conversation(2, "multi_turn", multi_turn_turns(pairs, duration), [t for _, t in pairs], seed)
+    return training_record(multi_turn_turns(pairs, duration), 2, "multi_turn", [t for _, t in pairs], seed)
 
 
 def _template_pattern(text: str) -> re.Pattern:
@@ -200,7 +199,7 @@ _PATTERNS = [(tid, _template_pattern(text)) for tid, text in templates.TEMPLATES
 def identify_template(question: str) -> str | None:
     """The id of the stage-2 template a rendered question was made from (`<video>\n` ignored), or None. Used to
     count template use in imported data and to check that built questions parse back to their recorded ids."""
-    text = question.replace(VIDEO, "").strip()
+    text = question.replace(VIDEO_PLACEHOLDER, "").strip()
     return next((tid for tid, pattern in _PATTERNS if pattern.fullmatch(text)), None)
 
 
@@ -209,17 +208,11 @@ def stage1_conversation(caption: str | None) -> dict | None:
     text = " ".join(caption.split()) if isinstance(caption, str) else ""
     if not text:
         return None
-    return _conversation(1, "caption", [{"from": "human", "value": f"{VIDEO}\n"}, {"from": "gpt", "value": text}],
-                         [], None)
+    return training_record([video_turn(""), {"from": "gpt", "value": text}], 1, "caption")
 
 
-def _conversation(stage: int, task: str, turns: list[dict], template_ids: list[str], seed: int | None,
-                  source: str = "build-qa") -> dict:
-    return {"turns": turns, "stage": stage, "task": task, "templates": template_ids, "seed": seed, "source": source}
-
-
-def dialogue_conversation(turns: list[dict], source: str, stage: int = 3, task: str = "dialogue") -> dict:
-    return _conversation(stage, task, turns, [], None, source)
+def dialogue_conversation(turns: list[dict], source: str, stage: int = 3, form: str = "dialogue") -> dict:
+    return training_record(turns, stage, form, source=source)
 
 
 def shift_timestamps(conv: dict, shift: int) -> dict:
@@ -255,23 +248,18 @@ def place_video_token(turns: list[dict]) -> tuple[list[dict], str | None]:
     Raises ValueError on a second `<video>` or a conversation that does not start with a human turn."""
     if not turns or turns[0].get("from") != "human":
         raise ValueError("conversation does not start with a human turn")
-    if sum(t["value"].count(VIDEO) for t in turns) > 1 or VIDEO in "".join(t["value"] for t in turns[1:]):
-        raise ValueError("more than one <video>, or <video> outside the first human turn")
+    later = "".join(t["value"] for t in turns[1:])
+    if sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns) > 1 or VIDEO_PLACEHOLDER in later:
+        raise ValueError(f"more than one {VIDEO_PLACEHOLDER}, or {VIDEO_PLACEHOLDER} outside the first human turn")
     first = turns[0]["value"]
-    if first.startswith(VIDEO + "\n"):
+    if first.startswith(VIDEO_PLACEHOLDER + "\n"):
         return turns, None
-    note = "video_token_moved" if VIDEO in first else "video_token_added"
-    rest = first.replace(VIDEO, "").strip()
-    return [{"from": "human", "value": f"{VIDEO}\n{rest}"}, *turns[1:]], note
+    note = "video_token_moved" if VIDEO_PLACEHOLDER in first else "video_token_added"
+    rest = first.replace(VIDEO_PLACEHOLDER, "").strip()
+    return [video_turn(rest), *turns[1:]], note
 
 
-def eval_sentence(sentence: str) -> str:
-    """VTimeLLM's eval rule for the query sentence: stripped, lower-cased, final period removed."""
-    text = sentence.strip().lower()
-    return text[:-1] if text.endswith(".") else text
-
-
-def eval_conversation(task: str, key: str, raw_events: list[dict]) -> tuple[dict | None, Counter]:
+def eval_conversation(benchmark: str, key: str, raw_events: list[dict]) -> tuple[dict | None, Counter]:
     """Evaluation sample: `grounding` → one query per event with its published span; `dvc` → the §6.2 query plus
     the ground-truth events. Events with an empty sentence or non-numeric times are skipped and counted; None when
     no event is left."""
@@ -289,11 +277,11 @@ def eval_conversation(task: str, key: str, raw_events: list[dict]) -> tuple[dict
             events.append({"span": [start, end], "sentence": sentence.strip()})
     if not events:
         return None, dropped
-    if task == "grounding":
-        queries = [{"id": f"{key}_q{i}", "query": templates.EVAL_GROUNDING_QUERY.format(sentence=eval_sentence(
-            ev["sentence"])), "sentence": ev["sentence"], "span": ev["span"]} for i, ev in enumerate(events)]
-        return {"stage": "eval", "task": task, "turns": [], "queries": queries}, dropped
-    if task == "dvc":
-        query = {"id": f"{key}_q0", "query": templates.EVAL_DVC_QUERY, "sentence": None, "span": None}
-        return {"stage": "eval", "task": task, "turns": [], "queries": [query], "events": events}, dropped
-    raise ValueError(f"eval task must be grounding or dvc, got {task!r}")
+    if benchmark == "grounding":
+        queries = [{"id": f"{key}_q{i}", "query": grounding_query(ev["sentence"]), "sentence": ev["sentence"],
+                    "span": ev["span"]} for i, ev in enumerate(events)]
+        return eval_record(benchmark, queries), dropped
+    if benchmark == "dvc":
+        query = {"id": f"{key}_q0", "query": DVC_QUERY, "sentence": None, "span": None}
+        return eval_record(benchmark, [query], events), dropped
+    raise ValueError(f"benchmark must be one of {', '.join(BENCHMARKS)}, got {benchmark!r}")

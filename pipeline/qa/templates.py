@@ -1,13 +1,13 @@
-"""The question templates of VTimeLLM's stage-2 boundary QA and the evaluation queries, as data.
+"""The question templates of VTimeLLM's stage-2 boundary QA, as data.
 
-Stage 2 (reference §3, paper App. B Box 3) has ten templates per task, thirty in all:
+Stage 2 (reference §3, paper App. B Box 3) has ten templates per question type, thirty in all:
 - `D1`..`D10` dense video captioning, single turn, no placeholder; the answer lists every event
   ("From ss to ee, caption." in time order, as in the released stage2.json);
 - `E1`..`E10` event captioning: `{s}` and `{e}` are the rendered timestamps of one event, the answer is its caption;
 - `T1`..`T10` temporal grounding: `{T}` is the event's sentence as inserted into a question, the answer is
   "From ss to ee.".
-The evaluation queries are those of VTimeLLM's released eval script (reference §6.2). Template ids are what
-`conversation.json` records, so keep an id's text fixed once data has been built with it.
+The evaluation queries live in pipeline.contract.queries (build-qa writes them, vtl-eval reads them). Template ids
+are what `conversation.json` records, so keep an id's text fixed once data has been built with it.
 """
 from __future__ import annotations
 
@@ -61,14 +61,3 @@ DENSE_ANSWER = "From {s} to {e}, {T}"
 """One event of a dense-captioning answer; events are joined by a space (released stage2.json layout)."""
 EVENT_ANSWER = "{T}"
 GROUNDING_ANSWER = "From {s} to {e}."
-
-EVAL_GROUNDING_QUERY = "During which frames can we see {sentence}?"
-"""VTimeLLM's grounding evaluation query; `{sentence}` is stripped, lower-cased, final period removed."""
-
-EVAL_DVC_QUERY = (
-    "Could you please describe the events in the video in detail? Be specific about the activities of individuals, "
-    "their surroundings, and interactions with others. The output should be in JSON format, structured as follows: "
-    '{"event": "xx", "timestamps": "from xx to xx"}.'
-)
-"""VTimeLLM's dense-captioning evaluation query (reference §6.2), verbatim; used with str concatenation, not
-`str.format` (it contains braces)."""

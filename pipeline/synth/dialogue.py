@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.contract.conversation import video_turn
 from pipeline.synth.media import SynthEvent
 
 TURNS_PER_DIALOGUE = 3
@@ -56,7 +57,7 @@ def dialogues_for(vid: str, duration: float, events: tuple[SynthEvent, ...], cou
         turns = []
         for n, j in enumerate(picks):
             q, a = pool[int(j)]
-            turns += [{"from": "human", "value": f"<video>\n{q}" if n == 0 else q}, {"from": "gpt", "value": a}]
+            turns += [video_turn(q) if n == 0 else {"from": "human", "value": q}, {"from": "gpt", "value": a}]
         records.append({"source": "synth", "id": vid, "conversations": turns,
                         "meta": {"duration": round(duration, 4), "token": token}})
     return records

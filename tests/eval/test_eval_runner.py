@@ -85,12 +85,12 @@ def test_config_errors_are_clear(tmp_path, ckpt):
     from eval.config import EvalConfig, resolve_device
 
     shards = eval_shards(tmp_path / "shards", "grounding")
-    with pytest.raises(ValueError, match="task must be"):
-        EvalConfig(task="caption", checkpoint=ckpt, shards=shards, out=tmp_path)
+    with pytest.raises(ValueError, match="benchmark must be"):
+        EvalConfig(benchmark="caption", checkpoint=ckpt, shards=shards, out=tmp_path)
     with pytest.raises(FileNotFoundError, match="shard folder"):
-        EvalConfig(task="dvc", checkpoint=ckpt, shards=tmp_path / "none", out=tmp_path)
+        EvalConfig(benchmark="dvc", checkpoint=ckpt, shards=tmp_path / "none", out=tmp_path)
     with pytest.raises(ValueError, match="batch_size"):
-        EvalConfig(task="dvc", checkpoint=ckpt, shards=shards, out=tmp_path, batch_size=0)
+        EvalConfig(benchmark="dvc", checkpoint=ckpt, shards=shards, out=tmp_path, batch_size=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda", "auto")
@@ -108,3 +108,13 @@ def test_eval_shards_stream_in_chunks(tmp_path):
     assert [sorted(truth) for _, truth in chunks] == [["vidA"], ["vidB"], ["vidC"]]
     all_items, _ = read_eval_shards(shards, "grounding")
     assert [it.query_id for it in all_items] == [it.query_id for items, _ in chunks for it in items]
+
+
+def test_eval_shards_built_before_the_glossary_rename_are_read(tmp_path):
+    from eval.runner import read_eval_shards
+
+    new_items, new_truth = read_eval_shards(eval_shards(tmp_path / "new", "grounding"), "grounding")
+    old_items, old_truth = read_eval_shards(eval_shards(tmp_path / "old", "grounding", old_keys=True), "grounding")
+    assert [it.query for it in old_items] == [it.query for it in new_items] and old_truth == new_truth
+    with pytest.raises(ValueError, match="build-qa --benchmark dvc"):
+        read_eval_shards(tmp_path / "old", "dvc")

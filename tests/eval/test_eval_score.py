@@ -62,7 +62,7 @@ def test_score_grounding_on_charades_excerpt(tmp_path):
     pred = tmp_path / "predictions.jsonl"
     pred.write_text("".join(json.dumps(x) + "\n" for x in lines))
 
-    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred), "--annotations",
+    res = CliRunner().invoke(app, ["score", "--benchmark", "grounding", "--predictions", str(pred), "--annotations",
                                    str(STA), "--durations", str(CSV), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -73,7 +73,7 @@ def test_score_grounding_on_charades_excerpt(tmp_path):
         assert m[f"R1@{t}"] == pytest.approx(100 * sum(i >= t for i in ious) / 5)
     assert (tmp_path / "out" / "grounding.png").stat().st_size > 1000
     run = json.loads((tmp_path / "out" / "run_config.json").read_text())
-    assert run["producer"]["name"] == "vtl" and run["config"]["task"] == "grounding"
+    assert run["producer"]["name"] == "vtl" and run["config"]["benchmark"] == "grounding"
 
 
 def test_score_rejects_bad_input_clearly(tmp_path):
@@ -85,11 +85,11 @@ def test_score_rejects_bad_input_clearly(tmp_path):
     with pytest.raises(ValueError, match="needs 'answer' or 'span'"):
         read_predictions(pred, "grounding")
     pred.write_text('{"video": "NOPE1", "query": "a person is putting a book on a shelf.", "answer": "00 to 10"}\n')
-    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred), "--annotations",
+    res = CliRunner().invoke(app, ["score", "--benchmark", "grounding", "--predictions", str(pred), "--annotations",
                                    str(STA), "--durations", str(CSV)])
     assert res.exit_code == 2 and "NOPE1" in res.output
     pred.write_text('{"video": "AO8RW", "query": "a sentence nobody wrote", "answer": "00 to 10"}\n')
-    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred), "--annotations",
+    res = CliRunner().invoke(app, ["score", "--benchmark", "grounding", "--predictions", str(pred), "--annotations",
                                    str(STA), "--durations", str(CSV)])
     assert res.exit_code == 2 and "a sentence nobody wrote" in res.output
 
@@ -116,7 +116,7 @@ def test_score_dvc_on_activitynet_excerpt(tmp_path):
     pred = tmp_path / "p.jsonl"
     pred.write_text(json.dumps({"video": v1, "query": "describe", "answer": json.dumps(items)}) + "\n"
                     + json.dumps({"video": v2, "query": "describe", "answer": "A video."}) + "\n")
-    res = CliRunner().invoke(app, ["score", "--task", "dvc", "--predictions", str(pred), "--annotations", str(ANET)])
+    res = CliRunner().invoke(app, ["score", "--benchmark", "dvc", "--predictions", str(pred), "--annotations", str(ANET)])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert set(m) == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"}
@@ -134,7 +134,7 @@ def test_score_against_a_manifest_parquet(tmp_path):
     vid, s, e, sent, d = _first_queries(1)[0]
     pred = tmp_path / "p.jsonl"
     pred.write_text(json.dumps({"video": vid, "query": sent, "span": [s, e]}) + "\n")
-    res = CliRunner().invoke(app, ["score", "--task", "grounding", "--predictions", str(pred),
+    res = CliRunner().invoke(app, ["score", "--benchmark", "grounding", "--predictions", str(pred),
                                    "--annotations", str(manifest)])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())

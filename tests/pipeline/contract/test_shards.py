@@ -36,7 +36,7 @@ def _sample(i: int, rows: int = 4, dim: int = 8, conversation: dict | None = Non
 
 def test_round_trip_through_shards_and_index(tmp_path):
     conv = {"turns": [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "From 10 to 25."}],
-            "stage": 2, "task": "multi_turn", "templates": ["T1"], "seed": 0, "source": "build-qa"}
+            "stage": 2, "form": "multi_turn", "templates": ["T1"], "seed": 0, "source": "build-qa"}
     samples = [_sample(i, conversation=conv if i % 2 else None) for i in range(7)]
     with ShardWriter(tmp_path, "part", samples_per_shard=3) as writer:
         for s in samples:

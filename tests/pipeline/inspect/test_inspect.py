@@ -37,7 +37,7 @@ def image_sample(i: int) -> Sample:
             "kind": "image", "window": None, "duration": None, "fps": None, "num_frames": 1, "frame_indices": [0],
             "frame_times": [0.0], "events": [], "caption": "a red square", "encoder": "tiny-random"}
     conv = {"turns": [{"from": "human", "value": "<video>\n"}, {"from": "gpt", "value": "a red square"}],
-            "stage": 1, "task": "caption", "templates": [], "seed": None, "source": "build-qa"}
+            "stage": 1, "form": "caption", "templates": [], "seed": None, "source": "build-qa"}
     return Sample(meta["key"], np.ones((1, D), np.float16), meta, conv)
 
 
@@ -46,7 +46,7 @@ def conversation(i: int) -> dict:
                       {"from": "gpt", "value": "From 00 to 17."},
                       {"from": "human", "value": "What happens from 47 to 99?"},
                       {"from": "gpt", "value": "The background turns blue."}],
-            "stage": 2, "task": "multi_turn", "templates": ["T1", f"E{1 + i % 3}"], "seed": 7, "source": "build-qa"}
+            "stage": 2, "form": "multi_turn", "templates": ["T1", f"E{1 + i % 3}"], "seed": 7, "source": "build-qa"}
 
 
 def write_folder(out, samples, per_shard: int = 3, prefix: str = "part", errors=()) -> list:
@@ -89,7 +89,7 @@ def test_summary_counts(clean):
     assert sc["datasets"] == {"synth": 7, "synth_images": 1}
     assert sc["shapes"] == {f"{N}×{D}": 7, f"1×{D}": 1} and sc["dtypes"] == {"float16": 8}
     assert sc["frames"] == {"1": 1, str(N): 7}
-    assert sc["stages"] == {"2": 7, "1": 1} and sc["tasks"] == {"multi_turn": 7, "caption": 1}
+    assert sc["stages"] == {"2": 7, "1": 1} and sc["forms"] == {"multi_turn": 7, "caption": 1}
     assert sc["templates"]["T1"] == 7 and sc["templates"]["E1"] == 3
     assert s["errors_by_reason"] == {"decode/unreadable_video": 2, "sample/window_outside_video": 1}
 
@@ -224,3 +224,17 @@ def test_count_and_error_totals_mismatch(clean):
 def test_not_a_shard_folder(tmp_path):
     res = invoke(tmp_path)
     assert res.exit_code == 2 and "index.json" in res.output
+
+
+def test_shards_built_before_the_glossary_rename_still_verify(tmp_path):
+    """Old records say "task" for the form, "stage": "eval" + "task" for the benchmark: still valid, still counted."""
+    old_training = {**conversation(0), "task": "multi_turn"}
+    del old_training["form"]
+    old_eval = {"stage": "eval", "task": "grounding", "turns": [],
+                "queries": [{"id": "v001_q0", "query": "During which frames can we see a red square appears?",
+                             "sentence": "a red square appears", "span": [0.0, 3.4]}]}
+    write_folder(tmp_path, [video_sample(0, old_training), video_sample(1, old_eval)])
+    code, s = verify_json(tmp_path)
+    assert code == 0 and s["verify"]["problems"] == [], s["verify"]
+    sc = s["scanned"]
+    assert sc["stages"] == {"2": 1} and sc["forms"] == {"multi_turn": 1} and sc["benchmarks"] == {"grounding": 1}

@@ -65,7 +65,7 @@ def test_stage2_import_round_trips_features_bit_exactly_and_reports_missing(tmp_
         assert s.features.dtype == np.float16 and s.features.tobytes() == f.tobytes()
         assert s.conversation["turns"][1]["value"] == "From 00 to 17, event 0. From 91 to 98, event 1."
         assert s.conversation["stage"] == 2 and s.conversation["source"] == "import-vtimellm"
-        assert s.conversation["task"] == "dense_captioning" and s.conversation["templates"] == ["D1"]
+        assert s.conversation["form"] == "dense_captioning" and s.conversation["templates"] == ["D1"]
         assert s.meta["window"] == [10.0, 64.2] and s.meta["duration"] == 54.2 and s.meta["kind"] == "video"
         assert not any(PLACEHOLDER_RE.search(t["value"]) for t in s.conversation["turns"])
     reasons = {e.key: e.reason for e in read_errors(out)}
@@ -141,7 +141,7 @@ def test_stage3_two_dialogues_per_video_and_records_without_meta(tmp_path):
     assert samples["v_9"].conversation["turns"][0]["value"] == "<video>\nDescribe the video."
     qa = read_index(out)["qa"]
     assert qa["notes"] == {"video_token_moved": 1} and qa["skipped"] == {"bad_conversation": 1}
-    assert qa["tasks"] == {"dialogue": 3} and qa["turns_per_sample"] == {"1": 2, "2": 1}
+    assert qa["forms"] == {"dialogue": 3} and qa["turns_per_sample"] == {"1": 2, "2": 1}
 
 
 def test_cli_import_summary(tmp_path, stage2):
@@ -179,7 +179,7 @@ def test_stage2_multi_turn_templates_are_identified(tmp_path):
     assert infer_stage(records) == 2
     out = _run(tmp_path, path, feat_dir, "o")
     conv = {s.key: s.conversation for s in iter_samples(out)}
-    assert conv["a"]["templates"] == ["E2", "T7"] and conv["a"]["task"] == "multi_turn"
+    assert conv["a"]["templates"] == ["E2", "T7"] and conv["a"]["form"] == "multi_turn"
     assert conv["a"]["turns"][0]["value"].endswith("from 40 to 60 in the video?")
     assert conv["b"]["templates"] == []
     qa = read_index(out)["qa"]

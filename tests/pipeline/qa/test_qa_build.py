@@ -54,7 +54,7 @@ def test_stage2_writes_features_meta_conversations_and_accounts_for_every_input(
     index = read_index(out)
     qa = index["qa"]
     assert qa["inputs"]["feature_samples"] == 5 == index["totals"]["samples"] + index["totals"]["errors"]
-    assert qa["samples"] == 3 and sum(qa["tasks"].values()) == 3
+    assert qa["samples"] == 3 and sum(qa["forms"].values()) == 3
     assert qa["skipped"] == {"no_usable_events": 2} and qa["events"]["dropped"] == {"inverted": 1}
     assert sum(qa["templates"].values()) >= 3 and qa["seed"] == 5
     assert qa["token_budget"]["checked"] is False and "tokenizer" in qa["token_budget"]["reason"]
@@ -79,7 +79,7 @@ def test_stage1_plain_captions_and_missing_caption_errors(tmp_path, features):
     assert [s.key for s in samples] == ["v3"]
     assert samples[0].conversation["turns"] == [{"from": "human", "value": "<video>\n"},
                                                 {"from": "gpt", "value": "A cat on a sofa."}]
-    assert samples[0].conversation["task"] == "caption" and samples[0].conversation["seed"] is None
+    assert samples[0].conversation["form"] == "caption" and samples[0].conversation["seed"] is None
     assert sorted(e.key for e in read_errors(out) if e.reason == "no_caption") == ["v0", "v1", "v2", "v4"]
 
 
@@ -113,19 +113,19 @@ def test_stage3_joins_dialogues_by_key_with_several_dialogues_per_video(tmp_path
                       ("v0_2", "duplicate_video")}
     qa = read_index(out)["qa"]
     assert qa["inputs"] == {"dialogues": 6, "feature_samples": 6}
-    assert qa["notes"]["duration_mismatch"] == 2 and qa["tasks"] == {"dialogue": 4}
+    assert qa["notes"]["duration_mismatch"] == 2 and qa["forms"] == {"dialogue": 4}
 
 
 def test_eval_grounding_and_dvc_samples(tmp_path, features):
-    out = _build(tmp_path, features[0], "g", stage="eval", task="grounding")
+    out = _build(tmp_path, features[0], "g", benchmark="grounding")
     conv = {s.key: s.conversation for s in iter_samples(out)}
     assert conv["v0"]["queries"][1] == {"id": "v0_q1", "query": "During which frames can we see it sleeps?",
                                         "sentence": "It sleeps.", "span": [5.0, 9.0]}
     assert conv["v2"]["queries"][0]["span"] == [3.0, 2.0]  # spans stay as published in eval data
     assert [e.key for e in read_errors(out)] == ["v3"]
-    out = _build(tmp_path, features[0], "d", stage="eval", task="dvc")
+    out = _build(tmp_path, features[0], "d", benchmark="dvc")
     conv = {s.key: s.conversation for s in iter_samples(out)}
-    assert conv["v1"]["task"] == "dvc" and len(conv["v1"]["events"]) == 3
+    assert conv["v1"]["benchmark"] == "dvc" and len(conv["v1"]["events"]) == 3
     assert read_index(out)["shards"][0]["name"].startswith("eval-dvc-")
 
 
@@ -144,7 +144,7 @@ def test_activitynet_real_sample_stage2_represents_every_usable_event(tmp_path):
         assert len(clean.kept) + sum(clean.dropped.values()) == len(meta["events"])
         for ev in clean.kept:
             assert as_sentence(ev.caption) in text or as_phrase(ev.caption) in text, (meta["key"], ev.caption)
-        if conv["task"] == "multi_turn":
+        if conv["form"] == "multi_turn":
             assert len(conv["turns"]) == 2 * len(clean.kept)
     qa = read_index(out)["qa"]
     assert qa["events"]["kept"] == sum(len(clean_events(m["events"], m["duration"]).kept) for m in metas)
@@ -178,8 +178,12 @@ def test_token_budget_reports_long_samples_without_truncating(tmp_path, features
 def test_config_and_output_folder_errors(tmp_path, features):
     with pytest.raises(ValueError, match="--dialogues"):
         BuildQaConfig(stage="3", features=features[0], out=tmp_path / "x")
-    with pytest.raises(ValueError, match="--task"):
+    with pytest.raises(ValueError, match="--benchmark grounding"):
         BuildQaConfig(stage="eval", features=features[0], out=tmp_path / "x")
+    with pytest.raises(ValueError, match="--stage 1|2|3"):
+        BuildQaConfig(features=features[0], out=tmp_path / "x")
+    with pytest.raises(ValueError, match="--benchmark must be one of"):
+        BuildQaConfig(benchmark="caption", features=features[0], out=tmp_path / "x")
     with pytest.raises(ValueError, match="dense-ratio"):
         BuildQaConfig(stage="2", features=features[0], out=tmp_path / "x", dense_ratio=1.5)
     bad = tmp_path / "bad.json"

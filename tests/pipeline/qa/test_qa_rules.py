@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from manifests.schema import Event
+from pipeline.contract.queries import DVC_QUERY
 from pipeline.qa import rules as qa
 from pipeline.qa import templates
 from pipeline.qa.dialogues import RecordError, assign_keys, render_dialogue
@@ -67,7 +68,7 @@ def test_stage2_mix_over_10k_samples_is_20_80_and_uses_every_template():
     tasks, used = Counter(), Counter()
     for i in range(10_000):
         conv = qa.stage2_conversation(events, 50.0, seed=7, key=f"v{i}")
-        tasks[conv["task"]] += 1
+        tasks[conv["form"]] += 1
         used.update(conv["templates"])
     assert abs(tasks["dense_captioning"] / 10_000 - 0.20) <= 0.015
     assert abs(tasks["multi_turn"] / 10_000 - 0.80) <= 0.015
@@ -91,10 +92,10 @@ def test_stage2_is_deterministic_per_seed_and_key_and_ratios_are_configurable():
     assert a == qa.stage2_conversation(events, 40.0, seed=1, key="abc")
     variants = {repr(qa.stage2_conversation(events, 40.0, seed=s, key="abc")) for s in range(20)}
     assert len(variants) > 5
-    assert all(qa.stage2_conversation(events, 40.0, 0, f"k{i}", dense_ratio=1.0)["task"] == "dense_captioning"
+    assert all(qa.stage2_conversation(events, 40.0, 0, f"k{i}", dense_ratio=1.0)["form"] == "dense_captioning"
                for i in range(50))
     only_grounding = qa.stage2_conversation(events, 40.0, 0, "k", dense_ratio=0.0, grounding_ratio=1.0)
-    assert only_grounding["task"] == "multi_turn" and all(t.startswith("T") for t in only_grounding["templates"])
+    assert only_grounding["form"] == "multi_turn" and all(t.startswith("T") for t in only_grounding["templates"])
 
 
 def test_dense_captioning_answer_is_in_time_order_with_rendered_spans():
@@ -158,9 +159,9 @@ def test_eval_queries_follow_vtimellm():
     conv, dropped = qa.eval_conversation("grounding", "vid", events)
     assert conv["queries"] == [{"id": "vid_q0", "query": "During which frames can we see a man opens the door?",
                                 "sentence": "A Man opens the door.", "span": [1.5, 4.0]}]
-    assert conv["stage"] == "eval" and conv["turns"] == [] and dropped == Counter(empty_caption=1)
+    assert conv["benchmark"] == "grounding" and "stage" not in conv and conv["turns"] == [] and dropped == Counter(empty_caption=1)
     conv, _ = qa.eval_conversation("dvc", "vid", events)
-    assert conv["queries"][0]["query"] == templates.EVAL_DVC_QUERY
+    assert conv["queries"][0]["query"] == DVC_QUERY
     assert '{"event": "xx", "timestamps": "from xx to xx"}' in conv["queries"][0]["query"]
     assert conv["events"] == [{"span": [1.5, 4.0], "sentence": "A Man opens the door."}]
     assert qa.eval_conversation("dvc", "vid", events[1:])[0] is None
