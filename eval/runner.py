@@ -112,12 +112,18 @@ def _prediction_line(item: EvalItem, answer: str) -> dict:
     return line
 
 
+def query_turn(task: str, query: str) -> dict:
+    """The human turn VTimeLLM's eval sends: "<video>\\n " + query for dense captioning (a space, so its first token
+    is "▁Could"), "<video>\\n" + query for grounding (no space)."""
+    return {"from": "human", "value": ("<video>\n " if task == "dvc" else "<video>\n") + query}
+
+
 def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str]:
     from eval.generate import Query, generate
     from pipeline.contract.conversation import generation_prompt
 
-    queries = [Query(generation_prompt([{"from": "human", "value": f"<video>\n{it.query}"}], model.tokenizer,
-                                       model.conv_format), it.features) for it in items]
+    queries = [Query(generation_prompt([query_turn(cfg.task, it.query)], model.tokenizer, model.conv_format),
+                     it.features) for it in items]
     return generate(model, queries, cfg.batch_size, cfg.max_new_tokens, progress=on_batch)
 
 
