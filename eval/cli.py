@@ -66,7 +66,7 @@ _SHARDS = typer.Option(..., "--shards", help="Evaluation shards (build-qa --stag
 _OUT = typer.Option(..., "--out", help="Output folder.")
 _LLM = typer.Option(None, "--llm", help="Override the checkpoint's LLM (local path or hub name).")
 _BATCH = typer.Option(8, "--batch-size", help="Queries generated together (1 = one at a time).")
-_MAXNEW = typer.Option(256, "--max-new-tokens", help="Generation limit per answer.")
+_MAXNEW = typer.Option(1024, "--max-new-tokens", help="Generation limit per answer (VTimeLLM's 1024).")
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
 _DTYPE = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 _LIMIT = typer.Option(None, "--limit", help="Only the first N queries (smoke runs).")
