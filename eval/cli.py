@@ -15,8 +15,15 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _line(metrics: dict) -> str:
+    return "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                     if not isinstance(v, (dict, str)))
+
+
 def _print_metrics(metrics: dict, out: Path) -> None:
-    typer.echo("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    typer.echo(f"{metrics.get('scoring', '')}: {_line(metrics)}")
+    if "lenient" in metrics:
+        typer.echo(f"lenient ({metrics['lenient']['rules']}): {_line(metrics['lenient'])}")
     typer.echo(f"wrote {out}/metrics.json")
 
 

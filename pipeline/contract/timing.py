@@ -66,8 +66,9 @@ def grounding_span(a: int, b: int, duration: float) -> tuple[float, float]:
 
 
 def dense_caption_span(a: int, b: int, duration: float) -> tuple[float, float]:
-    """Dense-captioning answer "from aa to bb" → seconds: (a/100·D, (b+1)/100·D) (VTimeLLM eval rule)."""
-    return a / 100 * duration, (b + 1) / 100 * duration
+    """Dense-captioning answer "from aa to bb" → seconds: (a·D/100, (b+1)·D/100) (VTimeLLM eval rule, in its order of
+    float operations so the seconds are bit-equal to its scorer's)."""
+    return a * duration / 100, (b + 1) * duration / 100
 
 
 def is_finite(x: float) -> bool:
