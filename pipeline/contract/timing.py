@@ -43,7 +43,11 @@ def frame_times(indices: list[int], fps: float) -> list[float]:
 
 
 def quantize(seconds: float, duration: float) -> int:
-    """`min(round(t / D · 100), 99)` (Python's round: half to even), floored at 0 for times before the window."""
+    """`min(round(t / D · 100), 99)` (Python's round: half to even), floored at 0 for times before the window.
+
+    The floor is vtl's (issue 13 item 7, decided): VTimeLLM has none, so −1.6 s of 54.2 s renders "-3" there, a string
+    its own eval regex (two digits) cannot read back; vtl renders "00". vtl-built data never has such times (events are
+    clipped to the window and noted); only an imported record with a negative `meta.token` time would differ."""
     if not duration > 0:
         raise ValueError(f"duration must be positive, got {duration}")
     return max(0, min(round(seconds / duration * 100), 99))
