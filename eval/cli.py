@@ -15,8 +15,15 @@ app = typer.Typer(help="Evaluate a checkpoint (grounding, dvc) or score a predic
                   add_completion=False, pretty_exceptions_enable=False)
 
 
+def _line(metrics: dict) -> str:
+    return "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                     if not isinstance(v, (dict, str)))
+
+
 def _print_metrics(metrics: dict, out: Path) -> None:
-    typer.echo("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    typer.echo(f"{metrics.get('scoring', '')}: {_line(metrics)}")
+    if "lenient" in metrics:
+        typer.echo(f"lenient ({metrics['lenient']['rules']}): {_line(metrics['lenient'])}")
     typer.echo(f"wrote {out}/metrics.json")
 
 
@@ -67,7 +74,7 @@ _SHARDS = typer.Option(..., "--shards", help="Evaluation shards (build-qa --benc
 _OUT = typer.Option(..., "--out", help="Output folder.")
 _LLM = typer.Option(None, "--llm", help="Override the checkpoint's LLM (local path or hub name).")
 _BATCH = typer.Option(None, "--batch-size", help="Queries generated together (1 = one at a time; default 8).")
-_MAXNEW = typer.Option(None, "--max-new-tokens", help="Generation limit per answer (default 256).")
+_MAXNEW = typer.Option(None, "--max-new-tokens", help="Generation limit per answer, VTimeLLM's (default 1024).")
 _DEVICE = typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N.")
 _DTYPE = typer.Option(None, "--dtype", help="auto (default; bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 _LIMIT = typer.Option(None, "--limit", help="Only the first N queries (smoke runs).")

@@ -38,16 +38,24 @@ def temporal_iou(a: Span, b: Span) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def grounding_metrics(ious: Sequence[float | None]) -> dict:
+def vtimellm_iou(pred: Span, gt: Span) -> float:
+    """VTimeLLM's grounding IoU (its eval.py): both spans as fractions of the video (answer positions / 100, ground
+    truth seconds / duration), rounded to 2 decimals. Fractions, not seconds, because the float at an edge decides
+    the rounding: positions 2–40 against 3–15 s of 30 s give 0.6250000000000001 → 0.63 here, 0.625 → 0.62 in seconds.
+    """
+    return round(temporal_iou(pred, gt), 2)
+
+
+def grounding_metrics(ious: Sequence[float | None], decimals: int | None = 2) -> dict:
     """R1@{0.3,0.5,0.7} and mIoU in percent from per-query IoUs; None marks an unparsable answer (a miss, IoU 0).
 
-    Each IoU is rounded to 2 decimals first, as VTimeLLM's scorer does, so 0.495 counts at R1@0.5 there and here.
-    `unparsed` is the percentage of queries whose answer could not be parsed.
+    Each IoU is rounded to `decimals` first (2, as VTimeLLM's scorer does, so 0.495 counts at R1@0.5 there and here;
+    None = not rounded). `unparsed` is the percentage of queries whose answer could not be parsed.
     """
     n = len(ious)
     if n == 0:
         raise ValueError("no grounding queries to score")
-    vals = [round(x, 2) if x is not None else 0.0 for x in ious]
+    vals = [(x if decimals is None else round(x, decimals)) if x is not None else 0.0 for x in ious]
     out = {f"R1@{m}": 100.0 * sum(v >= m for v in vals) / n for m in GROUNDING_THRESHOLDS}
     out["mIoU"] = 100.0 * sum(vals) / n
     out["n"] = n

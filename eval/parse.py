@@ -16,14 +16,15 @@ Dense captioning (`parse_dense_captions`):
       end its last two characters (as ints).
   D2. Items are read in order; the first malformed item (missing key, non-number, not an object) stops the list and
       the items before it are kept (the reference appends items until its exception).
-  D3. Plain text: when the answer is not a JSON attempt (no `"timestamps"` key anywhere), every
+  D3. Plain text (the lenient reading only; VTimeLLM scores such answers as empty): when the answer is not a JSON
+      attempt (no `"timestamps"` key anywhere), every
       "From ss to ee, caption." (case-insensitive, two-digit numbers, `,` or `:` after the span optional) is an
       event whose caption runs to the next "from ss to ee" or the end.
       This is the stage-2 training answer format. Broken JSON is never re-read as plain text: its pieces would
       become nonsense captions.
   D4. Consecutive events whose sentences are near-identical (difflib ratio > 0.98) and whose spans touch (next start
       − current end within ±1) are merged into one event spanning both.
-  D5. Seconds: (s/100·D, (e+1)/100·D) (`pipeline.contract.timing.dense_caption_span`: the +1 is VTimeLLM's rule).
+  D5. Seconds: (s·D/100, (e+1)·D/100) (`pipeline.contract.timing.dense_caption_span`: the +1 is VTimeLLM's rule).
   D6. Nothing parsed ⇒ unparsable: the video's prediction is empty (it scores 0) and counts in `unparsed`.
 """
 from __future__ import annotations
@@ -96,17 +97,20 @@ def merge_similar(items: list[tuple[int, int, str]]) -> list[tuple[int, int, str
     return merged
 
 
-def parse_dense_captions(answer: str) -> list[tuple[int, int, str]] | None:
-    """Rules D1–D4 and D6: merged (start, end, sentence) positions, or None when nothing could be parsed."""
+def parse_dense_captions(answer: str, plain_text: bool = True) -> list[tuple[int, int, str]] | None:
+    """Rules D1–D4 and D6: merged (start, end, sentence) positions, or None when nothing could be parsed.
+
+    `plain_text=False` is VTimeLLM's reading: JSON only (rule D3 off)."""
     items = _json_items(answer)
-    if not items and '"timestamps"' not in answer:
+    if plain_text and not items and '"timestamps"' not in answer:
         items = _plain_items(answer)
     return merge_similar(items) if items else None
 
 
-def dense_caption_events(answer: str, duration: float) -> list[tuple[tuple[float, float], str]] | None:
-    """Rules D1–D6: events ((start_s, end_s), sentence), or None when unparsable."""
-    items = parse_dense_captions(answer)
+def dense_caption_events(answer: str, duration: float, plain_text: bool = True
+                         ) -> list[tuple[tuple[float, float], str]] | None:
+    """Rules D1–D6: events ((start_s, end_s), sentence), or None when unparsable (`plain_text` as above)."""
+    items = parse_dense_captions(answer, plain_text)
     if items is None:
         return None
     return [(dense_caption_span(s, e, duration), text) for s, e, text in items]

@@ -12,6 +12,7 @@ from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
 from eval.score import Truth, plot, read_predictions, read_truth, score
+from pipeline.contract.conversation import video_turn
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_stage
 
@@ -113,12 +114,18 @@ def _prediction_line(item: EvalItem, answer: str) -> dict:
     return line
 
 
+def query_turn(benchmark: str, query: str) -> dict:
+    """The human turn VTimeLLM's eval sends: "<video>\\n " + query for dense captioning (a space, so its first token
+    is "▁Could"), "<video>\\n" + query for grounding (no space)."""
+    return video_turn(" " + query if benchmark == "dvc" else query)
+
+
 def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str]:
     from eval.generate import Query, generate
-    from pipeline.contract.conversation import generation_prompt, video_turn
+    from pipeline.contract.conversation import generation_prompt
 
-    queries = [Query(generation_prompt([video_turn(it.query)], model.tokenizer, model.conv_format), it.features)
-               for it in items]
+    queries = [Query(generation_prompt([query_turn(cfg.benchmark, it.query)], model.tokenizer, model.conv_format),
+                     it.features) for it in items]
     return generate(model, queries, cfg.batch_size, cfg.max_new_tokens, progress=on_batch)
 
 

@@ -7,6 +7,11 @@ what is scored. Ground truth comes from any annotation file the manifest readers
 a grounding line is matched to the event of its video whose sentence equals the query's sentence (the text inside
 "During which frames can we see …?", or the line's `sentence`), lower-cased, final period removed; repeated
 sentences of one video are matched in file order. Spans are scored as published (ends past the duration included).
+
+Scoring is VTimeLLM's (`vtimellm/eval/eval.py`, `metric.py`): grounding IoU of fractions rounded to 2 decimals, dense
+captions read from the JSON layout only (anything else is an empty prediction). The lenient reading is reported
+beside it, never mixed in: `metrics.json` = VTimeLLM's figures at the top level, `"scoring": "vtimellm"`, and
+`"lenient": {"rules": ..., figures}` (grounding: IoU in seconds, not rounded; dvc: plain-text answers read too).
 """
 from __future__ import annotations
 
@@ -15,11 +20,17 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou
-from eval.parse import dense_caption_events, grounding_answer_span
+from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou, vtimellm_iou
+from eval.parse import dense_caption_events, parse_grounding
 from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
+from pipeline.contract.timing import grounding_span
 
 SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
+SCORING = "vtimellm"
+LENIENT_RULES = {
+    "grounding": "IoU of the spans in seconds, not rounded (headline: VTimeLLM's IoU of fractions, 2 decimals)",
+    "dvc": "plain-text 'From ss to ee, caption.' answers are read too (headline: VTimeLLM's JSON layout only)",
+}
 
 
 def line_sentence(line: dict) -> str:
@@ -100,7 +111,8 @@ def _span(value, vid: str) -> tuple[float, float]:
 
 
 def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
-    """Per query: video, sentence, ground-truth span, predicted span (None = unparsable) and IoU."""
+    """Per query: video, sentence, ground-truth span, predicted span (None = unparsable), `iou` (VTimeLLM's) and
+    `iou_seconds` (the lenient reading)."""
     queues: dict[tuple[str, str], deque] = defaultdict(deque)
     for vid, t in truth.items():
         for span, sentence in t.events:
@@ -112,16 +124,22 @@ def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
             raise ValueError(f"video {key[0]!r} has no (further) event with the sentence {key[1]!r}")
         gt = queues[key].popleft()
         if "answer" in line:
-            span = grounding_answer_span(str(line["answer"]), t.duration)
+            pos = parse_grounding(str(line["answer"]))
+            span = grounding_span(pos[0], pos[1], t.duration) if pos else None
+            frac = (pos[0] / 100, pos[1] / 100) if pos else None
         else:
             span = _span(line["span"], key[0]) if line["span"] is not None else None
-        records.append({"video": key[0], "sentence": key[1], "gt": list(gt),
-                        "span": list(span) if span else None, "iou": temporal_iou(span, gt) if span else None})
+            frac = (span[0] / t.duration, span[1] / t.duration) if span else None
+        gt_frac = (gt[0] / t.duration, gt[1] / t.duration)
+        records.append({"video": key[0], "sentence": key[1], "gt": list(gt), "span": list(span) if span else None,
+                        "iou": vtimellm_iou(frac, gt_frac) if frac else None,
+                        "iou_seconds": temporal_iou(span, gt) if span else None})
     return records
 
 
-def dvc_inputs(preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict, int]:
-    """(predicted events by video, ground truth by video, number of unparsable answers)."""
+def dvc_inputs(preds: list[dict], truth: dict[str, Truth], plain_text: bool = False) -> tuple[dict, dict, int]:
+    """(predicted events by video, ground truth by video, number of unparsable answers); `plain_text` = the lenient
+    reading of answers (VTimeLLM's: JSON only)."""
     events: dict[str, list[Event]] = {}
     unparsed = 0
     for line in preds:
@@ -129,7 +147,7 @@ def dvc_inputs(preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict, 
         if vid in events:
             raise ValueError(f"two dense-captioning predictions for video {vid!r}")
         if "answer" in line:
-            parsed = dense_caption_events(str(line["answer"]), t.duration)
+            parsed = dense_caption_events(str(line["answer"]), t.duration, plain_text)
         else:
             try:
                 parsed = [(_span(e["span"], vid), str(e["sentence"])) for e in line["events"]]
@@ -142,15 +160,25 @@ def dvc_inputs(preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict, 
     return events, gts, unparsed
 
 
+def _with_lenient(benchmark: str, metrics: dict, lenient: dict) -> dict:
+    return {**metrics, "scoring": SCORING, "lenient": {"rules": LENIENT_RULES[benchmark], **lenient}}
+
+
 def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict]:
-    """(metrics.json content, plot data) for one benchmark."""
+    """(metrics.json content, plot data) for one benchmark: VTimeLLM's figures, and the lenient ones under `lenient`."""
     if benchmark == "grounding":
         records = grounding_records(preds, truth)
-        return grounding_metrics([r["iou"] for r in records]), {"ious": [r["iou"] for r in records]}
+        metrics = grounding_metrics([r["iou"] for r in records])
+        lenient = grounding_metrics([r["iou_seconds"] for r in records], decimals=None)
+        return _with_lenient(benchmark, metrics, lenient), {"ious": [r["iou"] for r in records]}
     if benchmark == "dvc":
         events, gts, unparsed = dvc_inputs(preds, truth)
         details: dict = {}
-        return dvc_metrics(events, gts, unparsed=unparsed, details=details), details
+        metrics = dvc_metrics(events, gts, unparsed=unparsed, details=details)
+        loose, _, loose_unparsed = dvc_inputs(preds, truth, plain_text=True)
+        # Scored again only when the lenient reading found more (METEOR runs are the cost).
+        lenient = metrics if loose == events else dvc_metrics(loose, gts, unparsed=loose_unparsed)
+        return _with_lenient(benchmark, metrics, lenient), details
     raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
 
 

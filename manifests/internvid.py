@@ -2,8 +2,8 @@
 
 Clips are grouped by YoutubeID and passed through the selection rule of `manifests.selection`. Each kept window is
 one video row: `media` the original YouTube video (`{YoutubeID}.mp4|.mkv|.webm`), `window` = [first event start,
-last event end] seconds of that file, `duration` its length, events relative to the window start (milliseconds, as
-published), key `{YoutubeID}_{window start in ms}`. Clips with unparsable fields or start ≥ end are rejections;
+last event end + WINDOW_END_PAD_S] seconds of that file, `duration` its length, events relative to the window start
+(milliseconds, as published), key `{YoutubeID}_{window start in ms}`. Clips with unparsable fields or start ≥ end are rejections;
 clips the selection leaves out are counted by reason in `stats` (they are usable data, just not chosen).
 """
 from __future__ import annotations
@@ -81,8 +81,15 @@ def _group(path: str | Path, result: ReadResult) -> dict[str, list[Clip]]:
     return groups
 
 
+WINDOW_END_PAD_S = 1.0
+"""Seconds the window runs past its last event. VTimeLLM's one documented stage-2 record (docs/data.md: split
+[129.8, 184.0], duration 54.2, first event at 0, last event ending at 53.2) ends its window 1 s after the last event,
+so that event renders "98", not the "99" a window cut at the event would always give. Past the end of the file the
+extractor clamps to the last frame, as VTimeLLM's does; the duration stays the window's, as its meta.duration does."""
+
+
 def window_row(vid: str, window: list[Clip], media_root: str | Path | None) -> ManifestRow:
-    w0, w1 = window[0].start, window[-1].end
+    w0, w1 = window[0].start, round(window[-1].end + WINDOW_END_PAD_S, 3)
     events = tuple(Event(round(c.start - w0, 3), round(c.end - w0, 3), c.caption) for c in window)
     return ManifestRow(key=make_key(f"{vid}_{round(w0 * 1000)}"), dataset=DATASET, kind="video",
                        media=resolve_video(media_root, vid), window=(w0, w1), duration=round(w1 - w0, 3),

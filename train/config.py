@@ -54,8 +54,9 @@ class TrainConfig:
     """Share of the optimizer steps spent warming the learning rate up from 0."""
     weight_decay: float = 0.0
     """AdamW weight decay (VTimeLLM: 0)."""
-    grad_clip: float = 1.0
-    """Gradient norm clipping threshold (0 disables)."""
+    grad_clip: float = 0.0
+    """Gradient norm clipping threshold; 0 = off, VTimeLLM's setting (its DeepSpeed JSONs set no `gradient_clipping`
+    and its trainer fills only "auto" keys, so DeepSpeed's default 0 applies). `--grad-clip 1.0` turns it on."""
     zero: int = 2
     """DeepSpeed ZeRO stage 0-3 (VTimeLLM: 3 for stages 1-2, 2 for stage 3 since merging needs whole weights)."""
     precision: str = "auto"

@@ -63,9 +63,13 @@ def hidden_size(llm: nn.Module) -> int:
 
 def prepare_tokenizer(tokenizer):
     """Right padding; pad = unk when there is no pad token (VTimeLLM's choice for Vicuna), else eos."""
+    from pipeline.contract.conversation import prepends_every_chunk
+
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    # Detected once here; the conversation formats then give a legacy Llama tokenizer Metaspace ids (issue 13 item 6).
+    log.info("tokenizer kind: %s", "legacy (prefix on every chunk)" if prepends_every_chunk(tokenizer) else "standard")
     return tokenizer
 
 

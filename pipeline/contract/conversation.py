@@ -20,6 +20,15 @@ The module also owns the turn rules every part checks with (`turns_problem`: bui
 --verify through pipeline.contract.record, and `encode` itself), the `<video>` literal and the first turn that
 carries it (`video_turn`). The `conversation.json` record around the turns is pipeline.contract.record; the
 evaluation queries are pipeline.contract.queries.
+
+Two tokenizer details follow VTimeLLM exactly (issue 13):
+- `plain` tokenizes "\\n" + caption + "\\n" as one chunk, as VTimeLLM does (the text after `<video>`), and masks the
+  first tokens that "\\n" alone gives; so the caption's first word has no "▁" of its own ("A", not "▁A").
+- Llama tokenizers come in two kinds: Metaspace "prepend first" (transformers 5, or `legacy: false` conversions) adds
+  the "▁" word prefix only when a chunk does not start with a space; a legacy one (the same folder under transformers
+  4.x, whose tokenizer.json carries a `Prepend("▁")` normalizer) adds it to every chunk, so " answer" would become
+  "▁" + "▁answer". `prepends_every_chunk` detects the kind once per tokenizer, and for a legacy one a chunk that
+  starts with a space is tokenized without it: both kinds then give the same ids.
 """
 from __future__ import annotations
 
@@ -53,6 +62,8 @@ class _Seg:
     text: str = ""
     ids: tuple[int, ...] = ()
     supervised: bool = False
+    masked_head: str = ""
+    """`text` starts with this; as many leading tokens as it gives alone stay unsupervised (VTimeLLM's plain mask)."""
 
 
 def video_turn(question: str) -> dict:
@@ -126,10 +137,11 @@ class _Specials:
 def _plain(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
     if len(turns) != (1 if for_generation else 2):
         raise ValueError("the plain format takes exactly one human turn and one gpt turn (caption)")
-    segs = [_Seg(ids=sp.bos()), _Seg(text=VIDEO_PLACEHOLDER + "\n")]
-    if not for_generation:
-        segs.append(_Seg(text=turns[1]["value"] + "\n", supervised=True))
-    return segs
+    if for_generation:
+        return [_Seg(ids=sp.bos()), _Seg(text=VIDEO_PLACEHOLDER + "\n")]
+    # VTimeLLM tokenizes everything after <video> as one chunk and masks len(tokens of "<video>\n").
+    return [_Seg(ids=sp.bos()), _Seg(text=VIDEO_PLACEHOLDER),
+            _Seg(text="\n" + turns[1]["value"] + "\n", supervised=True, masked_head="\n")]
 
 
 def _v1(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
@@ -194,6 +206,37 @@ def _build(turns: list[dict], tokenizer, fmt: str, for_generation: bool, sp: _Sp
     return _BUILDERS[fmt](turns, tokenizer, for_generation, sp or _Specials(tokenizer))
 
 
+def prepends_every_chunk(tokenizer) -> bool:
+    """True for a legacy SentencePiece-style tokenizer, which adds its "▁" word prefix even to text that starts with a
+    space (" a" → "▁", "▁a"); False for a Metaspace "prepend first" one (" a" and "a" → "▁a") and for tokenizers
+    without such a prefix (GPT-2 style). Probed once and remembered on the tokenizer."""
+    known = getattr(tokenizer, "_vtl_prepends_every_chunk", None)
+    if known is None:
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        spaced = tokenizer(" a", add_special_tokens=False)["input_ids"]
+        known = bool(plain) and spaced != plain and spaced[-len(plain):] == plain \
+            and str(tokenizer.convert_ids_to_tokens(plain[0])).startswith("\u2581")
+        try:
+            tokenizer._vtl_prepends_every_chunk = known
+        except AttributeError:  # a tokenizer that refuses new attributes is probed again next time
+            pass
+    return known
+
+
+def _chunk_text(chunk: str, legacy: bool) -> str:
+    """The text to hand the tokenizer for `chunk` so that both tokenizer kinds give Metaspace "prepend first" ids."""
+    return chunk[1:] if legacy and chunk.startswith(" ") and len(chunk) > 1 else chunk
+
+
+def _seg_pieces(seg: _Seg, ids_of) -> list[tuple[list[int], bool]]:
+    """A segment as (ids, supervised) pieces: one, or two when its head is masked."""
+    ids = _seg_ids(seg, ids_of)
+    if not seg.masked_head:
+        return [(ids, seg.supervised)]
+    head = len(ids_of(seg.masked_head))
+    return [(ids[:head], False), (ids[head:], seg.supervised)]
+
+
 def _seg_ids(seg: _Seg, ids_of) -> list[int]:
     """A piece's ids: its literal ids, or its text tokenized chunk by chunk around `<video>` by `ids_of(chunk)`."""
     if seg.ids:
@@ -220,10 +263,12 @@ def _join(pieces: list[tuple[list[int], bool]]) -> Encoded:
 
 def segments(turns: list[dict], tokenizer, fmt: str, for_generation: bool = False) -> list[tuple[list[int], bool]]:
     """The prompt as (ids, supervised) pieces, in order; exposed so tests can compare pieces with full prompts."""
-    def ids_of(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    legacy = prepends_every_chunk(tokenizer)
 
-    return [(_seg_ids(seg, ids_of), seg.supervised) for seg in _build(turns, tokenizer, fmt, for_generation)]
+    def ids_of(text: str) -> list[int]:
+        return tokenizer(_chunk_text(text, legacy), add_special_tokens=False)["input_ids"]
+
+    return [p for seg in _build(turns, tokenizer, fmt, for_generation) for p in _seg_pieces(seg, ids_of)]
 
 
 def encode(turns: list[dict], tokenizer, fmt: str) -> Encoded:
@@ -240,10 +285,12 @@ def encode_many(conversations: list[list[dict]], tokenizer, fmt: str) -> list[En
     """
     sp = _Specials(tokenizer)
     built = [_build(turns, tokenizer, fmt, False, sp) for turns in conversations]
-    texts = list(dict.fromkeys(chunk for segs in built for seg in segs if not seg.ids
-                               for chunk in seg.text.split(VIDEO_PLACEHOLDER) if chunk))
-    table = dict(zip(texts, _tokenize_batch(tokenizer, texts))) if texts else {}
-    return [_join([(_seg_ids(seg, table.__getitem__), seg.supervised) for seg in segs]) for segs in built]
+    texts = list(dict.fromkeys([chunk for segs in built for seg in segs if not seg.ids
+                                for chunk in seg.text.split(VIDEO_PLACEHOLDER) if chunk]
+                               + [seg.masked_head for segs in built for seg in segs if seg.masked_head]))
+    legacy = prepends_every_chunk(tokenizer)
+    table = dict(zip(texts, _tokenize_batch(tokenizer, [_chunk_text(t, legacy) for t in texts]))) if texts else {}
+    return [_join([p for seg in segs for p in _seg_pieces(seg, table.__getitem__)]) for segs in built]
 
 
 def _tokenize_batch(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -43,7 +43,11 @@ def frame_times(indices: list[int], fps: float) -> list[float]:
 
 
 def quantize(seconds: float, duration: float) -> int:
-    """`min(round(t / D · 100), 99)` (Python's round: half to even), floored at 0 for times before the window."""
+    """`min(round(t / D · 100), 99)` (Python's round: half to even), floored at 0 for times before the window.
+
+    The floor is vtl's (issue 13 item 7, decided): VTimeLLM has none, so −1.6 s of 54.2 s renders "-3" there, a string
+    its own eval regex (two digits) cannot read back; vtl renders "00". vtl-built data never has such times (events are
+    clipped to the window and noted); only an imported record with a negative `meta.token` time would differ."""
     if not duration > 0:
         raise ValueError(f"duration must be positive, got {duration}")
     return max(0, min(round(seconds / duration * 100), 99))
@@ -66,8 +70,9 @@ def grounding_span(a: int, b: int, duration: float) -> tuple[float, float]:
 
 
 def dense_caption_span(a: int, b: int, duration: float) -> tuple[float, float]:
-    """Dense-captioning answer "from aa to bb" → seconds: (a/100·D, (b+1)/100·D) (VTimeLLM eval rule)."""
-    return a / 100 * duration, (b + 1) / 100 * duration
+    """Dense-captioning answer "from aa to bb" → seconds: (a·D/100, (b+1)·D/100) (VTimeLLM eval rule, in its order of
+    float operations so the seconds are bit-equal to its scorer's)."""
+    return a * duration / 100, (b + 1) * duration / 100
 
 
 def is_finite(x: float) -> bool:

@@ -66,7 +66,8 @@ def test_score_grounding_on_charades_excerpt(tmp_path):
                                    str(STA), "--durations", str(CSV), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert set(m) == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"}
+    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
+    assert set(m) - {"scoring", "lenient"} == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"}
     assert m["n"] == 5 and m["unparsed"] == pytest.approx(20.0)
     assert m["mIoU"] == pytest.approx(100 * sum(ious) / 5)
     for t in (0.3, 0.5, 0.7):
@@ -119,7 +120,8 @@ def test_score_dvc_on_activitynet_excerpt(tmp_path):
     res = CliRunner().invoke(app, ["score", "--benchmark", "dvc", "--predictions", str(pred), "--annotations", str(ANET)])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(m) == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"}
+    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
+    assert set(m) - {"scoring", "lenient"} == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"}
     assert m["n"] == 2 and m["unparsed"] == pytest.approx(50.0)
     # Video 1 repeats its ground truth: its METEOR is high at every tIoU; video 2 scores 0; the mean is ~half.
     assert 25 < m["METEOR"] <= 50 and 25 < m["SODA_c"] <= 50

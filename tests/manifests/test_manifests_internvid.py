@@ -61,10 +61,11 @@ def test_selection_windows_and_reasons(annotations):
     rows = {r.key: r for r in result.rows}
     assert sorted(rows) == ["vidA_0", "vidB_100000"]
     a = rows["vidA_0"]
-    assert a.window == (0.0, 40.0) and a.duration == 40.0 and a.source_id == "vidA" and a.media == "vidA.mp4"
+    # windows end 1 s after their last event (WINDOW_END_PAD_S, VTimeLLM's documented record)
+    assert a.window == (0.0, 41.0) and a.duration == 41.0 and a.source_id == "vidA" and a.media == "vidA.mp4"
     assert [(e.start, e.end, e.caption) for e in a.events] == [(0, 10, "a"), (10, 20, "b"), (30, 40, "c")]
     b = rows["vidB_100000"]
-    assert b.window == (100.0, 111.0) and b.duration == 11.0
+    assert b.window == (100.0, 112.0) and b.duration == 12.0
     assert [(e.start, e.end) for e in b.events] == [(0, 5), (5, 11)]
     s = result.stats
     assert s["events_not_selected"] == {"event_too_short": 3, "event_overlaps": 2, "event_longer_than_window": 1,
@@ -83,7 +84,7 @@ def test_selection_windows_and_reasons(annotations):
 def test_all_windows_when_unlimited(annotations):
     result = read_dataset("internvid", annotations, max_windows_per_video=0)
     far = next(r for r in result.rows if r.key == "vidA_200000")
-    assert far.window == (200.0, 225.0) and [(e.start, e.end) for e in far.events] == [(0, 10), (15, 25)]
+    assert far.window == (200.0, 226.0) and [(e.start, e.end) for e in far.events] == [(0, 10), (15, 25)]
     assert result.stats["windows_kept"] == 3 and "window_over_video_limit" not in result.stats["events_not_selected"]
 
 
@@ -114,3 +115,14 @@ def test_thresholds_are_options(annotations):
     assert result.stats["rule"]["min_event_s"] == 1.0
     with pytest.raises(ValueError):
         read_dataset("internvid", annotations, min_mean_ratio=2.0)
+
+
+def test_window_ends_like_vtimellms_documented_record():
+    """Issue 13 item 7: VTimeLLM's data.md record (split [129.8, 184.0], events 0–9.4 and 49.4–53.2 s) renders its last
+    event "98"; a window cut at the last event would render every last event "99"."""
+    from manifests.internvid import window_row
+    from pipeline.contract.timing import render_time
+
+    row = window_row("aMEDuIHmJJM", [Clip(129.8, 139.2, "a"), Clip(179.2, 183.0, "b")], None)
+    assert row.window == (129.8, 184.0) and row.duration == pytest.approx(54.2)
+    assert [render_time(t, row.duration) for e in row.events for t in (e.start, e.end)] == ["00", "17", "91", "98"]

@@ -71,6 +71,18 @@ def test_presets_load_and_match_the_stage_table():
         assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05)
 
 
+def test_gradient_clipping_is_off_by_default_and_still_available():
+    """Issue 13 item 4: VTimeLLM's DeepSpeed JSONs set no `gradient_clipping` (DeepSpeed's default 0 = off)."""
+    from train.engine import deepspeed_config
+
+    for number in STAGES:
+        cfg = resolve_config(number, shards="s", llm="tiny-random", out="o",
+                             from_checkpoint="f" if number > 1 else None)
+        assert cfg.grad_clip == 0.0 and deepspeed_config(cfg, "fp32")["gradient_clipping"] == 0.0
+    clipped = resolve_config(2, shards="s", llm="tiny-random", out="o", from_checkpoint="f", grad_clip=1.0)
+    assert deepspeed_config(clipped, "fp32")["gradient_clipping"] == 1.0
+
+
 def test_stage1_trains_the_projector_only(chain):
     assert chain["s1_changed"] == {"projector.weight", "projector.bias"}
     assert [n for n, p in chain["m1"].named_parameters() if p.requires_grad] == ["projector.weight", "projector.bias"]

@@ -154,3 +154,9 @@ def test_frame_times():
     assert frame_times([0, 15, 30], 30.0) == [0.0, 0.5, 1.0]
     assert frame_times([0, 12], 24.0) == [0.0, 0.5]
     assert frame_times([3, 4], 0.0) == [0.0, 0.0]   # images and unknown rates carry no time
+
+
+def test_times_before_the_window_render_00_not_vtimellms_negative_string():
+    """Issue 13 item 7, decided: VTimeLLM renders str(min(round(-1.6 / 54.2 * 100), 99)) = "-3"; vtl floors at "00"."""
+    assert str(min(round(-1.6 / 54.2 * 100), 99)) == "-3"
+    assert render_time(-1.6, 54.2) == "00" and render_time(-0.2, 54.2) == "00"
