@@ -81,7 +81,8 @@ def run(cfg: TrainConfig) -> Path:
     loader = TrainLoader(cfg.shards, tokenizer=model.tokenizer, conv_format=model.conv_format,
                          micro_batch=cfg.micro_batch, max_tokens=cfg.max_tokens, rank=rank, world=world,
                          num_workers=cfg.num_workers, buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                         token_cache=cfg.token_cache_dir, state=state.get("loader"))
+                         token_cache=cfg.token_cache_dir, state=state.get("loader"),
+                         group_by_length=cfg.group_by_length)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / RUN_CONFIG, {"config": cfg.to_dict(), "producer": producer(), "engine": engine.config,
