@@ -81,6 +81,13 @@ class TrainConfig:
     """DataLoader worker processes per rank (each reads its own subset of the rank's shards)."""
     shuffle_buffer: int = 1000
     """Samples held in the shuffle buffer of each worker (memory bound of the loader)."""
+    group_by_length: bool = True
+    """Batch samples of similar length together, within shuffled windows of ~50 micro-batches (train.data.grouping);
+    off, each micro-batch is the next samples of the shuffled stream. Either way every micro-batch is padded to its
+    longest sample, unless `pack`."""
+    pack: bool = False
+    """Pack each micro-batch into one sequence without padding: position ids restart per sample and attention never
+    crosses samples (train.packing); the loss is the unpacked loss of the same samples."""
     token_cache: str | None = None
     """Folder for the shards' token tables (tokenized once, reused by later epochs and runs with the same tokenizer
     and format); default `OUT/token-cache`; `off` tokenizes every epoch."""

@@ -33,6 +33,7 @@ from train.engine import (
     resolve_precision,
     restore_linear,
 )
+from train.packing import useful_and_padded
 from train.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def run(cfg: TrainConfig) -> Path:
     if partitioned(model.llm):
         log.info("LLM built partitioned (ZeRO-3): rank %d holds %d of %d LLM parameters", rank,
                  *local_share(model.llm))
+    model.pack = cfg.pack
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
@@ -81,7 +83,8 @@ def run(cfg: TrainConfig) -> Path:
     loader = TrainLoader(cfg.shards, tokenizer=model.tokenizer, conv_format=model.conv_format,
                          micro_batch=cfg.micro_batch, max_tokens=cfg.max_tokens, rank=rank, world=world,
                          num_workers=cfg.num_workers, buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                         token_cache=cfg.token_cache_dir, state=state.get("loader"))
+                         token_cache=cfg.token_cache_dir, state=state.get("loader"),
+                         group_by_length=cfg.group_by_length)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / RUN_CONFIG, {"config": cfg.to_dict(), "producer": producer(), "engine": engine.config,
@@ -112,13 +115,15 @@ def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, to
     """The training loop: micro-batches until `total` optimizer steps, logging each step, saving every N."""
     metrics = _MetricsLog(out, start, rank, cfg.log_keys)
     tokens, elapsed = state.get("tokens", 0), state.get("elapsed", 0.0)
+    padded_tokens, micro_padded = state.get("padded_tokens", 0), 0
     step, losses, micro_tokens, last = start, [], 0, {"loss": float("nan"), "skipped_long": 0}
     t0 = time.perf_counter() - elapsed
     bar = Progress(total, start, enabled=cfg.progress and rank == 0, label=f"stage {cfg.stage}")
     batches = iter(loader)
     while step < total:
         batch, keys = next(batches)
-        micro_tokens += int(batch["attention_mask"].sum() + batch["num_features"].sum() - len(keys))
+        useful, padded = useful_and_padded(batch, cfg.pack)  # positions the LLM computes: samples, padding
+        micro_tokens, micro_padded = micro_tokens + useful, micro_padded + padded
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         batch["features"] = batch["features"].to(engine.dtype)
         loss = engine.forward(batch)
@@ -129,18 +134,21 @@ def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, to
         if not engine.step():
             continue
         step += 1
-        mean_loss, step_tokens, skipped = _reduce(torch.stack(losses).mean(), micro_tokens, loader.skipped_long)
-        tokens += step_tokens
+        mean_loss, step_tokens, skipped, step_padded = _reduce(torch.stack(losses).mean(), micro_tokens,
+                                                               loader.skipped_long, micro_padded)
+        tokens, padded_tokens = tokens + step_tokens, padded_tokens + step_padded
         seconds = time.perf_counter() - t0
-        last = {"step": step, "loss": mean_loss, "lr": lr, "tokens": tokens, "samples": step * cfg.global_batch,
+        last = {"step": step, "loss": mean_loss, "lr": lr, "tokens": tokens, "padded_tokens": padded_tokens,
+                "samples": step * cfg.global_batch,
                 "epoch": round(step * cfg.global_batch / max(1, loader.samples_per_epoch), 4),
                 "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "skipped_long": skipped,
                 "elapsed_s": round(seconds, 3)}
         metrics.write(last)
         bar.update(step, last)
-        losses, micro_tokens = [], 0
+        losses, micro_tokens, micro_padded = [], 0, 0
         if cfg.save_every and step % cfg.save_every == 0 or step == total:
-            save_state(engine, out, step, {"loader": loader.state_dict(), "tokens": tokens, "elapsed": seconds}, rank)
+            save_state(engine, out, step, {"loader": loader.state_dict(), "tokens": tokens,
+                                           "padded_tokens": padded_tokens, "elapsed": seconds}, rank)
     bar.close()
     metrics.close()
     return {"steps": step, "loss": last["loss"], "skipped_long": last["skipped_long"]}
@@ -204,14 +212,14 @@ def _check_out(out: Path, cfg: TrainConfig, rank: int) -> None:
         raise FileExistsError(f"{out} already holds a (possibly interrupted) run: pass --resume, or another --out")
 
 
-def _reduce(loss: torch.Tensor, tokens: int, skipped: int) -> tuple[float, int, int]:
-    """Mean loss, summed tokens and skipped samples over ranks (one small all-reduce per step)."""
-    values = torch.tensor([float(loss), float(tokens), float(skipped)], dtype=torch.float64)
+def _reduce(loss: torch.Tensor, tokens: int, skipped: int, padded: int) -> tuple[float, int, int, int]:
+    """Mean loss, summed tokens, skipped samples and padding over ranks (one small all-reduce per step)."""
+    values = torch.tensor([float(loss), float(tokens), float(skipped), float(padded)], dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
         values = values.to("cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(values)
         values[0] /= dist.get_world_size()
-    return float(values[0]), int(values[1]), int(values[2])
+    return float(values[0]), int(values[1]), int(values[2]), int(values[3])
 
 
 def _barrier() -> None:

@@ -122,6 +122,8 @@ class VideoLLM(nn.Module):
             raise ValueError(f"projector outputs {projector.out_features} but the LLM hidden size is {hidden}")
         # Filled by train.stages: what the LLM was built from, so checkpoints can record it.
         self.provenance: dict = {}
+        # --pack: forward packs the micro-batch into one sequence (train.packing) instead of padding it.
+        self.pack = False
 
     @property
     def feature_dim(self) -> int:
@@ -168,6 +170,11 @@ class VideoLLM(nn.Module):
             emb, lab = self._splice(input_ids[b, :n], projected[b, :int(num_features[b])], lab)
             embs.append(emb)
             labs.append(lab)
+        if self.pack:
+            from train.packing import packed_inputs
+
+            implementation = self.llm.config._attn_implementation
+            return self.llm(**packed_inputs(embs, None if labels is None else labs, implementation))
         width = max(e.shape[0] for e in embs)
         inputs = embs[0].new_zeros((len(embs), width, embs[0].shape[1]))
         mask = attention_mask.new_zeros((len(embs), width))

@@ -93,16 +93,18 @@ def test_epoch_covers_every_sample_once_then_reshuffles(shards, tok):
     assert len(set(keys)) == 56 and two.state_dict()["workers"][1]["epoch"] == 0
 
 
-@pytest.mark.parametrize("workers,cut", [(0, 5), (2, 7), (2, 16)])
-def test_resume_from_state_continues_exactly(shards, tok, workers, cut):
-    ref = [ks for _, ks in take(loader(shards, tok, num_workers=workers), cut + 6)]
-    first = loader(shards, tok, num_workers=workers)
+@pytest.mark.parametrize("group", [True, False])
+@pytest.mark.parametrize("workers,cut", [(0, 5), (0, 15), (2, 7), (2, 16)])
+def test_resume_from_state_continues_exactly(shards, tok, workers, cut, group):
+    """Cuts inside a grouping window (5, 7, 16) and at its end (15 = the first epoch with one worker)."""
+    ref = [ks for _, ks in take(loader(shards, tok, num_workers=workers, group_by_length=group), cut + 6)]
+    first = loader(shards, tok, num_workers=workers, group_by_length=group)
     it = iter(first)
     for _ in range(cut):
         next(it)
     state = first.state_dict()
     assert state["samples"] == cut * 4
-    resumed = loader(shards, tok, num_workers=workers, state=state)
+    resumed = loader(shards, tok, num_workers=workers, state=state, group_by_length=group)
     assert [ks for _, ks in take(resumed, 6)] == ref[cut:]
 
 
@@ -111,6 +113,8 @@ def test_resume_refuses_a_different_layout(shards, tok):
     take(ld, 2)
     with pytest.raises(ValueError, match="same number of processes"):
         loader(shards, tok, num_workers=2, rank=0, world=2, state=ld.state_dict())
+    with pytest.raises(ValueError, match="group-by-length"):
+        loader(shards, tok, num_workers=2, state=ld.state_dict(), group_by_length=False)
 
 
 def test_overlong_samples_are_skipped_and_counted(tmp_path, tok):

@@ -74,7 +74,8 @@ def test_presets_load_and_flags_override(tmp_path):
 
 def test_stage1_command_writes_checkpoint_and_metrics(stage1):
     rows = [json.loads(line) for line in (stage1 / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 20 and all({"step", "loss", "lr", "tokens"} <= set(r) for r in rows)
+    assert len(rows) == 20 and all({"step", "loss", "lr", "tokens", "padded_tokens"} <= set(r) for r in rows)
+    assert rows[-1]["tokens"] > rows[0]["tokens"] > 0 and rows[-1]["padded_tokens"] >= rows[0]["padded_tokens"] >= 0
     assert falls([r["loss"] for r in rows])
     assert rows[0]["lr"] == 0.0 and max(r["lr"] for r in rows) == pytest.approx(1e-3)
     meta = json.loads((stage1 / "vtl_checkpoint.json").read_text())
@@ -163,6 +164,20 @@ def test_kill_and_resume_gives_the_same_losses(data, stage1, stage2):
     assert losses(out) == pytest.approx(losses(ref), rel=1e-5)
     assert len(losses(out)) == 8
     assert [d.name for d in (out / "engine").glob("step*")] == ["step00000008"]  # only the latest is kept
+
+
+def test_packed_training_gives_the_unpacked_losses_without_padding(data, stage1):
+    """Same samples, same order (grouping on), LoRA dropout off so both see the same network: packing changes only
+    how the micro-batch is laid out, so losses agree to float tolerance and no padding is computed."""
+    from train.loop import run
+
+    rows = {}
+    for pack in (False, True):
+        out = run(small(data, 2, data["root"] / f"pack-{pack}", stage1, max_steps=4, lora_dropout=0.0, pack=pack))
+        rows[pack] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows[True]] == pytest.approx([r["loss"] for r in rows[False]], rel=1e-4)
+    assert [r["tokens"] for r in rows[True]] == [r["tokens"] for r in rows[False]]
+    assert rows[True][-1]["padded_tokens"] == 0 < rows[False][-1]["padded_tokens"]
 
 
 @pytest.mark.slow  # two full training processes: ~35 s on 2 cores
