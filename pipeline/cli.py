@@ -205,8 +205,9 @@ def extract_cmd(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's."),
     out: Optional[Path] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
     data_root: Path = typer.Option(Path("./data"), "--data-root", help="Root of the per-dataset folders."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | HOST:PORT | ray://host:port; token auth: docs/cluster.md); "
-                                          "default: start Ray on this machine."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | HOST:PORT | "
+                                          "ray://host:port; token auth: docs/cluster.md); default: start Ray on "
+                                          "this machine."),
     executor: str = typer.Option("ray", "--executor", help="ray, or local (in-process, for debugging)."),
     tasks: Optional[int] = typer.Option(None, "--tasks", help="Fixed number of manifest slices (default: from "
                                         "the row count). A rerun must use the same."),
