@@ -50,6 +50,11 @@ def read_dataset(name: str, annotations: str | Path, durations: str | Path | Non
             raise FileNotFoundError(f"{what} file not found: {path}")
     if media_root is not None and not Path(media_root).is_dir():
         raise FileNotFoundError(f"media root is not a folder: {media_root}")
+    # Media paths are stored absolute (a manifest is read from other folders and nodes): the `files` reader takes
+    # them under the annotations' folder, the others under the media root.
+    annotations = Path(annotations).absolute()
+    if media_root is not None:
+        media_root = Path(media_root).absolute()
     unknown = set(options) - set(reader_options(name))
     if unknown:
         raise ValueError(f"{name} takes no option {sorted(unknown)}; it takes {sorted(reader_options(name)) or 'none'}")

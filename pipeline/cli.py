@@ -232,8 +232,9 @@ def extract_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the per-dataset folders "
                                              "(default ./data)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | ray://host:port); "
-                                          "default: start Ray on this machine."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | HOST:PORT | "
+                                          "ray://host:port; token auth: docs/cluster.md); default: start Ray on "
+                                          "this machine."),
     executor: Optional[str] = typer.Option(None, "--executor", help="ray (default), or local (in-process, for "
                                            "debugging)."),
     tasks: Optional[int] = typer.Option(None, "--tasks", help="Fixed number of manifest slices (default: from "

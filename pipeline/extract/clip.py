@@ -188,43 +188,70 @@ def short_side_size(height: int, width: int, size: int = IMAGE_SIZE) -> tuple[in
     return int(size * height / width), size
 
 
-def preprocess(frames: np.ndarray, resize: bool = True, chunk: int = 2):
+def preprocess(frames: np.ndarray, resize: bool = True, chunk: int = 2, dtype=None):
     """uint8 (N, H, W, 3) RGB → float32 (N, 3, 224, 224), DESIGN.md's path. `resize=False` when the decoder already
-    brought the short side to 224 (fast_resize).
+    brought the short side to 224 (fast_resize). `dtype` (a torch dtype) casts the result, e.g. to the float16 a GPU
+    encoder feeds its model anyway (`encode` would cast on the device with the same round-to-nearest-even).
 
     Every op works frame by frame, so running it on chunks of `chunk` contiguous NCHW frames gives bit-identical
     output (tests/test_clip.py) while keeping the float copy of full-resolution frames small enough for the caches.
     """
     import torch
 
-    out = torch.empty((len(frames), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.float32)
+    out = torch.empty((len(frames), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=dtype or torch.float32)
     for i in range(0, len(frames), chunk):
         out[i:i + chunk] = _preprocess_chunk(frames[i:i + chunk], resize)
     return out
 
 
-def _preprocess_chunk(frames: np.ndarray, resize: bool):
+def _nchw(frames: np.ndarray):
     import torch
+
+    return torch.from_numpy(np.require(frames, requirements=("C", "W"))).permute(0, 3, 1, 2).contiguous()
+
+
+def center_crop_uint8(frames: np.ndarray) -> np.ndarray:
+    """Decoder-resized uint8 (N, H, W, 3) frames (short side 224) → uint8 (N, 3, 224, 224): what the fast path ships
+    to the encoder, 4× fewer bytes than float32 pixels; `normalise` there gives the same pixels as `preprocess`."""
+    from torchvision.transforms import functional as TF
+
+    return TF.center_crop(_nchw(frames), [IMAGE_SIZE, IMAGE_SIZE]).numpy()
+
+
+def normalise(x):
+    """uint8 NCHW tensor → /255 → CLIP mean/std, float32 (element-wise ops: the same on any device)."""
+    from torchvision.transforms import functional as TF
+
+    return TF.normalize(x.float().div_(255.0), CLIP_MEAN, CLIP_STD)
+
+
+def _preprocess_chunk(frames: np.ndarray, resize: bool):
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    x = torch.from_numpy(np.require(frames, requirements=("C", "W"))).permute(0, 3, 1, 2).contiguous()
+    x = _nchw(frames)
+    if not resize:  # cropping uint8 then converting equals converting then cropping: a crop only selects pixels
+        return normalise(TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE]))
     x = x.float().div_(255.0)
-    if resize:
-        x = TF.resize(x, [IMAGE_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=False)
+    x = TF.resize(x, [IMAGE_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=False)
     x = TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE])
     return TF.normalize(x, CLIP_MEAN, CLIP_STD)
 
 
 def encode(model, pixels, batch_size: int) -> np.ndarray:
-    """Projected CLS features of preprocessed pixels, in chunks of `batch_size` frames → float16 (N, 768)."""
+    """Projected CLS features, in chunks of `batch_size` frames → float16 (N, 768). `pixels`: preprocessed float
+    pixels (float32, or already in the model's dtype), or uint8 centre crops (the fast path), normalised here."""
     import torch
 
     param = next(model.parameters())
+    if pixels.dtype not in (np.uint8, np.float32) and torch.as_tensor(pixels[:0]).dtype != param.dtype:
+        raise RuntimeError(f"{pixels.dtype} pixels for a {param.dtype} encoder: features would differ; "
+                           "the decode side must ship float32, the model's dtype or uint8")
     out = []
     with torch.inference_mode():
         for i in range(0, len(pixels), batch_size):
-            chunk = torch.as_tensor(pixels[i:i + batch_size]).to(param.device, param.dtype)
+            chunk = torch.as_tensor(pixels[i:i + batch_size]).to(param.device)
+            chunk = (normalise(chunk) if chunk.dtype == torch.uint8 else chunk).to(param.dtype)
             out.append(model.encode_image(chunk).float().cpu().numpy())
     if not out:
         return np.zeros((0, FEATURE_DIM), dtype=np.float16)

@@ -23,7 +23,8 @@ from pipeline.contract.storage import write_json_atomic
 from pipeline.extract import tasks as tasks_mod
 from pipeline.extract.clip import ClipConfig, encoder_id
 from pipeline.extract.decode import MediaError
-from pipeline.extract.executors import FRAMES_PER_ROW, InProcessExecutor, Job, RayExecutor, Stats
+from pipeline.extract.executors import FRAMES_PER_ROW, InProcessExecutor, Job, Stats
+from pipeline.extract.ray_executor import RayExecutor
 from pipeline.extract.steps import Decode, Encode, Item, Preprocess, SampleFrames, Write
 
 EXECUTORS = ("ray", "local")
@@ -79,13 +80,14 @@ class ExtractConfig:
         if self.tasks is not None and self.tasks < 1:
             raise ValueError(f"--tasks must be ≥ 1, got {self.tasks}")
 
+    # Absolute, resolved here on the driver: Ray workers run in the folder of their node's `ray start`.
     @property
     def manifest_path(self) -> Path:
-        return Path(self.manifest) if self.manifest else Path(self.data_root) / self.dataset / "manifest.parquet"
+        return Path(self.manifest or Path(self.data_root) / self.dataset / "manifest.parquet").absolute()
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path(self.data_root) / self.dataset / "features"
+        return Path(self.out or Path(self.data_root) / self.dataset / "features").absolute()
 
 
 @dataclass
@@ -122,9 +124,13 @@ def load_rows(manifest: Path) -> list[dict]:
     if not manifest.is_file():
         raise ExtractError(f"manifest {manifest} not found (--manifest FILE, or --dataset NAME with --data-root)")
     try:
-        return [r.to_json() for r in iter_manifest(manifest)]
+        rows = [r.to_json() for r in iter_manifest(manifest)]
     except Exception as e:
         raise ExtractError(f"cannot read manifest {manifest}: {type(e).__name__}: {e}") from e
+    for row in rows:  # relative media: relative to the driver's folder, wherever a task runs
+        if "://" not in row["media"]:
+            row["media"] = os.path.abspath(row["media"])
+    return rows
 
 
 def build_job(cfg: ExtractConfig, encoder: str, use_gpu: bool) -> Job:
@@ -133,7 +139,7 @@ def build_job(cfg: ExtractConfig, encoder: str, use_gpu: bool) -> Job:
     steps = [
         Decode(threads=cfg.decode_threads),
         SampleFrames(fast_resize=cfg.clip.fast_resize),
-        Preprocess(fast_resize=cfg.clip.fast_resize),
+        Preprocess(fast_resize=cfg.clip.fast_resize, dtype="float16" if use_gpu else "float32"),
         Encode(cfg.clip, batch_size=cfg.batch_size, encoder=encoder, use_gpu=use_gpu),
         Write(out, samples_per_shard=cfg.samples_per_shard),
     ]

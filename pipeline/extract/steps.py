@@ -136,20 +136,31 @@ def sample_meta(row: dict, *, fps: float | None, num_frames: int, indices: list[
 
 
 class Preprocess(Step):
-    """uint8 frames → CLIP input pixels (float32 (N, 3, 224, 224)) on the decode side, where the cores are."""
+    """uint8 frames → what the encoder is sent, on the decode side, where the cores are.
+
+    Default path: CLIP input pixels (N, 3, 224, 224) in `dtype`, the encoder model's own dtype (float16 for a GPU
+    encoder, which casts to it anyway: half the bytes of float32 in the object store, same features). Fast path
+    (the decoder resized): uint8 centre crops, normalised by the encoder (a quarter of the float32 bytes).
+    """
 
     name = "preprocess"
 
-    def __init__(self, fast_resize: bool = False):
+    def __init__(self, fast_resize: bool = False, dtype: str = "float32"):
         self.fast_resize = fast_resize
+        self.dtype = dtype
 
     def setup(self) -> None:
         import torchvision.transforms.functional  # noqa: F401  (torch + torchvision: seconds on a cold worker)
 
     def process(self, item: Item) -> Item:
-        from pipeline.extract.clip import preprocess
+        import torch
 
-        item.pixels = preprocess(item.frames, resize=not self.fast_resize).numpy()
+        from pipeline.extract.clip import center_crop_uint8, preprocess
+
+        if self.fast_resize:
+            item.pixels = center_crop_uint8(item.frames)
+        else:
+            item.pixels = preprocess(item.frames, dtype=getattr(torch, self.dtype)).numpy()
         item.frames = None
         return item
 

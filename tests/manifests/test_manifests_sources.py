@@ -37,6 +37,20 @@ def test_lcc(tmp_path):
     assert rooted.rejection_counts()["media_missing"] == 1
 
 
+def test_relative_media_root_is_stored_absolute(tmp_path, monkeypatch):
+    """Ray workers on other nodes run in other folders: a manifest never stores a path relative to the builder's."""
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "a.jpg").write_bytes(b"jpg")
+    (tmp_path / "lcc.json").write_text(json.dumps([{"id": "a", "image": "a.jpg", "conversations": [
+        {"from": "gpt", "value": "a caption"}]}]))
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "b.mp4").write_bytes(b"mp4")
+    monkeypatch.chdir(tmp_path)
+    assert [r.media for r in read_dataset("lcc", "lcc.json", media_root="media").rows] == [
+        str(tmp_path / "media" / "a.jpg")]
+    assert [r.media for r in read_dataset("files", "own").rows] == [str(tmp_path / "own" / "b.mp4")]
+
+
 STAGE2 = {"source": "internvid", "id": "aMEDuIHmJJM", "conversations": [
     {"from": "human", "value": "<video>\nCould you please detail the events that took place?"},
     {"from": "gpt", "value": "From <s0> to <e0>, a man talks to the camera. From <s1> to <e1>, he waves goodbye."}],

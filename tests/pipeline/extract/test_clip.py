@@ -144,3 +144,44 @@ def test_gpu_encoder_runs_fp16_close_to_cpu():
     gpu = encode(gpu_model, x, 4).astype(np.float32)
     cos = (cpu * gpu).sum(1) / np.linalg.norm(cpu, axis=1) / np.linalg.norm(gpu, axis=1)
     assert cos.min() > 0.999
+
+
+def _old_float32_pixels(frames: np.ndarray, resize: bool) -> torch.Tensor:
+    """The pre-change decode side, op for op: every path shipped float32 pixels (60 MB per 100-frame video)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    if resize:
+        x = TF.resize(x, [224], interpolation=InterpolationMode.BICUBIC, antialias=False)
+    return TF.normalize(TF.center_crop(x, [224, 224]), CLIP_MEAN, CLIP_STD).contiguous()  # it shipped contiguous
+
+
+def test_smaller_payloads_give_bit_identical_features(tmp_path):
+    """What the decode side now ships to the encoder (fp16 pixels for an fp16 encoder; uint8 crops on the fast path)
+    gives exactly the features of the float32 pixels it shipped before, on generated videos."""
+    from pipeline.contract import timing
+    from pipeline.extract.clip import center_crop_uint8
+    from pipeline.extract.decode import open_video
+    from pipeline.extract.steps import Item, Preprocess
+    from pipeline.synth.media import frame_counter_video
+
+    model = load_model(ClipConfig(model="tiny-random"))
+    half = load_model(ClipConfig(model="tiny-random")).half()  # what a GPU encoder runs (fp16), here on the CPU
+    for size in ((64, 48), (320, 240)):
+        src = open_video(str(frame_counter_video(tmp_path / f"v{size[0]}.mp4", 90, 15.0, size=size)))
+        idx = timing.frame_indices(src.num_frames, src.fps)[::5]  # 20 of the 100 sampled frames: fp16 on CPU is slow
+        full, small = src.read(idx), src.read(idx, short_side_size(size[1], size[0]))
+        old = _old_float32_pixels(full, resize=True).numpy()
+        assert np.array_equal(encode(model, old, 8), encode(model, preprocess(full).numpy(), 8))
+        fp16 = Preprocess(dtype="float16")([Item(row={"key": "k"}, frames=full)])[0].pixels
+        assert fp16.dtype == np.float16 and fp16.nbytes * 2 == old.nbytes == 20 * 3 * 224 * 224 * 4
+        assert np.array_equal(encode(half, old, 8), encode(half, fp16, 8))
+        crops = Preprocess(fast_resize=True)([Item(row={"key": "k"}, frames=small)])[0].pixels
+        assert crops.dtype == np.uint8 and crops.nbytes * 4 == old.nbytes
+        assert np.array_equal(crops, center_crop_uint8(small))
+        old_fast = _old_float32_pixels(small, resize=False).numpy()
+        assert np.array_equal(encode(model, old_fast, 50), encode(model, crops, 50))
+        assert np.array_equal(encode(half, old_fast, 50), encode(half, crops, 50))
+    with pytest.raises(RuntimeError, match="features would differ"):
+        encode(model, fp16, 50)  # fp16 pixels into a float32 encoder would be a silent change

@@ -1,0 +1,263 @@
+"""`RayExecutor`: the extract job on a Ray cluster (a local Ray by default, `--address` joins one).
+
+One Ray task per manifest task runs the CPU steps (`run_task`); the shared step (the encoder) lives in `encoders`
+actors, spread over the nodes, loaded once each and shared by all tasks. A task sends its batches to an encoder on
+its own node when there is one (the pixels then stay in that node's shared-memory object store), else to encoder
+t mod E. What can fail on a cluster, and what happens:
+- a worker process or node dies: Ray retries the task (`task_retries`), which starts again by discarding what it
+  left; a rerun resumes whatever still failed.
+- an encoder's node dies: Ray restarts the actor elsewhere (`max_restarts`); a call that was in flight, or whose
+  result was lost with the node, is sent again to the next encoder (`_EncoderCall`): the task moves to another
+  encoder, or with one encoder waits for its restart; it fails only after `CALL_ATTEMPTS` failed sends.
+- the progress actor lives on the driver's node, and a driver that cannot reach it goes on without progress.
+Each task marker records the node the task ran on (`node`), its encoder's node and the bytes sent to it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from pipeline.extract.executors import Job, Stats, run_task
+from pipeline.extract.steps import Item, Step
+from pipeline.extract.tasks import Task
+
+ENCODER_RESTARTS = 3
+CALL_ATTEMPTS = 8  # per encoder call, across encoders, before the task gives up
+
+
+class ClusterJoinError(RuntimeError):
+    """`--address` names a cluster we cannot join (nothing there, or it wants a token we do not have)."""
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+class _StepActor:
+    """Holds one shared step; the model loads in `setup()` (and again, lazily, after Ray restarts the actor)."""
+
+    def __init__(self, step: Step):
+        self.step = step
+        self.ready = False
+
+    def setup(self) -> str:
+        if not self.ready:
+            self.step.setup()
+            self.ready = True
+        return _node_id()
+
+    def call(self, items: list[Item]) -> list[Item]:
+        self.setup()
+        return self.step(items)
+
+
+class _ProgressActor:
+    def __init__(self):
+        self.stats = Stats()
+
+    def add(self, stats: Stats) -> None:
+        self.stats.add(stats)
+
+    def get(self) -> Stats:
+        return self.stats
+
+
+class _EncoderCall:
+    """A future for one batch at the encoders: `actors[first]` first; when an actor is gone, or the node holding
+    the result died, the same batch (kept once, as an object the task owns) goes to the next encoder."""
+
+    def __init__(self, actors: list, first: int, items: list[Item]):
+        import ray
+
+        self.actors, self.index, self.attempt = actors, first, 0
+        self.items = ray.put(items)
+        self.ref = self.actors[self.index].call.remote(self.items)
+
+    def result(self) -> list[Item]:
+        import ray
+
+        while True:
+            try:
+                return ray.get(self.ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
+                self.attempt += 1
+                if self.attempt >= CALL_ATTEMPTS:
+                    raise
+                time.sleep(min(2.0, 0.25 * (self.attempt - 1)))  # time for Ray to restart it or notice the loss
+                self.index = (self.index + 1) % len(self.actors)
+                self.ref = self.actors[self.index].call.remote(self.items)
+
+
+def _warm_worker(steps: list[Step]) -> None:
+    for step in steps:
+        step.setup()
+
+
+def pick_encoder(task_id: int, node: str, actor_nodes: list[str | None]) -> int:
+    """Encoder index for a task: one on the task's own node when any (spread by task id), else task_id mod E."""
+    local = [i for i, n in enumerate(actor_nodes) if n == node]
+    return local[task_id % len(local)] if local else task_id % len(actor_nodes)
+
+
+def _ray_task(job: Job, task: Task, actors: list, actor_nodes: list, progress) -> Stats:
+    pre, _, post = job.split()
+    for step in pre + post:
+        step.setup()
+    node = _node_id()
+    first = pick_encoder(task.task_id, node, actor_nodes)
+    where = {"node": node, "encoder_node": actor_nodes[first]}
+    return run_task(job, task, lambda items: _EncoderCall(actors, first, items), progress.add.remote, where)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Before `ray.init(address=HOST:PORT)`: is anything listening, and does its GCS accept our token? Ray itself
+    only says `ConnectionError` after ~20 s in both cases. Other forms (auto, ray://) are left to Ray."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise ClusterJoinError(f"no Ray cluster answers at {address} ({e}); start one with `ray start --head` "
+                               "and pass its GCS address (HOST:6379 by default)") from None
+    import ray
+
+    try:
+        from ray._raylet import GcsClient  # a private API: if it moves, ray.init below still reports the failure
+
+        GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        raise ClusterJoinError(f"the Ray cluster at {address} refused us: it uses token authentication. Set "
+                               "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                               "~/.ray/auth_token) in this shell, as on the cluster's nodes (docs/cluster.md)") from None
+    except Exception:  # noqa: BLE001  (anything else: let ray.init try and report)
+        return
+
+
+class RayExecutor:
+    """One Ray task per manifest task (CPU steps inside), `encoders` actors for the shared step.
+
+    `address=None` starts Ray on this machine (or reuses an initialised one); "auto", "HOST:PORT" or
+    "ray://host:port" joins a cluster. Paths in the job must be absolute (the driver resolves them) and on storage
+    every node reaches: workers run in the folder where their node's `ray start` ran.
+    """
+
+    def __init__(self, address: str | None = None, encoders: int = 1, num_cpus: int | None = None,
+                 task_retries: int = 3):
+        self.address = address
+        self.encoders = encoders
+        self.num_cpus = num_cpus
+        self.task_retries = task_retries
+        self.actors: list = []
+        self.actor_nodes: list = []
+
+    def init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        if not self.address:
+            # "local": always a fresh Ray on this machine, never a cluster someone else started here (ray.init()
+            # with no address would join one it finds through /tmp/ray)
+            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False)
+            return
+        check_address(self.address)
+        try:  # an existing cluster (or Ray Client for ray://): its own resources, no local options
+            ray.init(address=self.address)
+        except ConnectionError as e:
+            raise ClusterJoinError(f"cannot join the Ray cluster at {self.address}: {e}. If the cluster uses token "
+                                   "authentication, set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here as on its nodes "
+                                   "(docs/cluster.md)") from None
+
+    def gpus(self) -> int:
+        import ray
+
+        self.init()
+        return int(ray.cluster_resources().get("GPU", 0))
+
+    def setup(self, job: Job) -> None:
+        """Start the shared-step actors and load their models; a failure here stops the job before any task."""
+        import ray
+
+        self.init()
+        shared = job.shared
+        if shared is None:
+            return
+        # Calls are not retried by Ray (max_task_retries=0): `_EncoderCall` sends a failed call to the next encoder
+        # at once instead of waiting for this one's restart (and a single encoder's calls wait for its restart).
+        actor_cls = ray.remote(_StepActor).options(**shared.resources, max_restarts=ENCODER_RESTARTS,
+                                                   max_task_retries=0, scheduling_strategy="SPREAD")
+        self.actors = [actor_cls.remote(shared) for _ in range(self.encoders)]
+        loading = [a.setup.remote() for a in self.actors]
+        # While the models load, let the CPU workers pay their imports too (Ray reuses workers for later tasks).
+        pre, _, post = job.split()
+        cpus = self._task_cpus(job)
+        slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 0
+        warm = [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post) for _ in range(slots)]
+        try:
+            self.actor_nodes = ray.get(loading)
+        except ray.exceptions.RayTaskError as e:
+            raise (e.cause if isinstance(e.cause, Exception) else e.as_instanceof_cause()) from None
+        ray.get(warm)
+
+    @staticmethod
+    def _task_cpus(job: Job) -> float:
+        pre, _, post = job.split()
+        return max((s.resources.get("num_cpus", 0) for s in pre + post), default=1)
+
+    def _progress_actor(self):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On the driver's node: a worker node that dies must not take the run's progress with it.
+        here = NodeAffinitySchedulingStrategy(node_id=_node_id(), soft=True)
+        return ray.remote(_ProgressActor).options(num_cpus=0, scheduling_strategy=here).remote()
+
+    def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
+        import ray
+
+        if not self.actors:
+            self.setup(job)
+        progress = self._progress_actor()
+        remote = ray.remote(_ray_task).options(num_cpus=self._task_cpus(job), max_retries=self.task_retries)
+        job_ref, actors, nodes = ray.put(job), self.actors or [None], self.actor_nodes or [None]
+        # A task blocked on its encoder result lends its CPU back to Ray, which would then start every queued task
+        # at once, each in a fresh worker paying the torch imports. Keep at most one task per CPU slot in flight.
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(self._task_cpus(job), 1e-9)))
+        queue, refs = list(tasks), {}
+        outcomes: dict[int, Stats | str] = {}
+        seen = Stats()
+        while refs or queue:
+            while queue and len(refs) < slots:
+                task = queue.pop(0)
+                refs[remote.remote(job_ref, task, actors, nodes, progress)] = task.task_id
+            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5)
+            for ref in done:
+                task_id = refs.pop(ref)
+                try:
+                    outcomes[task_id] = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    outcomes[task_id] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            try:
+                now = ray.get(progress.get.remote(), timeout=10)
+            except ray.exceptions.RayError:  # progress is a convenience; the outcomes above are the record
+                continue
+            report(_delta(now, seen))
+            seen = now
+        return outcomes
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors, self.actor_nodes = [], []
+
+
+def _delta(now: Stats, before: Stats) -> Stats:
+    return Stats(now.items - before.items, now.frames - before.frames, now.errors - before.errors,
+                 now.seconds - before.seconds, now.encoder_bytes - before.encoder_bytes)
