@@ -44,7 +44,7 @@ def open_session(cfg: ChatConfig) -> ChatSession:
     from pipeline.extract.clip import ClipConfig
     from pipeline.extract.decode import MediaError
     from pipeline.extract.job import extract_one
-    from train.model import load_for_inference
+    from train.checkpoint import load_for_inference
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)

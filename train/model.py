@@ -181,10 +181,3 @@ class VideoLLM(nn.Module):
         if hasattr(self.llm, "enable_input_require_grads"):
             self.llm.enable_input_require_grads()
 
-
-def load_for_inference(checkpoint_dir: str | Path, llm: str | None = None, device: str = "cpu",
-                       dtype: torch.dtype | None = None) -> VideoLLM:
-    """Load a checkpoint folder for evaluation (LoRA chain merged, eval mode); see train.checkpoint."""
-    from train.checkpoint import load_for_inference as _load
-
-    return _load(checkpoint_dir, llm=llm, device=device, dtype=dtype)
