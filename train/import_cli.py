@@ -30,7 +30,8 @@ def import_weights(
         if not path.exists():
             typer.secho(f"error: {path} not found", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
-    from train.checkpoint import import_vtimellm, read_checkpoint
+    from train.checkpoint import read_checkpoint
+    from train.import_weights import import_vtimellm
 
     try:
         ckpt = import_vtimellm(out, llm=llm, mm_projector=mm_projector, adapters=adapters, conv_format=conv_format)

@@ -10,12 +10,12 @@ from pipeline.contract.conversation import encode
 from tests._model_helpers import TEXTS, V1_TURNS, batch, stage_cfg
 from train.checkpoint import (
     CHECKPOINT_JSON,
-    import_vtimellm,
     load_for_inference,
     load_projector_file,
     read_checkpoint,
     save_checkpoint,
 )
+from train.import_weights import import_vtimellm
 from train.model import VideoLLM, build_tiny_random, load_llm
 from train.stages import prepare_stage1, prepare_stage2, prepare_stage3
 
