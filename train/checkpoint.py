@@ -134,33 +134,18 @@ def resolve_llm_path(meta: dict, checkpoint_dir: Path, llm: str | None) -> str:
 def merge_adapters(llm: nn.Module, adapter_dirs: list[Path]) -> nn.Module:
     """Load each PEFT adapter in order and merge it into the weights (reference §5.2, stage 3 / inference).
 
-    A ZeRO-3-partitioned LLM (train.engine.partitioned_build) holds no weights on a rank, only its slice, so peft's
-    in-place merge would add to empty tensors. There each LoRA layer's base weight is gathered in turn
-    (`GatheredParameters`, modifier_rank=0), peft's own `merge()` runs on the whole weight, and rank 0's result is
-    scattered back into the slices on leaving the block. One layer is whole at a time, so no rank ever holds the
-    whole LLM, and the arithmetic is peft's, so the merged weights equal the unpartitioned merge bit for bit.
-    (Loading and merging on CPU before partitioning would also be exact, but would cost the full copy per rank that
-    partitioning is there to avoid.) The LoRA weights themselves are small and are never partitioned here.
+    A ZeRO-3-partitioned LLM (train.zero3.partitioned_build) holds no weights on a rank, only its slice, so peft's
+    in-place merge would add to empty tensors; there train.zero3.merge_gathered merges one gathered layer at a time,
+    bit for bit the same as the unpartitioned merge.
     """
     from peft import PeftModel
 
-    from train.engine import partitioned
+    from train.zero3 import merge_gathered, partitioned
 
     for path in adapter_dirs:
         wrapped = PeftModel.from_pretrained(llm, str(path), is_trainable=False)
-        llm = _merge_gathered(wrapped) if partitioned(llm) else wrapped.merge_and_unload()
+        llm = merge_gathered(wrapped) if partitioned(llm) else wrapped.merge_and_unload()
     return llm
-
-
-def _merge_gathered(wrapped) -> nn.Module:
-    """peft's merge_and_unload, one gathered LoRA layer at a time (see merge_adapters)."""
-    import deepspeed
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for layer in [m for m in wrapped.modules() if isinstance(m, BaseTunerLayer)]:
-        with deepspeed.zero.GatheredParameters(list(layer.get_base_layer().parameters()), modifier_rank=0):
-            layer.merge()
-    return wrapped.unload()  # the base layers now hold the merged weights; drop the LoRA wrappers
 
 
 def load_chain(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,

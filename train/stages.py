@@ -21,6 +21,7 @@ from pipeline.contract.provenance import TINY_RANDOM
 from pipeline.contract.shards import FEATURE_DIM
 from train.checkpoint import LLM_DIR, load_chain, read_checkpoint
 from train.model import VideoLLM, build_tiny_random, hidden_size, load_llm, new_projector
+from train.zero3 import building_partitioned, launcher_rank
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +97,18 @@ def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
 
 def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
     """Stage 1's LLM: a named/path checkpoint, or tiny-random built from the shards' texts and saved in out/llm."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
     if cfg.llm != TINY_RANDOM:
         llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
         return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
     saved = Path(cfg.out) / LLM_DIR
     if getattr(cfg, "resume", False) and saved.is_dir():  # a resumed run continues from the LLM it saved
         llm, tok = load_llm(str(saved), dtype=dtype, attn="sdpa")
-    elif is_deepspeed_zero3_enabled():
+    elif building_partitioned():
         llm, tok = _tiny_partitioned(cfg, texts, saved, dtype)
     else:
         texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
         llm, tok = build_tiny_random(texts, seed=cfg.seed)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if launcher_rank() == 0:
             _save_llm(llm, tok, saved)
         llm = llm.to(dtype) if dtype is not None else llm
     return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
@@ -118,7 +117,7 @@ def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
 def _tiny_partitioned(cfg, texts: Iterable[str] | None, saved: Path, dtype: torch.dtype | None):
     """ZeRO-3: rank 0 builds tiny-random whole (it saves it anyway), then every rank loads it back partitioned.
 
-    Loading goes through `from_pretrained`, i.e. `deepspeed.zero.Init` (train.engine.partitioned_build), and the
+    Loading goes through `from_pretrained`, i.e. `deepspeed.zero.Init` (train.zero3.partitioned_build), and the
     saved float32 weights read back exactly, so the model equals the one an unpartitioned run builds from the same
     seed. Only rank 0 ever holds the whole (tiny) model; `out` must be visible to every rank, as for --resume.
     """
