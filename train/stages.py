@@ -8,8 +8,6 @@ The functions take a TrainConfig-like object (attributes `stage`, `llm`, `from_c
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,8 @@ from torch import nn
 from pipeline.contract.provenance import TINY_RANDOM
 from pipeline.contract.shards import FEATURE_DIM
 from train.checkpoint import LLM_DIR, load_chain, read_checkpoint
-from train.model import VideoLLM, build_tiny_random, hidden_size, load_llm, new_projector
-from train.zero3 import building_partitioned, launcher_rank
+from train.model import VideoLLM, hidden_size, load_llm, new_projector
+from train.tiny import tiny_llm
 
 log = logging.getLogger(__name__)
 
@@ -81,63 +79,15 @@ def select_trainable(model: VideoLLM, what: str) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
-    """Texts to train the tiny-random tokenizer on: conversation turns and captions of the first `limit` samples."""
-    from pipeline.contract.shards import iter_samples
-
-    texts: list[str] = []
-    for i, sample in enumerate(iter_samples(shard_dir)):
-        if i >= limit:
-            break
-        turns = (sample.conversation or {}).get("turns", [])
-        texts += [t["value"] for t in turns] + [sample.meta.get("caption") or ""]
-        texts += [e.get("caption", "") for e in sample.meta.get("events") or []]
-    return [t for t in texts if t]
-
-
 def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
-    """Stage 1's LLM: a named/path checkpoint, or tiny-random built from the shards' texts and saved in out/llm."""
-    if cfg.llm != TINY_RANDOM:
-        llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
-        return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
-    saved = Path(cfg.out) / LLM_DIR
-    if getattr(cfg, "resume", False) and saved.is_dir():  # a resumed run continues from the LLM it saved
-        llm, tok = load_llm(str(saved), dtype=dtype, attn="sdpa")
-    elif building_partitioned():
-        llm, tok = _tiny_partitioned(cfg, texts, saved, dtype)
-    else:
-        texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
-        llm, tok = build_tiny_random(texts, seed=cfg.seed)
-        if launcher_rank() == 0:
-            _save_llm(llm, tok, saved)
-        llm = llm.to(dtype) if dtype is not None else llm
-    return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
-
-
-def _tiny_partitioned(cfg, texts: Iterable[str] | None, saved: Path, dtype: torch.dtype | None):
-    """ZeRO-3: rank 0 builds tiny-random whole (it saves it anyway), then every rank loads it back partitioned.
-
-    Loading goes through `from_pretrained`, i.e. `deepspeed.zero.Init` (train.zero3.partitioned_build), and the
-    saved float32 weights read back exactly, so the model equals the one an unpartitioned run builds from the same
-    seed. Only rank 0 ever holds the whole (tiny) model; `out` must be visible to every rank, as for --resume.
-    """
-    import torch.distributed as dist
-
-    if dist.get_rank() == 0:
-        texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
-        llm, tok = build_tiny_random(texts, seed=cfg.seed)
-        _save_llm(llm, tok, saved)
-        del llm
-    dist.barrier()
-    return load_llm(str(saved), dtype=dtype, attn="sdpa")
-
-
-def _save_llm(llm: nn.Module, tokenizer, target: Path) -> None:
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    llm.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
+    """Stage 1's LLM: a named/path checkpoint, or tiny-random (train.tiny) built from the shards' texts and saved in
+    out/llm."""
+    if cfg.llm == TINY_RANDOM:
+        saved = Path(cfg.out) / LLM_DIR
+        llm, tok = tiny_llm(cfg, texts, dtype, saved)
+        return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
+    llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
+    return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
 
 
 def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):

@@ -16,8 +16,9 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.import_weights import import_vtimellm
-from train.model import VideoLLM, build_tiny_random, load_llm
+from train.model import VideoLLM, load_llm
 from train.stages import prepare_stage1, prepare_stage2, prepare_stage3
+from train.tiny import build_tiny_random
 
 
 def _logits(model, feats):

@@ -11,7 +11,8 @@ from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, batch, stage_cfg
 from train.checkpoint import save_checkpoint
 from train.config import PRESET_DIR, load_preset, resolve_config
 from train.model import load_llm
-from train.stages import STAGES, lora_targets, prepare_model, prepare_stage1, prepare_stage2, prepare_stage3, tiny_texts
+from train.stages import STAGES, lora_targets, prepare_model, prepare_stage1, prepare_stage2, prepare_stage3
+from train.tiny import tiny_texts
 
 
 def _snapshot(model):
