@@ -148,15 +148,27 @@ def merge_adapters(llm: nn.Module, adapter_dirs: list[Path]) -> nn.Module:
     return llm
 
 
-def load_chain(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,
-               attn: str = "auto"):
-    """(LLM with the checkpoint's whole adapter chain merged, tokenizer, projector, meta, LLM path)."""
+def adapter_chain(meta: dict, checkpoint_dir: str | Path) -> list[Path]:
+    """The checkpoint's LoRA folders in merge order (`base_adapters/NN`, then its own `adapter`)."""
+    return [Path(checkpoint_dir) / rel for rel in meta["adapters"]]
+
+
+def load_unmerged(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,
+                  attn: str = "auto"):
+    """(base LLM with no adapter merged yet, tokenizer, projector, meta, LLM path); `merge_adapters` comes next."""
     ckpt = Path(checkpoint_dir)
     meta = read_checkpoint(ckpt)
     llm_path = resolve_llm_path(meta, ckpt, llm)
     model, tokenizer = load_llm(llm_path, dtype=dtype, attn=attn)
-    model = merge_adapters(model, [ckpt / rel for rel in meta["adapters"]])
     projector = projector_from_state(load_projector_file(ckpt / meta["projector"]), hidden_size(model))
+    return model, tokenizer, projector, meta, llm_path
+
+
+def load_chain(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,
+               attn: str = "auto"):
+    """(LLM with the checkpoint's whole adapter chain merged, tokenizer, projector, meta, LLM path)."""
+    model, tokenizer, projector, meta, llm_path = load_unmerged(checkpoint_dir, llm=llm, dtype=dtype, attn=attn)
+    model = merge_adapters(model, adapter_chain(meta, checkpoint_dir))
     return model, tokenizer, projector, meta, llm_path
 
 

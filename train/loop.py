@@ -84,15 +84,12 @@ def run(cfg: TrainConfig) -> Path:
 
 def prepare(cfg: TrainConfig, precision: str, feature_dim: int, rank: int):
     """The stage's VideoLLM in training mode (built partitioned under ZeRO-3, so no rank builds the whole LLM)."""
-    from train import stages
+    from train.stages import prepare_model
 
     torch.manual_seed(cfg.seed + rank)  # dropout (LoRA) differs per rank, as data does
     dtype = torch.bfloat16 if precision == "bf16" else None
     with partitioned_build(cfg, precision):
-        if cfg.stage == 1:
-            model = stages.prepare_stage1(cfg, dtype=dtype, feature_dim=feature_dim)
-        else:
-            model = stages.prepare_model(cfg, dtype=dtype)
+        model = prepare_model(cfg, dtype=dtype, feature_dim=feature_dim)
     log_share(model.llm, rank)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
