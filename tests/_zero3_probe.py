@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/test_zero3_init.py: prepare one stage's model as `train.loop.run` does under ZeRO-3
+"""Run under torchrun by tests/train/test_zero3_init.py: prepare one stage's model as `train.loop.run` does under ZeRO-3
 (inside `partitioned_build`, before `deepspeed.initialize`) and report, per rank, how its parameters are held.
 
 `python _zero3_probe.py REPORT_DIR CASES_JSON`: CASES_JSON maps a case name to `resolve_config(stage, **rest)`
