@@ -51,7 +51,7 @@ class TrainConfig:
     micro_batch: int = 8
     """Samples per forward pass per process (preset)."""
     global_batch: int = 128
-    """Samples per optimizer step over all processes; kept whatever the world size (accumulation is derived) (preset)."""
+    """Samples per optimizer step over all processes (preset); kept whatever the world size (accumulation derived)."""
     lr: float = 1e-4
     """Peak learning rate (AdamW, linear warm-up then cosine decay to 0) (preset)."""
     epochs: float = 1.0

@@ -88,7 +88,7 @@ def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
 
 
 def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):
-    """The previous checkpoint's base LLM (no adapter merged yet), tokenizer, projector, provenance and adapter chain."""
+    """The previous checkpoint's base LLM (no adapter merged yet), tokenizer, projector, provenance, adapter chain."""
     if not cfg.from_checkpoint:
         raise ValueError(f"stage {stage.number} needs --from, the stage-{stage.from_stage} checkpoint")
     ckpt = Path(cfg.from_checkpoint)
