@@ -26,7 +26,8 @@ def build(args):
     import torch
 
     from pipeline.contract.conversation import generation_prompt
-    from train.model import VideoLLM, build_tiny_random, new_projector
+    from train.model import VideoLLM, new_projector
+    from train.tiny import build_tiny_random
 
     texts = [f"During which frames can we see {s}?" for s in SENTENCES] + \
             [f"From {i:02d} to {i + 20:02d}, {s}." for i, s in enumerate(SENTENCES)]

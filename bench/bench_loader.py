@@ -132,7 +132,7 @@ class PeakRSS(threading.Thread):
 
 def tokenizer():
     from train.model import prepare_tokenizer
-    from train.tokenizer import train_tokenizer
+    from train.tiny import train_tokenizer
 
     rng = random.Random(1)
     texts = [t["value"] for _ in range(200) for t in conversation(rng)]

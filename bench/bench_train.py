@@ -165,7 +165,8 @@ def tiny_model(tok, pack: bool, vocab: int):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from train.model import TINY_SIZE, VideoLLM, new_projector
+    from train.model import VideoLLM, new_projector
+    from train.tiny import TINY_SIZE
 
     cfg = LlamaConfig(**TINY_SIZE, vocab_size=vocab, tie_word_embeddings=False)
     cfg._attn_implementation = "sdpa"

@@ -44,7 +44,7 @@ def main() -> None:
 
     import torch
 
-    from train.model import build_tiny_random
+    from train.tiny import build_tiny_random
 
     torch.manual_seed(a.seed)
     texts = texts_of(a.shards)

@@ -59,7 +59,7 @@ def open_session(cfg: ChatConfig) -> ChatSession:
     """Extract the video's features with the configured CLIP and load the checkpoint."""
     from transformers.utils import logging as hf_logging
 
-    from train.model import load_for_inference
+    from train.checkpoint import load_for_inference
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)

@@ -134,7 +134,7 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
     returns the prediction lines, the ground truth and timing."""
     from rich.progress import Progress
 
-    from train.model import load_for_inference
+    from train.checkpoint import load_for_inference
 
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)

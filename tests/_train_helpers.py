@@ -53,6 +53,6 @@ def write_training_shards(out: str | Path, n: int, stage: int = 1, per_shard: in
 
 def tokenizer_for_tests():
     from train.model import prepare_tokenizer
-    from train.tokenizer import train_tokenizer
+    from train.tiny import train_tokenizer
 
     return prepare_tokenizer(train_tokenizer(WORDS + ["What happened from to When does happen"], vocab_size=300))

@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/test_zero3_init.py: prepare one stage's model as `train.loop.run` does under ZeRO-3
+"""Run under torchrun by tests/train/test_zero3_init.py: prepare one stage's model as `train.loop.run` does under ZeRO-3
 (inside `partitioned_build`, before `deepspeed.initialize`) and report, per rank, how its parameters are held.
 
 `python _zero3_probe.py REPORT_DIR CASES_JSON`: CASES_JSON maps a case name to `resolve_config(stage, **rest)`
@@ -29,8 +29,9 @@ def probe(report_dir: Path, name: str, options: dict, rank: int, world: int) -> 
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     from train.config import resolve_config
-    from train.engine import partitioned_build, resolve_precision
+    from train.engine import resolve_precision
     from train.stages import prepare_model
+    from train.zero3 import partitioned_build
 
     cfg = resolve_config(options.pop("stage"), world_size=world, **options)
     with partitioned_build(cfg, resolve_precision(cfg.precision)):

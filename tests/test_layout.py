@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("manifests", "pipeline", "train", "eval")
 WINGS = ("extract", "qa", "inspect", "synth")
 EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.job", "pipeline.extract.clip", "pipeline.extract.decode")
-KNOWN_CYCLES = {frozenset({"train.model", "train.checkpoint"})}
-"""The one circle the architecture review names (P3: `train.model.load_for_inference` forwards to
-`train.checkpoint`); the train restructure removes it, and this entry goes with it."""
+KNOWN_CYCLES: set[frozenset] = set()
+"""None: the review's one circle (P3, `train.model` ↔ `train.checkpoint`) is gone."""
 
 
 def _module_name(path: Path) -> str:

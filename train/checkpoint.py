@@ -1,4 +1,5 @@
-"""Checkpoint folders: save, read back for a next stage or for inference, and import VTimeLLM's released weights.
+"""Checkpoint folders: save, and read back for a next stage or for inference (VTimeLLM's released weights are
+converted into this layout by train.import_weights).
 
 A checkpoint folder (`vtl-train --out DIR`) is self-contained:
 - `projector.safetensors` (`weight`, `bias`), the projector the model ran with (trained in stage 1, frozen later);
@@ -44,7 +45,8 @@ def read_checkpoint(checkpoint_dir: str | Path) -> dict:
     return meta
 
 
-def _save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Write `state` as safetensors under a temporary name, then rename it into place."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
@@ -71,7 +73,7 @@ def save_checkpoint(model: VideoLLM, out_dir: str | Path, *, stage: int, config:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prov = model.provenance
-    _save_state(out / PROJECTOR_FILE, projector_state or model.projector.state_dict())
+    save_tensors(out / PROJECTOR_FILE, projector_state or model.projector.state_dict())
     adapters = []
     for i, src in enumerate(prov.get("base_adapters", [])):
         rel = f"{BASE_ADAPTERS_DIR}/{i:02d}"
@@ -132,44 +134,41 @@ def resolve_llm_path(meta: dict, checkpoint_dir: Path, llm: str | None) -> str:
 def merge_adapters(llm: nn.Module, adapter_dirs: list[Path]) -> nn.Module:
     """Load each PEFT adapter in order and merge it into the weights (reference §5.2, stage 3 / inference).
 
-    A ZeRO-3-partitioned LLM (train.engine.partitioned_build) holds no weights on a rank, only its slice, so peft's
-    in-place merge would add to empty tensors. There each LoRA layer's base weight is gathered in turn
-    (`GatheredParameters`, modifier_rank=0), peft's own `merge()` runs on the whole weight, and rank 0's result is
-    scattered back into the slices on leaving the block. One layer is whole at a time, so no rank ever holds the
-    whole LLM, and the arithmetic is peft's, so the merged weights equal the unpartitioned merge bit for bit.
-    (Loading and merging on CPU before partitioning would also be exact, but would cost the full copy per rank that
-    partitioning is there to avoid.) The LoRA weights themselves are small and are never partitioned here.
+    A ZeRO-3-partitioned LLM (train.zero3.partitioned_build) holds no weights on a rank, only its slice, so peft's
+    in-place merge would add to empty tensors; there train.zero3.merge_gathered merges one gathered layer at a time,
+    bit for bit the same as the unpartitioned merge.
     """
     from peft import PeftModel
 
-    from train.engine import partitioned
+    from train.zero3 import merge_gathered, partitioned
 
     for path in adapter_dirs:
         wrapped = PeftModel.from_pretrained(llm, str(path), is_trainable=False)
-        llm = _merge_gathered(wrapped) if partitioned(llm) else wrapped.merge_and_unload()
+        llm = merge_gathered(wrapped) if partitioned(llm) else wrapped.merge_and_unload()
     return llm
 
 
-def _merge_gathered(wrapped) -> nn.Module:
-    """peft's merge_and_unload, one gathered LoRA layer at a time (see merge_adapters)."""
-    import deepspeed
-    from peft.tuners.tuners_utils import BaseTunerLayer
+def adapter_chain(meta: dict, checkpoint_dir: str | Path) -> list[Path]:
+    """The checkpoint's LoRA folders in merge order (`base_adapters/NN`, then its own `adapter`)."""
+    return [Path(checkpoint_dir) / rel for rel in meta["adapters"]]
 
-    for layer in [m for m in wrapped.modules() if isinstance(m, BaseTunerLayer)]:
-        with deepspeed.zero.GatheredParameters(list(layer.get_base_layer().parameters()), modifier_rank=0):
-            layer.merge()
-    return wrapped.unload()  # the base layers now hold the merged weights; drop the LoRA wrappers
+
+def load_unmerged(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,
+                  attn: str = "auto"):
+    """(base LLM with no adapter merged yet, tokenizer, projector, meta, LLM path); `merge_adapters` comes next."""
+    ckpt = Path(checkpoint_dir)
+    meta = read_checkpoint(ckpt)
+    llm_path = resolve_llm_path(meta, ckpt, llm)
+    model, tokenizer = load_llm(llm_path, dtype=dtype, attn=attn)
+    projector = projector_from_state(load_projector_file(ckpt / meta["projector"]), hidden_size(model))
+    return model, tokenizer, projector, meta, llm_path
 
 
 def load_chain(checkpoint_dir: str | Path, llm: str | None = None, dtype: torch.dtype | None = None,
                attn: str = "auto"):
     """(LLM with the checkpoint's whole adapter chain merged, tokenizer, projector, meta, LLM path)."""
-    ckpt = Path(checkpoint_dir)
-    meta = read_checkpoint(ckpt)
-    llm_path = resolve_llm_path(meta, ckpt, llm)
-    model, tokenizer = load_llm(llm_path, dtype=dtype, attn=attn)
-    model = merge_adapters(model, [ckpt / rel for rel in meta["adapters"]])
-    projector = projector_from_state(load_projector_file(ckpt / meta["projector"]), hidden_size(model))
+    model, tokenizer, projector, meta, llm_path = load_unmerged(checkpoint_dir, llm=llm, dtype=dtype, attn=attn)
+    model = merge_adapters(model, adapter_chain(meta, checkpoint_dir))
     return model, tokenizer, projector, meta, llm_path
 
 
@@ -180,72 +179,3 @@ def load_for_inference(checkpoint_dir: str | Path, llm: str | None = None, devic
     video_llm = VideoLLM(model, tokenizer, projector, conv_format=meta["conv_format"])
     video_llm.provenance = {"llm_source": meta["llm"]["source"], "checkpoint": str(checkpoint_dir)}
     return video_llm.to(device=device, dtype=dtype).eval()
-
-
-def _vtimellm_adapter(src: Path, dst: Path) -> None:
-    """Copy a VTimeLLM LoRA folder as a PEFT folder with safetensors weights (its keys already match PEFT's)."""
-    cfg = json.loads((src / "adapter_config.json").read_text())
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"{src}: expected a LoRA adapter, got peft_type {cfg.get('peft_type')!r}")
-    if (src / "adapter_model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(src / "adapter_model.safetensors"))
-    elif (src / "adapter_model.bin").is_file():
-        state = torch.load(src / "adapter_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise FileNotFoundError(f"{src}: no adapter_model.safetensors or adapter_model.bin")
-    bad = [k for k in state if "lora_" not in k]
-    if bad:
-        raise ValueError(f"{src}: adapter holds non-LoRA weights {bad[:3]}; not supported")
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_json_atomic(tmp / "adapter_config.json", cfg)
-    _save_state(tmp / "adapter_model.safetensors", state)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.replace(dst)
-
-
-def _non_lora_projector(adapter_dirs: list[Path]) -> dict | None:
-    """VTimeLLM stores `non_lora_trainables.bin` beside each LoRA; only projector weights are accepted there."""
-    found = None
-    for src in adapter_dirs:
-        path = src / "non_lora_trainables.bin"
-        if path.is_file():
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-            other = [k for k in raw if "mm_projector." not in k]
-            if other:
-                raise ValueError(f"{path}: holds non-projector weights {other[:3]}; not supported")
-            if raw:
-                found = load_projector_file(path)
-    return found
-
-
-def import_vtimellm(out_dir: str | Path, *, llm: str, mm_projector: str | Path | None,
-                    adapters: list[str | Path] = (), conv_format: str | None = None) -> Path:
-    """Turn VTimeLLM's released weights into a vtl checkpoint folder (start of a stage, or for eval).
-
-    `mm_projector` is the stage-1 `mm_projector.bin`; `adapters` are the stage-2 (and stage-3) LoRA folders in merge
-    order. The result is a stage-(1 + len(adapters)) checkpoint whose LLM is `llm` (recorded by name or path).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    adapter_dirs = [Path(a) for a in adapters]
-    state = load_projector_file(mm_projector) if mm_projector else _non_lora_projector(adapter_dirs)
-    if state is None:
-        raise ValueError("no projector given: pass mm_projector.bin (stage 1 release)")
-    _save_state(out / PROJECTOR_FILE, state)
-    rels = []
-    for i, src in enumerate(adapter_dirs):
-        rels.append(f"{BASE_ADAPTERS_DIR}/{i:02d}")
-        _vtimellm_adapter(src, out / rels[-1])
-    stage = 1 + len(rels)
-    meta = {"stage": stage, "llm": {"source": llm, "saved": None},
-            "conv_format": conv_format or ("plain" if stage == 1 else "v1"),
-            "feature_dim": int(state["weight"].shape[1]), "projector": PROJECTOR_FILE, "adapters": rels,
-            "producer": producer(),
-            "config": {"imported_from": {"mm_projector": str(mm_projector) if mm_projector else None,
-                                         "adapters": [str(a) for a in adapter_dirs]}}}
-    write_json_atomic(out / CHECKPOINT_JSON, meta)
-    return out

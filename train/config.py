@@ -1,7 +1,10 @@
 """`TrainConfig`: every option of `vtl-train`, resolved as dataclass defaults ← stage preset YAML ← command-line flags.
 
 The stage presets (`train/presets/stage{1,2,3}.yaml`) carry VTimeLLM's recipe (reference §5.1); their keys are field
-names of `TrainConfig`, so a preset and a flag can set exactly the same things. The global batch is a property of the
+names of `TrainConfig`, so a preset and a flag can set exactly the same things. The presets are where the recipe's
+numbers live: `vtl-train` always loads one, so a field's dataclass default below applies only to a key no preset
+sets, or to a TrainConfig built directly (tests); to change stage 2's learning rate, edit `presets/stage2.yaml`.
+The global batch is a property of the
 recipe (128), not of the hardware: gradient accumulation is derived as global / (micro × world) and a run whose world
 size does not divide it stops with an error (VTimeLLM users who changed the GPU count silently halved the batch,
 its issue #26).
@@ -24,7 +27,10 @@ def _env_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One `vtl-train` run. CLI options map 1:1 to these fields (`--micro-batch` ↔ `micro_batch`)."""
+    """One `vtl-train` run. CLI options map 1:1 to these fields (`--micro-batch` ↔ `micro_batch`).
+
+    Fields marked "preset" are set by every shipped stage preset, so their defaults here are only fallbacks.
+    """
 
     stage: int
     """Training stage: 1 (projector), 2 (LoRA, projector frozen), 3 (merge stage-2 LoRA, fresh LoRA)."""
@@ -43,40 +49,40 @@ class TrainConfig:
     resume: bool = False
     """Continue a killed run from the last engine checkpoint in `out/engine/` (model, optimizer, loader position)."""
     micro_batch: int = 8
-    """Samples per forward pass per process."""
+    """Samples per forward pass per process (preset)."""
     global_batch: int = 128
-    """Samples per optimizer step over all processes; kept whatever the world size (accumulation is derived)."""
+    """Samples per optimizer step over all processes (preset); kept whatever the world size (accumulation derived)."""
     lr: float = 1e-4
-    """Peak learning rate (AdamW, linear warm-up then cosine decay to 0)."""
+    """Peak learning rate (AdamW, linear warm-up then cosine decay to 0) (preset)."""
     epochs: float = 1.0
-    """Passes over the training shards (fractions allowed); the step count comes from index.json."""
+    """Passes over the training shards (fractions allowed); the step count comes from index.json (preset)."""
     warmup_ratio: float = 0.03
-    """Share of the optimizer steps spent warming the learning rate up from 0."""
+    """Share of the optimizer steps spent warming the learning rate up from 0 (preset)."""
     weight_decay: float = 0.0
-    """AdamW weight decay (VTimeLLM: 0)."""
+    """AdamW weight decay (preset; VTimeLLM: 0)."""
     grad_clip: float = 0.0
     """Gradient norm clipping threshold; 0 = off, VTimeLLM's setting (its DeepSpeed JSONs set no `gradient_clipping`
     and its trainer fills only "auto" keys, so DeepSpeed's default 0 applies). `--grad-clip 1.0` turns it on."""
     zero: int = 2
-    """DeepSpeed ZeRO stage 0-3 (VTimeLLM: 3 for stages 1-2, 2 for stage 3 since merging needs whole weights)."""
+    """DeepSpeed ZeRO stage 0-3 (preset; VTimeLLM: 3 for stages 1-2, 2 for stage 3)."""
     precision: str = "auto"
-    """`auto` (bf16 on GPU, fp32 on CPU), `bf16` or `fp32`."""
+    """`auto` (bf16 on GPU, fp32 on CPU), `bf16` or `fp32` (preset)."""
     engine: str = "deepspeed"
     """`deepspeed` (the real path) or `torch` (plain PyTorch, one process, for debugging)."""
     attn: str = "auto"
     """Attention kernel: `auto` (flash_attention_2 if installed and the GPU supports it, else sdpa), or one by name."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (saves memory; VTimeLLM: on)."""
+    """Recompute activations in the backward pass (saves memory) (preset; VTimeLLM: on)."""
     conv_format: str | None = None
-    """Conversation format override (`plain`, `v1`, `chatglm3`, `chat_template`); default from the stage table."""
+    """Conversation format (`plain`, `v1`, `chatglm3`, `chat_template`) (preset); unset: the stage table's."""
     max_tokens: int = 2048
-    """Longest sequence (text tokens + feature rows); longer samples are skipped and counted, never cut."""
+    """Longest sequence (text tokens + feature rows); longer samples are skipped and counted, never cut (preset)."""
     lora_r: int = 64
-    """LoRA rank (stages 2-3)."""
+    """LoRA rank (stages 2-3) (preset)."""
     lora_alpha: int = 128
-    """LoRA scaling α (stages 2-3)."""
+    """LoRA scaling α (stages 2-3) (preset)."""
     lora_dropout: float = 0.05
-    """LoRA dropout (stages 2-3)."""
+    """LoRA dropout (stages 2-3) (preset)."""
     num_workers: int = 2
     """DataLoader worker processes per rank (each reads its own subset of the rank's shards)."""
     shuffle_buffer: int = 1000

@@ -1,7 +1,8 @@
 """The engine seam: what the training loop needs from DeepSpeed (or plain PyTorch), and nothing more.
 
 `forward(batch) → loss`, `backward(loss)`, `step() → stepped?` (the optimizer steps every `accumulation` micro-batches),
-`lr`, `save(dir, tag)` / `load(dir) → tag`, `gathered(params)` (those parameters whole under ZeRO-3, for exporting).
+`lr`, `save(dir, tag)` / `load(dir) → tag`, `export_trainables() → (projector state, adapter state or None)` (whole
+weights, gathered under ZeRO-3, for the final checkpoint).
 
 `DeepSpeedEngine` is the real path: `deepspeed.initialize` with a config built from TrainConfig (ZeRO stage, bf16 on
 GPU / fp32 on CPU, micro-batch and accumulation, gradient clipping, AdamW with `torch_adam: true` so no optimizer op
@@ -11,8 +12,8 @@ same contract (same optimizer, same schedule, same loss scaling) for debugging w
 The learning-rate schedule is `warmup_cosine` for both: linear warm-up from 0, then cosine decay to 0 (the HF
 Trainer's "cosine" schedule VTimeLLM trained with), passed to DeepSpeed as a client scheduler.
 
-Under ZeRO-3 the model is built partitioned (`partitioned_build`): transformers' `from_pretrained` constructs it inside
-`deepspeed.zero.Init` while an `HfDeepSpeedConfig` is alive, so no rank ever holds the whole LLM in host memory.
+How a ZeRO-3 model is built partitioned, merged and measured is in train.zero3; here ZeRO-3 shows only in the config
+and in `export_trainables`, which gathers the partitioned trainables before copying them.
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ class Engine(Protocol):
     def lr(self) -> float: ...
     def save(self, directory: Path, tag: str) -> None: ...
     def load(self, directory: Path) -> str | None: ...
-    def gathered(self, params: list[nn.Parameter]) -> contextlib.AbstractContextManager: ...
+    def export_trainables(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]: ...
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -97,6 +98,16 @@ def _trainable(model: nn.Module) -> list[nn.Parameter]:
 def _scheduler(optimizer, cfg: TrainConfig, total: int):
     warm = warmup_steps(cfg, total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warm))
+
+
+def _export(module: nn.Module, gathered: contextlib.AbstractContextManager | None,
+            with_adapter: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Copies of the projector state and (with_adapter) the LoRA state, taken inside `gathered` when given."""
+    with gathered or contextlib.nullcontext():
+        projector = {k: v.detach().clone() for k, v in module.projector.state_dict().items()}
+        adapter = ({k: v.detach().clone() for k, v in module.llm.state_dict().items() if "lora_" in k}
+                   if with_adapter and hasattr(module.llm, "peft_config") else None)
+    return projector, adapter
 
 
 def deepspeed_config(cfg: TrainConfig, precision: str) -> dict:
@@ -119,54 +130,6 @@ def deepspeed_config(cfg: TrainConfig, precision: str) -> dict:
         "steps_per_print": 10 ** 9,
         "wall_clock_breakdown": False,
     }
-
-
-@contextlib.contextmanager
-def partitioned_build(cfg: TrainConfig, precision: str):
-    """Inside this block a DeepSpeed ZeRO-3 run builds its LLM partitioned over the ranks; elsewhere it does nothing.
-
-    transformers' `from_pretrained` enters `deepspeed.zero.Init` (with this run's DeepSpeed config) while an
-    `HfDeepSpeedConfig` is alive (transformers holds only a weak reference: this block holds the object), so each
-    rank keeps 1/world of every weight from the start; rank 0 reads the checkpoint and scatters it layer by layer.
-    `is_deepspeed_zero3_enabled()` is true inside; `partitioned(module)` tells a module built this way.
-    """
-    if cfg.engine != "deepspeed" or cfg.zero != 3:
-        yield None
-        return
-    from transformers.integrations import HfDeepSpeedConfig
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    hf_config = HfDeepSpeedConfig(deepspeed_config(cfg, precision))
-    try:
-        yield hf_config
-    finally:  # the flag is process-wide: an in-process caller's next model (eval, another run) must load whole
-        unset_hf_deepspeed_config()
-
-
-def restore_linear() -> None:
-    """Undo ZeRO-3's process-wide swap of `torch.nn.functional.linear` (DeepSpeed: "persists unless manually reset").
-
-    Its memory-efficient linear is for training under ZeRO-3; once a run is over, an in-process caller (evaluation,
-    another run, tests) gets PyTorch's own again.
-    """
-    try:
-        from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as patcher
-    except ImportError:
-        return
-    original = getattr(patcher, "linear_bk", None)
-    if original is not None:
-        torch.nn.functional.linear = original
-
-
-def partitioned(module: nn.Module) -> bool:
-    """Whether `module` holds ZeRO-3-partitioned parameters (built under `deepspeed.zero.Init`)."""
-    return any(hasattr(p, "ds_id") for p in module.parameters())
-
-
-def local_share(module: nn.Module) -> tuple[int, int]:
-    """(elements this rank holds, elements in all) over `module`'s parameters; equal when nothing is partitioned."""
-    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_id") else p.numel() for p in module.parameters())
-    return local, sum(p.ds_numel if hasattr(p, "ds_id") else p.numel() for p in module.parameters())
 
 
 class DeepSpeedEngine:
@@ -212,13 +175,17 @@ class DeepSpeedEngine:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {directory}")
         return (Path(directory) / LATEST).read_text().strip()
 
-    def gathered(self, params: list[nn.Parameter]):
-        """`params` whole on every rank inside the block (ZeRO-3; every rank must enter it); read-only."""
+    def export_trainables(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """(projector state, LoRA state) as whole copies. Under ZeRO-3 every rank must call it: the projector and LoRA
+        weights are gathered (read-only) around the copy, and the LoRA state is returned because peft's own export
+        would read the empty local slices; otherwise the adapter is None and peft reads the module itself."""
         if self.zero != 3:
-            return contextlib.nullcontext()
+            return _export(self.module, None, with_adapter=False)
         import deepspeed
 
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        lora = [p for n, p in self.module.llm.named_parameters() if "lora_" in n]
+        params = [*self.module.projector.parameters(), *lora]
+        return _export(self.module, deepspeed.zero.GatheredParameters(params, modifier_rank=None), with_adapter=True)
 
 
 class TorchEngine:
@@ -283,8 +250,9 @@ class TorchEngine:
         self.micro = state["micro"]
         return tag
 
-    def gathered(self, params: list[nn.Parameter]):
-        return contextlib.nullcontext()
+    def export_trainables(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """(projector state, None): one whole model in one process; peft exports the adapter from the module."""
+        return _export(self.module, None, with_adapter=False)
 
 
 def make_engine(model: nn.Module, cfg: TrainConfig, total_steps: int) -> Engine:

@@ -56,7 +56,8 @@ def import_weights(
                                           adapters=tuple(adapters) if adapters else None))
     except ValueError as exc:
         fail(exc)
-    from train.checkpoint import import_vtimellm, read_checkpoint
+    from train.checkpoint import read_checkpoint
+    from train.import_weights import import_vtimellm
 
     try:
         ckpt = import_vtimellm(cfg.out, llm=cfg.llm, mm_projector=cfg.mm_projector, adapters=list(cfg.adapters),

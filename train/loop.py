@@ -19,22 +19,14 @@ import torch
 import torch.distributed as dist
 
 from pipeline.contract.provenance import RUN_CONFIG, producer
-from pipeline.contract.shards import read_index
+from pipeline.contract.shards import FEATURE_DIM, read_index
 from pipeline.contract.storage import write_json_atomic
 from train.config import TrainConfig
 from train.data.loader import TrainLoader
-from train.engine import (
-    LATEST,
-    init_distributed,
-    local_share,
-    make_engine,
-    partitioned,
-    partitioned_build,
-    resolve_precision,
-    restore_linear,
-)
+from train.engine import LATEST, init_distributed, make_engine, resolve_precision
 from train.packing import useful_and_padded
 from train.progress import Progress
+from train.zero3 import log_share, partitioned_build, restore_linear
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +46,6 @@ def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
 
 def run(cfg: TrainConfig) -> Path:
     """Train one stage as `cfg` says; returns the checkpoint folder."""
-    from train import stages
     from train.checkpoint import save_checkpoint
 
     rank, world = _setup(cfg)
@@ -62,20 +53,7 @@ def run(cfg: TrainConfig) -> Path:
     _check_out(out, cfg, rank)
     precision = resolve_precision(cfg.precision)
     index = read_index(cfg.shards)
-    torch.manual_seed(cfg.seed + rank)  # dropout (LoRA) differs per rank, as data does
-    dtype = torch.bfloat16 if precision == "bf16" else None
-    with partitioned_build(cfg, precision):  # ZeRO-3: no rank builds the whole LLM
-        if cfg.stage == 1:
-            model = stages.prepare_stage1(cfg, dtype=dtype, feature_dim=index.get("dim") or 768)
-        else:
-            model = stages.prepare_model(cfg, dtype=dtype)
-    if partitioned(model.llm):
-        log.info("LLM built partitioned (ZeRO-3): rank %d holds %d of %d LLM parameters", rank,
-                 *local_share(model.llm))
-    model.pack = cfg.pack
-    if cfg.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    model.train()
+    model = prepare(cfg, precision, index.get("dim") or FEATURE_DIM, rank)
 
     per_epoch, total = plan_steps(cfg, index["totals"]["samples"])
     engine = make_engine(model, cfg, total)
@@ -94,11 +72,7 @@ def run(cfg: TrainConfig) -> Path:
                                                         "producer": index.get("producer")}})
     summary = fit(cfg, engine, loader, out, start, total, state, rank)
 
-    lora = [p for n, p in engine.module.llm.named_parameters() if "lora_" in n]
-    with engine.gathered([*engine.module.projector.parameters(), *lora]):  # ZeRO-3: every rank takes part
-        projector = {k: v.detach().clone() for k, v in engine.module.projector.state_dict().items()}
-        adapter = ({k: v.detach().clone() for k, v in engine.module.llm.state_dict().items() if "lora_" in k}
-                   if cfg.zero == 3 and hasattr(engine.module.llm, "peft_config") else None)
+    projector, adapter = engine.export_trainables()  # every rank: ZeRO-3 gathers the weights
     if rank == 0:
         save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
                         adapter_state=adapter)
@@ -108,6 +82,22 @@ def run(cfg: TrainConfig) -> Path:
     _barrier()
     restore_linear()
     return out
+
+
+def prepare(cfg: TrainConfig, precision: str, feature_dim: int, rank: int):
+    """The stage's VideoLLM in training mode (built partitioned under ZeRO-3, so no rank builds the whole LLM)."""
+    from train.stages import prepare_model
+
+    torch.manual_seed(cfg.seed + rank)  # dropout (LoRA) differs per rank, as data does
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    with partitioned_build(cfg, precision):
+        model = prepare_model(cfg, dtype=dtype, feature_dim=feature_dim)
+    log_share(model.llm, rank)
+    model.pack = cfg.pack
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.train()
+    return model
 
 
 def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, total: int, state: dict,

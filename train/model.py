@@ -2,13 +2,12 @@
 
 Reference §4.1-4.2: each sample's VIDEO_TOKEN_INDEX position becomes its N projected feature rows (100 for a video,
 1 for an image) in `inputs_embeds`; labels there are IGNORE_INDEX; sequences are re-padded on the right.
-`load_llm` resolves `--llm` (hub name, local path, or `tiny-random`) and picks the attention implementation.
+`load_llm` loads a hub name or a local folder and picks the attention implementation (`tiny-random` is built by
+train.tiny; checkpoints are read by train.checkpoint, which sits above this module).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,8 +17,6 @@ from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 log = logging.getLogger(__name__)
 
 DEFAULT_LLM = "lmsys/vicuna-7b-v1.5"
-TINY_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 4096}
 
 
 def attention_implementation(requested: str = "auto") -> str:
@@ -71,33 +68,6 @@ def prepare_tokenizer(tokenizer):
     # Detected once here; the conversation formats then give a legacy Llama tokenizer Metaspace ids (issue 13 item 6).
     log.info("tokenizer kind: %s", "legacy (prefix on every chunk)" if prepends_every_chunk(tokenizer) else "standard")
     return tokenizer
-
-
-def build_tiny_random(texts: Iterable[str], out_dir: str | Path | None = None, seed: int = 0, vocab_size: int = 512,
-                      **size):
-    """A small LLaMA-config model with random weights (fixed seed) and a BPE tokenizer trained on `texts`.
-
-    With `out_dir`, both are saved there and reloaded with AutoModelForCausalLM/AutoTokenizer, so what is returned is
-    exactly what a later `--from` or `load_for_inference` reads back.
-    """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from train.tokenizer import train_tokenizer
-
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
-    cfg = LlamaConfig(**{**TINY_SIZE, **size}, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                      tie_word_embeddings=False)
-    cfg._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        llm = LlamaForCausalLM(cfg)
-    if out_dir is None:
-        return llm, prepare_tokenizer(tokenizer)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    llm.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return load_llm(str(out_dir), attn="sdpa")
 
 
 def new_projector(feature_dim: int, hidden: int, seed: int | None = 0) -> nn.Linear:
@@ -192,10 +162,3 @@ class VideoLLM(nn.Module):
         if hasattr(self.llm, "enable_input_require_grads"):
             self.llm.enable_input_require_grads()
 
-
-def load_for_inference(checkpoint_dir: str | Path, llm: str | None = None, device: str = "cpu",
-                       dtype: torch.dtype | None = None) -> VideoLLM:
-    """Load a checkpoint folder for evaluation (LoRA chain merged, eval mode); see train.checkpoint."""
-    from train.checkpoint import load_for_inference as _load
-
-    return _load(checkpoint_dir, llm=llm, device=device, dtype=dtype)

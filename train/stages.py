@@ -1,6 +1,7 @@
 """The three training stages: one table of what differs, and three short functions that build the model for each.
 
-Reference §5.1-5.2. The order of operations is part of the recipe, so each `prepare_stageN` spells it out.
+Reference §5.1-5.2. The order of operations is part of the recipe, so each `prepare_stageN` spells it out. The
+numbers of the recipe (lr, epochs, ZeRO stage, batch sizes, LoRA r/α) live in the presets, `train/presets/*.yaml`.
 The functions take a TrainConfig-like object (attributes `stage`, `llm`, `from_checkpoint`, `out`, `shards`,
 `conv_format`, `lora_r`, `lora_alpha`, `lora_dropout`, `seed`, `attn`) and return a VideoLLM whose
 `requires_grad` flags select exactly the stage's trainable parameters.
@@ -8,8 +9,6 @@ The functions take a TrainConfig-like object (attributes `stage`, `llm`, `from_c
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,35 +18,32 @@ from torch import nn
 
 from pipeline.contract.provenance import TINY_RANDOM
 from pipeline.contract.shards import FEATURE_DIM
-from train.checkpoint import LLM_DIR, load_chain, read_checkpoint
-from train.model import VideoLLM, build_tiny_random, hidden_size, load_llm, new_projector
+from train.checkpoint import LLM_DIR, adapter_chain, load_unmerged, merge_adapters, read_checkpoint
+from train.model import VideoLLM, hidden_size, load_llm, new_projector
+from train.tiny import tiny_llm
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One row of the stage table (reference §5.1)."""
+    """One row of the stage table: what the code reads. The numbers (lr, epochs, ZeRO, batch) are the presets'."""
 
     number: int
-    data: str
-    conv_format: str
+    description: str
     trainable: str
-    init_chain: str
-    zero: int
-    lr: float
-    epochs: int
-    micro_batch: int
+    """`projector` or `lora` (select_trainable)."""
     from_stage: int | None
+    """The stage whose checkpoint `--from` must be."""
+    conv_format: str
+    """The format when neither preset nor flag sets one (the presets set it, so this only fills a bare config)."""
 
 
 STAGES = {
-    1: Stage(1, "image/video captions (LCS-558K)", "plain", "projector",
-             "LLM as loaded (frozen); new projector", 3, 1e-3, 1, 16, None),
-    2: Stage(2, "templated boundary QA (InternVid)", "v1", "lora",
-             "stage-1 LLM + projector (frozen); new LoRA", 3, 1e-4, 2, 8, 1),
-    3: Stage(3, "instruction dialogues (ActivityNet, DiDeMo, VideoInstruct)", "v1", "lora",
-             "stage-2 LoRA merged into the LLM; projector frozen; new LoRA", 2, 1e-4, 2, 8, 2),
+    1: Stage(1, "feature alignment: a new projector on the frozen LLM (image/video captions)", "projector", None,
+             "plain"),
+    2: Stage(2, "boundary perception: a new LoRA on the stage-1 LLM, projector frozen (templated QA)", "lora", 1, "v1"),
+    3: Stage(3, "instruction tuning: stage-2 LoRA merged, a new LoRA, projector frozen (dialogues)", "lora", 2, "v1"),
 }
 
 
@@ -80,69 +76,19 @@ def select_trainable(model: VideoLLM, what: str) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
-    """Texts to train the tiny-random tokenizer on: conversation turns and captions of the first `limit` samples."""
-    from pipeline.contract.shards import iter_samples
-
-    texts: list[str] = []
-    for i, sample in enumerate(iter_samples(shard_dir)):
-        if i >= limit:
-            break
-        turns = (sample.conversation or {}).get("turns", [])
-        texts += [t["value"] for t in turns] + [sample.meta.get("caption") or ""]
-        texts += [e.get("caption", "") for e in sample.meta.get("events") or []]
-    return [t for t in texts if t]
-
-
 def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
-    """Stage 1's LLM: a named/path checkpoint, or tiny-random built from the shards' texts and saved in out/llm."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if cfg.llm != TINY_RANDOM:
-        llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
-        return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
-    saved = Path(cfg.out) / LLM_DIR
-    if getattr(cfg, "resume", False) and saved.is_dir():  # a resumed run continues from the LLM it saved
-        llm, tok = load_llm(str(saved), dtype=dtype, attn="sdpa")
-    elif is_deepspeed_zero3_enabled():
-        llm, tok = _tiny_partitioned(cfg, texts, saved, dtype)
-    else:
-        texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
-        llm, tok = build_tiny_random(texts, seed=cfg.seed)
-        if int(os.environ.get("RANK", "0")) == 0:
-            _save_llm(llm, tok, saved)
-        llm = llm.to(dtype) if dtype is not None else llm
-    return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
-
-
-def _tiny_partitioned(cfg, texts: Iterable[str] | None, saved: Path, dtype: torch.dtype | None):
-    """ZeRO-3: rank 0 builds tiny-random whole (it saves it anyway), then every rank loads it back partitioned.
-
-    Loading goes through `from_pretrained`, i.e. `deepspeed.zero.Init` (train.engine.partitioned_build), and the
-    saved float32 weights read back exactly, so the model equals the one an unpartitioned run builds from the same
-    seed. Only rank 0 ever holds the whole (tiny) model; `out` must be visible to every rank, as for --resume.
-    """
-    import torch.distributed as dist
-
-    if dist.get_rank() == 0:
-        texts = list(texts) if texts is not None else tiny_texts(cfg.shards)
-        llm, tok = build_tiny_random(texts, seed=cfg.seed)
-        _save_llm(llm, tok, saved)
-        del llm
-    dist.barrier()
-    return load_llm(str(saved), dtype=dtype, attn="sdpa")
-
-
-def _save_llm(llm: nn.Module, tokenizer, target: Path) -> None:
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    llm.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
+    """Stage 1's LLM: a named/path checkpoint, or tiny-random (train.tiny) built from the shards' texts and saved in
+    out/llm."""
+    if cfg.llm == TINY_RANDOM:
+        saved = Path(cfg.out) / LLM_DIR
+        llm, tok = tiny_llm(cfg, texts, dtype, saved)
+        return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
+    llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
+    return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
 
 
 def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):
-    """The previous checkpoint's LLM (adapter chain merged), tokenizer, projector and provenance."""
+    """The previous checkpoint's base LLM (no adapter merged yet), tokenizer, projector, provenance, adapter chain."""
     if not cfg.from_checkpoint:
         raise ValueError(f"stage {stage.number} needs --from, the stage-{stage.from_stage} checkpoint")
     ckpt = Path(cfg.from_checkpoint)
@@ -150,11 +96,12 @@ def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):
     if meta["stage"] != stage.from_stage:
         raise ValueError(f"stage {stage.number} starts from a stage-{stage.from_stage} checkpoint; "
                          f"{ckpt} is stage {meta['stage']}")
-    llm, tok, projector, meta, llm_path = load_chain(ckpt, llm=cfg.llm, dtype=dtype, attn=cfg.attn)
+    llm, tok, projector, meta, llm_path = load_unmerged(ckpt, llm=cfg.llm, dtype=dtype, attn=cfg.attn)
+    chain = adapter_chain(meta, ckpt)
     prov = {"llm_source": meta["llm"]["source"] if meta["llm"]["saved"] else llm_path,
             "llm_dir": str(ckpt / meta["llm"]["saved"]) if meta["llm"]["saved"] else None,
-            "base_adapters": [str(ckpt / rel) for rel in meta["adapters"]]}
-    return llm, tok, projector, prov
+            "base_adapters": [str(path) for path in chain]}
+    return llm, tok, projector, prov, chain
 
 
 def _finish(llm, tok, projector: nn.Linear, prov: dict, stage: Stage, cfg) -> VideoLLM:
@@ -176,21 +123,24 @@ def prepare_stage1(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype |
 
 def prepare_stage2(cfg, dtype: torch.dtype | None = None) -> VideoLLM:
     """Stage 2: stage-1 LLM -> LoRA on all linear layers but lm_head -> stage-1 projector, frozen."""
-    llm, tok, projector, prov = _from_previous(cfg, STAGES[2], dtype)
+    llm, tok, projector, prov, chain = _from_previous(cfg, STAGES[2], dtype)
+    if chain:  # stage 1 trains no adapter, and an imported stage-1 release has none (its stage = 1 + adapters)
+        raise ValueError(f"{cfg.from_checkpoint} is a stage-1 checkpoint with adapters {chain}: not one vtl writes")
     llm = add_lora(llm, cfg)
     return _finish(llm, tok, projector, prov, STAGES[2], cfg)
 
 
 def prepare_stage3(cfg, dtype: torch.dtype | None = None) -> VideoLLM:
-    """Stage 3: stage-2 LLM with its LoRA merged (merge_and_unload, in load_chain) -> a fresh LoRA; projector frozen."""
-    llm, tok, projector, prov = _from_previous(cfg, STAGES[3], dtype)
+    """Stage 3: stage-2 LLM -> merge its LoRA chain into the weights (merge_and_unload) -> a fresh LoRA; projector
+    frozen (reference §5.2; the paper's Table 2: a new LoRA after merging beats reusing stage 2's)."""
+    llm, tok, projector, prov, chain = _from_previous(cfg, STAGES[3], dtype)
+    llm = merge_adapters(llm, chain)
     llm = add_lora(llm, cfg)
     return _finish(llm, tok, projector, prov, STAGES[3], cfg)
 
 
-def prepare_model(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype | None = None) -> VideoLLM:
-    """The model for `cfg.stage` (dispatch to prepare_stage1/2/3)."""
+def prepare_model(cfg, dtype: torch.dtype | None = None, feature_dim: int = FEATURE_DIM) -> VideoLLM:
+    """The model for `cfg.stage` (dispatch to prepare_stage1/2/3); `feature_dim` is the shards' (index.json `dim`)."""
     if cfg.stage == 1:
-        return prepare_stage1(cfg, texts=texts, dtype=dtype)
+        return prepare_stage1(cfg, dtype=dtype, feature_dim=feature_dim)
     return (prepare_stage2 if cfg.stage == 2 else prepare_stage3)(cfg, dtype=dtype)
-

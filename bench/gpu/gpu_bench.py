@@ -49,17 +49,11 @@ from pipeline.contract.timing import frame_indices  # noqa: E402
 from pipeline.extract.clip import TINY_CONFIG, encode, preprocess, short_side_size  # noqa: E402
 from pipeline.extract.decode import open_video  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
-from train.engine import (  # noqa: E402
-    DeepSpeedEngine,
-    TorchEngine,
-    init_distributed,
-    partitioned,
-    partitioned_build,
-    restore_linear,
-)
+from train.engine import DeepSpeedEngine, TorchEngine, init_distributed  # noqa: E402
 from train.model import VideoLLM, attention_implementation, new_projector, prepare_tokenizer  # noqa: E402
 from train.stages import STAGES, add_lora, select_trainable  # noqa: E402
-from train.tokenizer import train_tokenizer  # noqa: E402
+from train.tiny import train_tokenizer  # noqa: E402
+from train.zero3 import partitioned, partitioned_build, restore_linear  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------------------------
 

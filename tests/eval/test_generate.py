@@ -5,7 +5,8 @@ import torch
 
 from eval.generate import Query, generate, generate_batch
 from pipeline.contract.conversation import generation_prompt
-from train.model import VideoLLM, build_tiny_random, new_projector
+from train.model import VideoLLM, new_projector
+from train.tiny import build_tiny_random
 
 SENTENCES = ["a man opens the door", "someone pours water", "a dog runs across the yard", "a child throws a ball"]
 

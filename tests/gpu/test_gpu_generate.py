@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_cuda_greedy_equals_cpu_greedy():
     from eval.generate import Query, generate
     from pipeline.contract.conversation import generation_prompt
-    from train.model import VideoLLM, build_tiny_random, new_projector
+    from train.model import VideoLLM, new_projector
+    from train.tiny import build_tiny_random
 
     llm, tok = build_tiny_random(TEXTS * 10, seed=0)
     model = VideoLLM(llm, tok, new_projector(768, llm.config.hidden_size), "v1").eval()

@@ -28,8 +28,9 @@ def test_bf16_zero2_step_on_nccl(tmp_path):
     from train.config import TrainConfig
     from train.data.loader import TrainLoader
     from train.engine import DeepSpeedEngine, init_distributed
-    from train.model import TINY_SIZE, VideoLLM, new_projector
+    from train.model import VideoLLM, new_projector
     from train.stages import add_lora, select_trainable
+    from train.tiny import TINY_SIZE
 
     init_distributed()
     assert dist.get_backend() == "nccl"

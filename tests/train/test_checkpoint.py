@@ -10,15 +10,15 @@ from pipeline.contract.conversation import encode
 from tests._model_helpers import TEXTS, V1_TURNS, batch, stage_cfg
 from train.checkpoint import (
     CHECKPOINT_JSON,
-    import_vtimellm,
     load_for_inference,
     load_projector_file,
     read_checkpoint,
     save_checkpoint,
 )
-from train.model import VideoLLM, build_tiny_random, load_llm
-from train.model import load_for_inference as model_load_for_inference
+from train.import_weights import import_vtimellm
+from train.model import VideoLLM, load_llm
 from train.stages import prepare_stage1, prepare_stage2, prepare_stage3
+from train.tiny import build_tiny_random
 
 
 def _logits(model, feats):
@@ -66,7 +66,7 @@ def test_checkpoint_files_and_record(trained):
 def test_round_trip_gives_the_same_logits(trained, stage):
     root, models = trained
     feats = torch.randn(100, 768)
-    loaded = model_load_for_inference(root / f"s{stage}")
+    loaded = load_for_inference(root / f"s{stage}")
     assert not loaded.training and loaded.conv_format == ("plain" if stage == 1 else "v1")
     assert not hasattr(loaded.llm, "peft_config")  # LoRA chain merged
     expected = _logits(models[stage], feats)

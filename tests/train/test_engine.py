@@ -34,7 +34,7 @@ def test_deepspeed_config_follows_the_train_config():
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory):
     from train.model import prepare_tokenizer
-    from train.tokenizer import train_tokenizer
+    from train.tiny import train_tokenizer
 
     tok = prepare_tokenizer(train_tokenizer(WORDS, vocab_size=300))
     shards = write_training_shards(tmp_path_factory.mktemp("eng"), n=16, stage=1, per_shard=4)
@@ -46,7 +46,8 @@ def batches(tmp_path_factory):
 def tiny_model(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from train.model import TINY_SIZE, VideoLLM, new_projector
+    from train.model import VideoLLM, new_projector
+    from train.tiny import TINY_SIZE
 
     torch.manual_seed(0)
     llm = LlamaForCausalLM(LlamaConfig(**TINY_SIZE, vocab_size=len(tok), tie_word_embeddings=False))

@@ -6,7 +6,8 @@ import torch
 
 from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode
 from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, batch
-from train.model import VideoLLM, attention_implementation, build_tiny_random, load_llm, new_projector
+from train.model import VideoLLM, attention_implementation, load_llm, new_projector
+from train.tiny import build_tiny_random
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ _FINGERPRINT = """
 import hashlib, sys
 sys.path.insert(0, {root!r})
 from tests._model_helpers import TEXTS
-from train.tokenizer import train_bpe
+from train.tiny import train_bpe
 print(hashlib.md5(train_bpe(TEXTS).to_str().encode()).hexdigest())
 """
 
@@ -155,7 +156,7 @@ def test_tiny_tokenizer_is_identical_in_another_process():
     import sys
     from pathlib import Path
 
-    from train.tokenizer import train_bpe
+    from train.tiny import train_bpe
 
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

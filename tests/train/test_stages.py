@@ -11,7 +11,8 @@ from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, batch, stage_cfg
 from train.checkpoint import save_checkpoint
 from train.config import PRESET_DIR, load_preset, resolve_config
 from train.model import load_llm
-from train.stages import STAGES, lora_targets, prepare_model, prepare_stage1, prepare_stage2, prepare_stage3, tiny_texts
+from train.stages import STAGES, lora_targets, prepare_model, prepare_stage1, prepare_stage2, prepare_stage3
+from train.tiny import tiny_texts
 
 
 def _snapshot(model):
@@ -56,16 +57,22 @@ def chain(tmp_path_factory):
     return out
 
 
-def test_presets_load_and_match_the_stage_table():
+# VTimeLLM's recipe, reference/vtimellm.md §5.1 (scripts/stage{1,2,3}.sh): lr, epochs, ZeRO stage, per-device batch,
+# template. Written here, not read from the code, so a preset that drifts from the paper fails.
+PAPER = {1: (1e-3, 1, 3, 16, "plain"), 2: (1e-4, 2, 3, 8, "v1"), 3: (1e-4, 2, 2, 8, "v1")}
+
+
+def test_presets_load_and_match_the_paper():
     files = sorted(PRESET_DIR.glob("*.yaml"))
     assert [f.stem for f in files] == ["stage1", "stage2", "stage3"]
     for f in files:
         load_preset(f)
-    for number, stage in STAGES.items():
+    assert sorted(STAGES) == sorted(PAPER)
+    for number, expected in PAPER.items():
         cfg = resolve_config(number, shards="s", llm="tiny-random", out="o",
                              from_checkpoint="f" if number > 1 else None)
-        assert (cfg.lr, cfg.epochs, cfg.zero, cfg.micro_batch, cfg.conv_format) == \
-            (stage.lr, stage.epochs, stage.zero, stage.micro_batch, stage.conv_format)
+        assert (cfg.lr, cfg.epochs, cfg.zero, cfg.micro_batch, cfg.conv_format) == expected
+        assert cfg.conv_format == STAGES[number].conv_format  # the table's fallback agrees with the preset
         assert (cfg.global_batch, cfg.warmup_ratio, cfg.weight_decay, cfg.max_tokens) == (128, 0.03, 0.0, 2048)
         assert cfg.gradient_checkpointing
         assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05)
@@ -81,6 +88,10 @@ def test_gradient_clipping_is_off_by_default_and_still_available():
         assert cfg.grad_clip == 0.0 and deepspeed_config(cfg, "fp32")["gradient_clipping"] == 0.0
     clipped = resolve_config(2, shards="s", llm="tiny-random", out="o", from_checkpoint="f", grad_clip=1.0)
     assert deepspeed_config(clipped, "fp32")["gradient_clipping"] == 1.0
+
+
+def test_stage_table_chains_the_stages():
+    assert [(s.trainable, s.from_stage) for s in STAGES.values()] == [("projector", None), ("lora", 1), ("lora", 2)]
 
 
 def test_stage1_trains_the_projector_only(chain):

@@ -61,7 +61,7 @@ def test_cache_file_says_how_it_was_made(tmp_path, shards, tok):
 
 def test_other_tokenizer_format_or_shard_content_gets_its_own_table(tmp_path, shards, tok, monkeypatch):
     from train.model import prepare_tokenizer
-    from train.tokenizer import train_tokenizer
+    from train.tiny import train_tokenizer
 
     shard = index_shards(shards)[0]
     load_table(shard.path, shard.sha256, tok, "v1", cache_for(tmp_path, tok))

@@ -13,7 +13,7 @@ from pipeline.contract.conversation import (
     supervised_spans,
 )
 from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, slow_tokenizer
-from train.tokenizer import train_tokenizer
+from train.tiny import train_tokenizer
 
 
 @pytest.fixture(scope="module", params=["fast", "slow"])

@@ -12,7 +12,7 @@ from pipeline.contract.conversation import FORMATS, VIDEO_TOKEN_INDEX, encode, e
 from pipeline.qa.budget import TokenBudget
 from pipeline.qa.rules import stage1_conversation, stage2_conversation
 from tests._model_helpers import TEXTS
-from train.tokenizer import train_tokenizer
+from train.tiny import train_tokenizer
 
 REAL = Path("/work/shared/data/tokenizers/llama2-vicuna")
 CHATGLM_TOKENS = ["[gMASK]", "sop", "<|user|>", "<|assistant|>"]
