@@ -23,7 +23,8 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command("inspect")
 def inspect_cmd(
-    shard_dir: Path = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output)."),
+    shard_dir: str = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output); "
+                                    "a path or an s3:// / gs:// URL."),
     show: int = typer.Option(0, "--show", help="Render this many samples: meta, events timeline, conversation."),
     key: Optional[list[str]] = typer.Option(None, "--key", help="Render the sample with this key (repeatable)."),
     verify: bool = typer.Option(False, "--verify", help="Check every shard against the index (sha256, counts, "
@@ -202,9 +203,10 @@ def synth_cmd(
 def extract_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name: manifest and output under "
                                           "--data-root/NAME/ (manifest.parquet, features/)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
-    data_root: Path = typer.Option(Path("./data"), "--data-root", help="Root of the per-dataset folders."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's. "
+                                           "Paths and --out/--data-root may be s3:// or gs:// URLs."),
+    out: Optional[str] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
+    data_root: str = typer.Option("./data", "--data-root", help="Root of the per-dataset folders."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | ray://host:port); "
                                           "default: start Ray on this machine."),
     executor: str = typer.Option("ray", "--executor", help="ray, or local (in-process, for debugging)."),
@@ -231,8 +233,7 @@ def extract_cmd(
     try:
         clip = ClipConfig(model=clip_model, weights=str(clip_weights) if clip_weights else None,
                           pretrained=clip_pretrained, fast_resize=fast_resize, device=device)
-        cfg = ExtractConfig(dataset=dataset, manifest=str(manifest) if manifest else None,
-                            out=str(out) if out else None, data_root=str(data_root), executor=executor,
+        cfg = ExtractConfig(dataset=dataset, manifest=manifest, out=out, data_root=data_root, executor=executor,
                             address=address, tasks=tasks, samples_per_shard=samples_per_shard, encoders=encoders,
                             batch_size=batch_size, decode_threads=decode_threads, num_cpus=num_cpus,
                             progress=progress, clip=clip)
