@@ -63,10 +63,11 @@ def _parse_options(items: list[str]) -> dict:
 @app.command()
 def manifest(
     dataset: str = typer.Option(..., help="activitynet | charades | didemo | internvid | lcc | vtimellm | files"),
-    annotations: Path = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL)"),
-    out: Path = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
-    durations: Optional[Path] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
-    media_root: Optional[Path] = typer.Option(None, help="folder with the media; rows missing there are rejected"),
+    annotations: str = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL); "
+                                    "files may be s3:// or gs:// URLs"),
+    out: str = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
+    durations: Optional[str] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
+    media_root: Optional[str] = typer.Option(None, help="folder with the media; rows missing there are rejected"),
     option: list[str] = typer.Option([], "--option", "-o", help="reader option name=value (e.g. max_window_s=120)"),
 ) -> None:
     """Read a dataset's annotations into a Parquet manifest; print kept / flagged / rejected counts."""
@@ -75,11 +76,15 @@ def manifest(
     from manifests.build import ManifestConfig, build_manifest
     from manifests.report import summary_table
     from pipeline.contract.provenance import producer
+    from pipeline.contract.staging import staged_manifest
 
     try:
-        cfg = ManifestConfig(dataset=dataset, annotations=annotations, out=out, durations=durations,
-                             media_root=media_root, options=_parse_options(option))
-        result, path, errors = build_manifest(cfg, producer())
+        with staged_manifest(annotations, out, durations, media_root) as staged:
+            cfg = ManifestConfig(dataset=dataset, annotations=staged.annotations, out=staged.out,
+                                 durations=staged.durations, media_root=staged.media_root,
+                                 options=_parse_options(option))
+            result, path, errors = build_manifest(cfg, producer(), staged.origin)
+            path, errors = staged.commit(path, errors)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         fail(str(exc))
     Console().print(summary_table(dataset, result, path, errors))

@@ -108,6 +108,9 @@ def filesystem(location: str | os.PathLike):
 def _open_fs(name: str, **kwargs):
     import fsspec
 
+    if name == "s3":
+        # Other processes (Ray workers, a rerun) write the same prefixes: never answer from a cached listing.
+        kwargs.setdefault("use_listings_cache", False)
     try:
         return fsspec.filesystem(name, skip_instance_cache=True, **kwargs)
     except ImportError as e:
@@ -169,8 +172,6 @@ def listdir(location: str | os.PathLike) -> list[str]:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:
         return []
-    if is_remote(location):
-        fs.invalidate_cache(path)
     return sorted(basename(e["name"]) for e in entries if e["type"] == "file")
 
 
@@ -211,7 +212,6 @@ class AtomicFile:
             fs, path = filesystem(self.location)
             try:
                 fs.put_file(self.local, path)
-                fs.invalidate_cache(parent(path))
             finally:
                 os.unlink(self.local)
         else:
@@ -230,7 +230,6 @@ def write_bytes_atomic(location: str | os.PathLike, data: bytes) -> str:
     if is_remote(location):
         fs, path = filesystem(location)
         fs.pipe_file(path, data)  # one PUT: the object appears complete or not at all
-        fs.invalidate_cache(parent(path))
         return str(location)
     pending = AtomicFile(location)
     with builtins.open(pending.local, "wb") as f:
@@ -257,7 +256,8 @@ def fetch(location: str | os.PathLike, folder: str) -> str:
     if not is_remote(location):
         return local_path(location)
     fs, path = filesystem(location)
-    dest = os.path.join(folder, f"{uuid.uuid4().hex[:8]}-{basename(location)}")
+    dest = os.path.join(folder, uuid.uuid4().hex[:8], basename(location))  # the file keeps its name
+    os.makedirs(os.path.dirname(dest))
     fs.get_file(path, dest)
     return dest
 

@@ -53,6 +53,7 @@ class MediaSpool:
         for path in self.files:
             if os.path.exists(path):
                 os.unlink(path)
+                os.rmdir(os.path.dirname(path))  # storage.fetch puts each copy in its own folder
         self.files = []
 
     def close(self) -> None:
