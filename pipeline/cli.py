@@ -94,8 +94,8 @@ def manifest(
 def build_qa_cmd(
     stage: str = typer.Option(..., "--stage", help="1 (captions, plain), 2 (templated boundary QA), 3 (dialogues) "
                               "or eval (grounding/dvc queries)."),
-    features: Path = typer.Option(..., "--features", help="Feature-shard folder written by extract."),
-    out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
+    features: str = typer.Option(..., "--features", help="Feature-shard folder written by extract (path or URL)."),
+    out: str = typer.Option(..., "--out", help="Output folder (empty, or --overwrite); path or s3:// / gs:// URL."),
     seed: int = typer.Option(0, "--seed", help="Stage 2: seed of the per-sample random stream (seed:key)."),
     dense_ratio: float = typer.Option(0.2, "--dense-ratio", help="Stage 2: share of single-turn dense captioning."),
     grounding_ratio: float = typer.Option(0.5, "--grounding-ratio",
@@ -130,9 +130,9 @@ def build_qa_cmd(
 
 @app.command("import-vtimellm")
 def import_vtimellm_cmd(
-    json_path: Path = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
-    features_dir: Path = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
-    out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
+    json_path: str = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
+    features_dir: str = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
+    out: str = typer.Option(..., "--out", help="Output folder (empty, or --overwrite). Each may be an s3:// URL."),
     stage: Optional[int] = typer.Option(None, "--stage", help="1, 2 or 3 (default: inferred from the records)."),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="Token budget per sample (text + feature rows)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="HF tokenizer folder for the budget check."),

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Iterator
 
 from manifests.schema import make_key
+from pipeline.contract import storage
 from pipeline.contract.shards import Sample, iter_samples, read_index
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import FORMATS, TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
-from pipeline.qa.output import QaOutput, QaStats, print_summary, progress_iter
+from pipeline.qa.output import QaOutput, QaStats, out_location, print_summary, progress_iter
 
 STAGES = ("1", "2", "3", "eval")
 EVAL_TASKS = ("grounding", "dvc")
@@ -77,7 +78,7 @@ class BuildQaConfig:
             raise ValueError("--max-tokens and --samples-per-shard must be ≥ 1")
         if self.conv_format is not None and self.conv_format not in FORMATS:
             raise ValueError(f"--conv-format must be one of {FORMATS}, got {self.conv_format!r}")
-        if Path(self.out).resolve() == Path(self.features).resolve():
+        if storage.resolve(self.out) == storage.resolve(self.features):
             raise ValueError("--out must differ from --features")
 
 
@@ -192,7 +193,7 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     stats = QaStats(stage=int(cfg.stage) if cfg.stage.isdigit() else cfg.stage, source="build-qa",
                     seed=cfg.seed if cfg.stage == "2" else None)
     prefix = f"eval-{cfg.task}" if cfg.stage == "eval" else f"stage{cfg.stage}"
-    out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
+    out = QaOutput(out_location(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
     join = DialogueJoin(records, out) if records is not None else None
     make = {"1": _stage1, "2": _stage2, "3": join, "eval": _eval}[cfg.stage]
     total = index_in.get("totals", {}).get("samples")
@@ -216,7 +217,7 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
                   "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
                             "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
     index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
-    return BuildQaResult(Path(cfg.out), index, stats.samples, len(out.errors))
+    return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
 
 
 def summarize(result: BuildQaResult) -> None:

@@ -79,7 +79,8 @@ def test_extract_on_ray_to_s3(s3, media, tmp_path):
 
     rows = s3_rows(media, upload_media(media, f"{s3}/media"), s3)
     manifest = s3_manifest(rows, tmp_path, f"{s3}/manifest.parquet")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit the AWS_* variables
+    # address="local": a new Ray of our own (never another run's cluster); its workers inherit the AWS_* variables
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = run_extract(config(manifest, f"{s3}/features", executor="ray", tasks=3, samples_per_shard=1))
     finally:
