@@ -92,16 +92,18 @@ def local_path(location: str | os.PathLike) -> str:
 
 
 def filesystem(location: str | os.PathLike):
-    """(fsspec filesystem, path inside it). One instance per scheme and AWS_*/GOOGLE_* environment."""
+    """(fsspec filesystem, path inside it). One instance per scheme, AWS_*/GOOGLE_* environment and process."""
     name = scheme(location)
     if not name:
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem(), local_path(location)
+    # Keyed by process too: an async client made before a fork (DataLoader workers) must not be used after it.
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "GCS"))))
-    fs = _FS_CACHE.get((name, env))
+    key = (name, env, os.getpid())
+    fs = _FS_CACHE.get(key)
     if fs is None:
-        fs = _FS_CACHE[(name, env)] = _open_fs(name)
+        fs = _FS_CACHE[key] = _open_fs(name)
     return fs, str(location).split("://", 1)[1]
 
 
