@@ -63,22 +63,28 @@ def _digest(path: Path | None) -> str | None:
     return h.hexdigest()
 
 
-def provenance(cfg: ManifestConfig, producer: dict) -> dict:
+def provenance(cfg: ManifestConfig, producer: dict, origin: dict | None = None) -> dict:
+    """`origin` names where an input was copied from (field → URL) when the command read a local copy of it."""
+    origin = origin or {}
+
+    def where(name: str) -> str:
+        return origin.get(name) or str(Path(getattr(cfg, name)).resolve())
+
     return {
         "dataset": cfg.dataset,
-        "annotations": {"path": str(Path(cfg.annotations).resolve()), "sha256": _digest(cfg.annotations)},
-        "durations": None if cfg.durations is None else {"path": str(Path(cfg.durations).resolve()),
+        "annotations": {"path": where("annotations"), "sha256": _digest(cfg.annotations)},
+        "durations": None if cfg.durations is None else {"path": where("durations"),
                                                          "sha256": _digest(cfg.durations)},
         "media_root": None if cfg.media_root is None else str(Path(cfg.media_root).resolve()),
         "options": dict(cfg.options),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": {k: origin.get(k) or (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "producer": producer,
     }
 
 
-def build_manifest(cfg: ManifestConfig, producer: dict) -> tuple[ReadResult, Path, Path]:
+def build_manifest(cfg: ManifestConfig, producer: dict, origin: dict | None = None) -> tuple[ReadResult, Path, Path]:
     """Read, write the manifest and its errors file; returns the result and both paths."""
     result = read_dataset(cfg.dataset, cfg.annotations, durations=cfg.durations, media_root=cfg.media_root,
                           **cfg.options)
-    out = write_manifest(result, cfg.out, provenance(cfg, producer))
+    out = write_manifest(result, cfg.out, provenance(cfg, producer, origin))
     return result, out, errors_path(out)

@@ -185,12 +185,15 @@ def manifest_metadata(path: str | Path) -> dict:
     return {k.decode().removeprefix("vtl."): json.loads(v) for k, v in md.items() if k.startswith(b"vtl.")}
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a local file, or of an open binary stream read to its end (e.g. an object-store file)."""
+    if hasattr(path, "read"):
+        h = hashlib.sha256()
+        while block := path.read(chunk):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        return file_sha256(f, chunk)
 
 
 def rows_to_jsonl(rows: Iterable[ManifestRow]) -> str:

@@ -20,7 +20,8 @@ app = typer.Typer(help="vtl data pipeline: manifests → CLIP feature shards →
 
 @app.command("inspect")
 def inspect_cmd(
-    shard_dir: Path = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output)."),
+    shard_dir: str = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output); "
+                                    "a path or an s3:// / gs:// URL."),
     show: Optional[int] = typer.Option(None, "--show", help="Render this many samples: meta, events timeline, "
                                        "conversation (default 0)."),
     keys: Optional[list[str]] = typer.Option(None, "--key", help="Render the sample with this key (repeatable)."),
@@ -63,10 +64,11 @@ def _parse_options(items: list[str] | None) -> dict | None:
 @app.command()
 def manifest(
     dataset: str = typer.Option(..., help="activitynet | charades | didemo | internvid | lcc | vtimellm | files"),
-    annotations: Path = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL)"),
-    out: Path = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
-    durations: Optional[Path] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
-    media_root: Optional[Path] = typer.Option(None, help="folder with the media; rows missing there are rejected"),
+    annotations: str = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL); "
+                                    "files may be s3:// or gs:// URLs"),
+    out: str = typer.Option(..., help="manifest to write (.parquet); rejections go beside it (.errors.jsonl)"),
+    durations: Optional[str] = typer.Option(None, help="CSV with id and length/duration (Charades needs it)"),
+    media_root: Optional[str] = typer.Option(None, help="folder with the media; rows missing there are rejected"),
     options: Optional[list[str]] = typer.Option(None, "--option", "-o", help="reader option name=value "
                                                 "(e.g. max_window_s=120)"),
 ) -> None:
@@ -76,11 +78,15 @@ def manifest(
     from manifests.build import ManifestConfig, build_manifest
     from manifests.report import summary_table
     from pipeline.contract.provenance import producer
+    from pipeline.contract.staging import staged_manifest
 
     try:
-        cfg = ManifestConfig(**given(dataset=dataset, annotations=annotations, out=out, durations=durations,
-                                     media_root=media_root, options=_parse_options(options)))
-        result, path, errors = build_manifest(cfg, producer())
+        with staged_manifest(annotations, out, durations, media_root) as staged:
+            cfg = ManifestConfig(**given(dataset=dataset, annotations=staged.annotations, out=staged.out,
+                                         durations=staged.durations, media_root=staged.media_root,
+                                         options=_parse_options(options)))
+            result, path, errors = build_manifest(cfg, producer(), staged.origin)
+            path, errors = staged.commit(path, errors)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         fail(exc)
     Console().print(summary_table(dataset, result, path, errors))
@@ -98,8 +104,8 @@ _PROGRESS = typer.Option(None, "--progress/--no-progress", help="Show a progress
 
 @app.command("build-qa")
 def build_qa_cmd(
-    features: Path = typer.Option(..., "--features", help="Feature-shard folder written by extract."),
-    out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
+    features: str = typer.Option(..., "--features", help="Feature-shard folder written by extract (path or URL)."),
+    out: str = typer.Option(..., "--out", help="Output folder (empty, or --overwrite); path or s3:// / gs:// URL."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Training shards: 1 (captions, plain), 2 (templated "
                                         "boundary QA) or 3 (dialogues)."),
     benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Evaluation shards instead: grounding or dvc "
@@ -143,9 +149,9 @@ def build_qa_cmd(
 
 @app.command("import-vtimellm")
 def import_vtimellm_cmd(
-    json: Path = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
-    features_dir: Path = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
-    out: Path = typer.Option(..., "--out", help="Output folder (empty, or --overwrite)."),
+    json: str = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
+    features_dir: str = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
+    out: str = typer.Option(..., "--out", help="Output folder (empty, or --overwrite). Each may be an s3:// URL."),
     stage: Optional[int] = typer.Option(None, "--stage", help="1, 2 or 3 (default: inferred from the records)."),
     max_tokens: Optional[int] = _MAX_TOKENS,
     tokenizer: Optional[Path] = _TOKENIZER,
@@ -228,9 +234,10 @@ def _text(path: Path | None) -> str | None:
 def extract_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name: manifest and output under "
                                           "--data-root/NAME/ (manifest.parquet, features/)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the per-dataset folders "
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="Manifest (.parquet); overrides --dataset's. "
+                                           "Paths and --out/--data-root may be s3:// or gs:// URLs."),
+    out: Optional[str] = typer.Option(None, "--out", help="Shard folder; overrides --dataset's."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Root of the per-dataset folders "
                                              "(default ./data)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto | HOST:PORT | "
                                           "ray://host:port; token auth: docs/cluster.md); default: start Ray on "

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from manifests.schema import Event, ManifestRow, ReadResult, write_manifest
+from pipeline.contract import storage
 from pipeline.contract.shards import iter_samples, read_errors, read_index
 from pipeline.extract.clip import ClipConfig
 from pipeline.extract.job import ExtractConfig
@@ -59,13 +60,13 @@ def write_rows(rows: list[ManifestRow], path: Path) -> Path:
     return write_manifest(ReadResult(rows=rows), path, {"test": "extract"})
 
 
-def config(manifest: Path, out: Path, **kw) -> ExtractConfig:
+def config(manifest: Path | str, out: Path | str, **kw) -> ExtractConfig:
     kw.setdefault("clip", TINY)
     kw.setdefault("progress", False)
     return ExtractConfig(manifest=str(manifest), out=str(out), **kw)
 
 
-def accounting(out: Path) -> tuple[dict, list]:
+def accounting(out: Path | str) -> tuple[dict, list]:
     """Samples by key (asserting none is duplicated) and the error records."""
     samples = {}
     for s in iter_samples(out):
@@ -79,10 +80,19 @@ def accounting(out: Path) -> tuple[dict, list]:
     return samples, errors
 
 
-def assert_exact(out: Path, rows: list[ManifestRow]) -> tuple[dict, list]:
+def assert_exact(out: Path | str, rows: list[ManifestRow]) -> tuple[dict, list]:
     samples, errors = accounting(out)
     keys = sorted(list(samples) + [e.key for e in errors])
     assert keys == sorted(r.key for r in rows), "every manifest row exactly once in shards or errors"
-    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    leftovers = [name for name in storage.listdir(out) if name.endswith(".tmp")]
     assert not leftovers
     return samples, errors
+
+
+def upload_media(media: dict[str, Path], prefix: str) -> dict[str, str]:
+    """The same media under an object-store prefix (for the s3:// tests): name → URL."""
+    urls = {}
+    for name, path in media.items():
+        urls[name] = storage.join(prefix, path.name)
+        storage.upload(path, urls[name])
+    return urls

@@ -6,3 +6,5 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+from _storage_helpers import s3, s3_server  # noqa: E402,F401  (fixtures: a local S3 server, a fresh bucket)

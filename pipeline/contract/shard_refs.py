@@ -22,6 +22,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from pipeline.contract import storage
 from pipeline.contract.shards import FEATURES, group_by_key, member_name, require_regular_file
 
 BLOCK = 512
@@ -44,16 +45,27 @@ class FeatureRef(NamedTuple):
 
 
 class _Reader:
-    """Positional reads through a small window (few system calls for runs of small members)."""
+    """Positional reads through a small window (few system calls, or few ranged GETs, for runs of small members).
 
-    def __init__(self, fd: int):
-        self.fd, self.start, self.buf = fd, 0, b""
+    `fd` is a local file descriptor (os.pread), or None with `remote` an open storage file (seek + read: ranged
+    reads from an object store).
+    """
+
+    def __init__(self, fd: int | None, remote=None):
+        self.fd, self.remote, self.start, self.buf = fd, remote, 0, b""
+        self.size = os.fstat(fd).st_size if fd is not None else remote.size
+
+    def pread(self, n: int, pos: int) -> bytes:
+        if self.fd is not None:
+            return os.pread(self.fd, n, pos)
+        self.remote.seek(pos)
+        return self.remote.read(n)
 
     def read(self, pos: int, n: int) -> bytes:
         if pos < self.start or pos + n > self.start + len(self.buf):
             if n > _WINDOW:
-                return os.pread(self.fd, n, pos)
-            self.start, self.buf = pos, os.pread(self.fd, _WINDOW, pos)
+                return self.pread(n, pos)
+            self.start, self.buf = pos, self.pread(_WINDOW, pos)
         return self.buf[pos - self.start:pos - self.start + n]
 
 
@@ -97,7 +109,7 @@ def _refuse_compressed(path, head: bytes) -> None:
 
 def iter_tar_files(path: str | Path, reader: _Reader) -> Iterator[tuple[str, int, int]]:
     """(name, data offset, size) of each regular file in the tar at `path`, in file order."""
-    pos, pax, longname, total = 0, {}, None, os.fstat(reader.fd).st_size
+    pos, pax, longname, total = 0, {}, None, reader.size
     while True:
         if pos == total:  # a tar without the end-of-archive blocks
             return
@@ -175,20 +187,36 @@ def iter_sample_refs(path: str | Path) -> Iterator[dict]:
     """Members of one shard grouped by key, like `iter_tar_members`, with `features.npy` as a FeatureRef.
 
     The shard is announced to the kernel as about to be read (POSIX_FADV_WILLNEED): read-ahead fills the page cache
-    while samples wait in a shuffle buffer, so `read_features_into` later copies from memory.
+    while samples wait in a shuffle buffer, so `read_features_into` later copies from memory. A shard in an object
+    store (`s3://…`) is walked with ranged reads of its headers and small members; its features are fetched later,
+    one ranged read per sample.
     """
     path = str(path)
+    if storage.is_remote(path):
+        with storage.open(path, "rb", block_size=_WINDOW, cache_type="readahead") as f:
+            yield from _sample_refs(path, _Reader(None, f))
+        return
     require_regular_file(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         _will_need(fd)
-        reader = _Reader(fd)
-        yield from group_by_key(
-            (name, _locate(path, reader, offset, size) if member_name(name)[1] == FEATURES
-             else reader.read(offset, size))
-            for name, offset, size in iter_tar_files(path, reader))
+        yield from _sample_refs(path, _Reader(fd))
     finally:
         os.close(fd)
+
+
+def _sample_refs(path: str, reader: _Reader) -> Iterator[dict]:
+    return group_by_key(
+        (name, _locate(path, reader, offset, size) if member_name(name)[1] == FEATURES else reader.read(offset, size))
+        for name, offset, size in iter_tar_files(path, reader))
+
+
+def shard_stat(path: str) -> tuple[int, int]:
+    """(bytes, mtime in ns) of a shard; an object store's mtime is not kept (0): the index's sha256 names it."""
+    if storage.is_remote(path):
+        return storage.size(path), 0
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 def _will_need(fd: int) -> None:
@@ -197,7 +225,12 @@ def _will_need(fd: int) -> None:
 
 
 def prefetch(path: str | Path) -> None:
-    """Ask the kernel to start reading the whole file into the page cache (returns before the reads finish)."""
+    """Ask the kernel to start reading the whole file into the page cache (returns before the reads finish).
+
+    Nothing to do for a shard in an object store: its features are fetched by ranged reads when a batch needs them.
+    """
+    if storage.is_remote(path):
+        return
     fd = os.open(str(path), os.O_RDONLY)
     try:
         _will_need(fd)
@@ -216,12 +249,14 @@ def read_features_into(refs: list[FeatureRef], out: np.ndarray) -> None:
         for i, ref in enumerate(refs):
             if len(ref.shape) != 2 or ref.shape[1] != out.shape[2] or ref.shape[0] > out.shape[1]:
                 raise ValueError(f"{ref.path}: features of shape {ref.shape} do not fit a batch of {out.shape}")
-            if ref.path not in fds:
+            remote = storage.is_remote(ref.path)
+            if ref.path not in fds and not remote:
                 fds[ref.path] = os.open(ref.path, os.O_RDONLY)
             dest = out[i, :ref.shape[0]]
             direct = np.dtype(ref.dtype) == out.dtype and not ref.fortran
             raw = dest if direct else np.empty(ref.nbytes, np.uint8)
-            got = os.preadv(fds[ref.path], [memoryview(raw).cast("B")], ref.offset)
+            got = _ranged_read(ref, raw) if remote else os.preadv(fds[ref.path], [memoryview(raw).cast("B")],
+                                                                     ref.offset)
             if got != ref.nbytes:
                 raise ValueError(f"{ref.path}: features at byte {ref.offset} are truncated ({got} of {ref.nbytes} "
                                  f"bytes)")
@@ -230,3 +265,10 @@ def read_features_into(refs: list[FeatureRef], out: np.ndarray) -> None:
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def _ranged_read(ref: FeatureRef, raw: np.ndarray) -> int:
+    """One ranged GET of a sample's feature bytes, copied into `raw`; returns the bytes received."""
+    data = storage.read_bytes(ref.path, ref.offset, ref.offset + ref.nbytes)
+    memoryview(raw).cast("B")[:len(data)] = data
+    return len(data)

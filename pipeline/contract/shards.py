@@ -18,8 +18,8 @@ from typing import BinaryIO, Iterable, Iterator
 import numpy as np
 
 from manifests.schema import KEY_RE, file_sha256
+from pipeline.contract import storage
 from pipeline.contract.provenance import producer
-from pipeline.contract.storage import write_json_atomic
 
 FORMAT_VERSION = 1
 FEATURES = "features.npy"
@@ -106,14 +106,18 @@ def decode_sample(members: dict) -> Sample:
 def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[dict]:
     """Group the members of one shard by key, in file order (the WebDataset layout), values as bytes.
 
-    `path` may also be an open binary stream (read front to back once), e.g. one that hashes what passes through.
+    `path` is a storage location (local or `s3://…`) or an open binary stream (read front to back once), e.g. one
+    that hashes what passes through.
     """
     import tarfile
 
     if not hasattr(path, "read"):
-        require_regular_file(path)
-    opened = tarfile.open(fileobj=path, mode="r|") if hasattr(path, "read") else tarfile.open(path, "r|")
-    with opened as tar:
+        if not storage.is_remote(str(path)):
+            require_regular_file(path)
+        with storage.open(path, "rb") as f:
+            yield from iter_tar_members(f)
+        return
+    with tarfile.open(fileobj=path, mode="r|") as tar:
         yield from group_by_key((info.name, tar.extractfile(info).read()) for info in tar if info.isfile())
 
 
@@ -154,23 +158,24 @@ def iter_shard(path: str | Path) -> Iterator[Sample]:
 class ShardWriter:
     """Writes samples into shards `{prefix}-{000000}.tar` of at most `samples_per_shard` samples each.
 
-    Each tar is written as `.{name}.tmp` and renamed when complete, so a crash never leaves a truncated shard under
-    a final name. `shards` lists what was written (name, samples, bytes, sha256, keys).
+    Each tar is written to a temporary file and committed when complete (storage.AtomicFile: `.{name}.tmp` renamed
+    on local disk, one upload of the finished object to `s3://…`), so a crash never leaves a truncated shard under a
+    final name. `shards` lists what was written (name, samples, bytes, sha256, keys).
     """
 
     def __init__(self, out_dir: str | Path, prefix: str, samples_per_shard: int = 1000, mtime: float | None = None):
         # `mtime` fixes the tar members' modification time (default: now), so the same input gives byte-identical shards.
         if samples_per_shard < 1:
             raise ValueError("samples_per_shard must be ≥ 1")
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = str(out_dir)
+        storage.makedirs(self.out_dir)
         self.prefix = prefix
         self.samples_per_shard = samples_per_shard
         self.mtime = mtime
         self.shards: list[ShardInfo] = []
         self._tar = None
         self._keys: list[str] = []
-        self._tmp: Path | None = None
+        self._pending: storage.AtomicFile | None = None
 
     def write(self, sample: Sample) -> None:
         import webdataset as wds
@@ -178,8 +183,8 @@ class ShardWriter:
         members = encode_sample(sample)
         if self._tar is None:
             name = f"{self.prefix}-{len(self.shards):06d}{SHARD_SUFFIX}"
-            self._tmp = self.out_dir / f".{name}.tmp"
-            self._stream = open(self._tmp, "wb")
+            self._pending = storage.AtomicFile(storage.join(self.out_dir, name))
+            self._stream = open(self._pending.local, "wb")
             self._tar = wds.TarWriter(self._stream, encoder=False, mtime=self.mtime)
         self._tar.write(members)
         self._keys.append(sample.key)
@@ -191,12 +196,13 @@ class ShardWriter:
             return
         self._tar.close()
         self._stream.close()
-        final = self._tmp.with_name(self._tmp.name[1:].removesuffix(".tmp"))
-        digest = file_sha256(self._tmp)
-        size = self._tmp.stat().st_size
-        os.replace(self._tmp, final)
-        self.shards.append(ShardInfo(final.name, len(self._keys), size, digest, list(self._keys)))
-        self._tar, self._tmp, self._keys = None, None, []
+        pending = self._pending
+        digest = file_sha256(pending.local)
+        size = Path(pending.local).stat().st_size
+        pending.commit()
+        self.shards.append(ShardInfo(storage.basename(pending.location), len(self._keys), size, digest,
+                                     list(self._keys)))
+        self._tar, self._pending, self._keys = None, None, []
 
     def close(self) -> list[ShardInfo]:
         self._finish()
@@ -211,7 +217,7 @@ class ShardWriter:
         elif self._tar is not None:  # leave no partial shard behind
             self._tar.close()
             self._stream.close()
-            self._tmp.unlink(missing_ok=True)
+            self._pending.discard()
 
 
 def write_index(out_dir: str | Path, shards: Iterable[ShardInfo], *, encoder: str | None, num_frames: int | None,
@@ -232,22 +238,27 @@ def write_index(out_dir: str | Path, shards: Iterable[ShardInfo], *, encoder: st
     }
     if extra:
         index.update(extra)
-    return write_json_atomic(Path(out_dir) / INDEX, index)
+    return storage.write_json_atomic(storage.join(out_dir, INDEX), index)
 
 
 def read_index(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir) / INDEX
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: not a shard folder, or the job that writes it has not finished")
-    index = json.loads(path.read_text())
+    path = storage.join(shard_dir, INDEX)
+    try:
+        index = json.loads(storage.read_bytes(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: not a shard folder, or the job that writes it has not finished") \
+            from None
     if index.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {index.get('format_version')} is not {FORMAT_VERSION}")
     return index
 
 
-def shard_paths(shard_dir: str | Path, index: dict | None = None) -> list[Path]:
+def shard_paths(shard_dir: str | Path, index: dict | None = None) -> list[Path] | list[str]:
+    """The shards' locations: Paths for a local folder (as before), `s3://…` strings for an object store."""
     index = index if index is not None else read_index(shard_dir)
-    return [Path(shard_dir) / s["name"] for s in index["shards"]]
+    if storage.is_remote(shard_dir):
+        return [storage.join(shard_dir, s["name"]) for s in index["shards"]]
+    return [Path(storage.local_path(shard_dir)) / s["name"] for s in index["shards"]]
 
 
 def iter_samples(shard_dir: str | Path) -> Iterator[Sample]:
@@ -265,10 +276,19 @@ def append_errors(path: str | Path, records: Iterable[ErrorRecord]) -> int:
     return n
 
 
+def write_errors(location: str | Path, records: Iterable[ErrorRecord]) -> int:
+    """Write a whole error file at once, atomically (object stores cannot append)."""
+    lines = [json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records]
+    storage.write_bytes_atomic(location, "".join(lines).encode())
+    return len(lines)
+
+
 def read_errors(path: str | Path) -> list[ErrorRecord]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / ERRORS
-    if not path.exists():
+    """The error records of a file, or of a shard folder's errors.jsonl; [] when there is none."""
+    if not str(path).endswith(".jsonl") or (not storage.is_remote(path) and Path(path).is_dir()):
+        path = storage.join(path, ERRORS)
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
         return []
-    return [ErrorRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return [ErrorRecord(**json.loads(line)) for line in text.splitlines() if line.strip()]

@@ -1,19 +1,272 @@
-"""Reading and writing our small files (JSON records) safely: a temporary name, then an atomic rename.
+"""The one storage layer: every file we read or write goes through here, on local disk or in an object store.
 
-Every command's bookkeeping files (index, run config, plans, markers, metrics) go through here, so the way a file is
-committed is decided in one place.
+A *location* is a plain string: a local path, a `file://` URL, or an object-store URL (`s3://bucket/key`,
+`gs://bucket/key`). It stays a string everywhere (a URL is never made a `Path`: `Path("s3://b/x")` is `s3:/b/x`).
+`resolve` makes a local path absolute on the driver before it is stored in a manifest, plan or run config or
+shipped to a worker (Ray workers run in whatever folder their node's `ray start` ran in). Any other scheme is a
+`StorageError` naming it.
+
+Files are reached through fsspec (s3fs, gcsfs), which is imported on first use, not at import time. Credentials and
+endpoints come only from each store's standard configuration: for S3 the AWS_* environment variables (including
+`AWS_ENDPOINT_URL` for an S3-compatible server such as MinIO or moto), `AWS_PROFILE` and the shared config files.
+We never take them from our own options: they would end up in `run_config.json`.
+
+Committing a finished file (`AtomicFile`, `write_bytes_atomic`) never shows a reader half a file:
+- local disk: write `.{name}.tmp` beside the target, fsync, `os.replace` (atomic within one file system);
+- object store: the file is written to a local spool file, then uploaded with one `put` of the finished object.
+  An S3/GCS object becomes visible only when its upload completes (a single PUT, or the CompleteMultipartUpload
+  of a large one), so no reader ever sees a partial object under the final key. We do not write a temporary key
+  and copy + delete it: object stores have no rename, so that costs a second full copy of every shard on the
+  server, and a crash between copy and delete leaves stray temporary keys to clean up.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import os
+import re
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
+SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+OBJECT_SCHEMES = ("s3", "gs")
+SPOOL_ENV = "VTL_SPOOL_DIR"
+_FS_CACHE: dict = {}
 
-def write_json_atomic(path: str | Path, obj) -> Path:
-    """Write `obj` as indented JSON under a temporary name, then rename it into place (readers never see half)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+
+class StorageError(ValueError):
+    """An unusable location or store (unknown scheme, missing bucket, no credentials, unreachable, read-only).
+
+    The message is one line meant for the user; the CLIs print it and exit 2.
+    """
+
+
+def scheme(location: str | os.PathLike) -> str:
+    """"s3", "gs", or "" for local (a plain path or file://). Any other URL scheme is a StorageError."""
+    m = SCHEME_RE.match(str(location))
+    if m is None or m.group(1).lower() == "file":
+        return ""
+    name = m.group(1).lower()
+    if name not in OBJECT_SCHEMES:
+        raise StorageError(f"{location}: storage scheme {name}:// is not supported (use a local path, file://, "
+                           f"s3:// or gs://)")
+    return name
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    return scheme(location) != ""
+
+
+def resolve(location: str | os.PathLike) -> str:
+    """The absolute form of a location: URLs unchanged (trailing / dropped), local paths absolute, file:// stripped."""
+    text = str(location)
+    if is_remote(text):
+        return text.rstrip("/")
+    if SCHEME_RE.match(text):
+        text = text[len("file://"):]
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def join(location: str | os.PathLike, *parts: str) -> str:
+    text = str(location)
+    if is_remote(text):
+        return "/".join([text.rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.path.join(local_path(text), *parts)
+
+
+def basename(location: str | os.PathLike) -> str:
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(location: str | os.PathLike) -> str:
+    text = str(location).rstrip("/")
+    return text.rsplit("/", 1)[0] if is_remote(text) else os.path.dirname(local_path(text))
+
+
+def local_path(location: str | os.PathLike) -> str:
+    """A local location as a plain path (file:// stripped); not for URLs."""
+    text = str(location)
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
+def filesystem(location: str | os.PathLike):
+    """(fsspec filesystem, path inside it). One instance per scheme, AWS_*/GOOGLE_* environment and process."""
+    name = scheme(location)
+    if not name:
+        from fsspec.implementations.local import LocalFileSystem
+
+        return LocalFileSystem(), local_path(location)
+    # Keyed by process too: an async client made before a fork (DataLoader workers) must not be used after it.
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "GCS"))))
+    key = (name, env, os.getpid())
+    fs = _FS_CACHE.get(key)
+    if fs is None:
+        fs = _FS_CACHE[key] = _open_fs(name)
+    return fs, str(location).split("://", 1)[1]
+
+
+def _open_fs(name: str, **kwargs):
+    import fsspec
+
+    if name == "s3":
+        # Other processes (Ray workers, a rerun) write the same prefixes: never answer from a cached listing.
+        kwargs.setdefault("use_listings_cache", False)
+    try:
+        return fsspec.filesystem(name, skip_instance_cache=True, **kwargs)
+    except ImportError as e:
+        raise StorageError(f"{name}:// needs {'s3fs' if name == 's3' else 'gcsfs'} installed: {e}") from e
+
+
+def open(location: str | os.PathLike, mode: str = "rb", **kwargs):  # noqa: A001 (the storage layer's open)
+    fs, path = filesystem(location)
+    if not is_remote(location) and ("w" in mode or "a" in mode):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return fs.open(path, mode, **kwargs)
+
+
+def read_bytes(location: str | os.PathLike, start: int | None = None, end: int | None = None) -> bytes:
+    """The file's bytes, or bytes [start, end) of it (a ranged GET on an object store)."""
+    fs, path = filesystem(location)
+    return fs.cat_file(path, start=start, end=end)
+
+
+def read_text(location: str | os.PathLike) -> str:
+    return read_bytes(location).decode()
+
+
+def read_json(location: str | os.PathLike):
+    return json.loads(read_bytes(location))
+
+
+def exists(location: str | os.PathLike) -> bool:
+    fs, path = filesystem(location)
+    return fs.exists(path)
+
+
+def isfile(location: str | os.PathLike) -> bool:
+    fs, path = filesystem(location)
+    return fs.isfile(path)
+
+
+def isdir(location: str | os.PathLike) -> bool:
+    """A local folder, or an object-store prefix (or bucket) holding at least one object."""
+    fs, path = filesystem(location)
+    return fs.isdir(path)
+
+
+def size(location: str | os.PathLike) -> int:
+    fs, path = filesystem(location)
+    return int(fs.size(path))
+
+
+def makedirs(location: str | os.PathLike) -> None:
+    """Create a local folder; object stores have no folders (a prefix exists once an object is under it)."""
+    if not is_remote(location):
+        os.makedirs(local_path(location), exist_ok=True)
+
+
+def listdir(location: str | os.PathLike) -> list[str]:
+    """Names of the files directly in a folder (or under a prefix), sorted; [] when it does not exist."""
+    fs, path = filesystem(location)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    return sorted(basename(e["name"]) for e in entries if e["type"] == "file")
+
+
+def remove(location: str | os.PathLike, missing_ok: bool = True) -> None:
+    fs, path = filesystem(location)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def spool_dir() -> str:
+    """Where local temporary copies go ($VTL_SPOOL_DIR, else the system temp folder)."""
+    return os.environ.get(SPOOL_ENV) or tempfile.gettempdir()
+
+
+class AtomicFile:
+    """A file written at `local` and committed to `location` in one step, or discarded.
+
+    Local target: `local` is `.{name}.tmp` beside it, committed with fsync + os.replace. Object store: `local` is a
+    spool file, committed with one upload of the finished object (see the module docstring for why).
+    """
+
+    def __init__(self, location: str | os.PathLike):
+        self.location = str(location)
+        if is_remote(self.location):
+            fd, self.local = tempfile.mkstemp(prefix=f"vtl-{basename(self.location)}.", suffix=".tmp",
+                                              dir=spool_dir())
+            os.close(fd)
+        else:
+            target = local_path(self.location)
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            self.local = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp")
+
+    def commit(self) -> str:
+        if is_remote(self.location):
+            fs, path = filesystem(self.location)
+            try:
+                fs.put_file(self.local, path)
+            finally:
+                os.unlink(self.local)
+        else:
+            with builtins.open(self.local, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self.local, local_path(self.location))
+        return self.location
+
+    def discard(self) -> None:
+        if os.path.exists(self.local):
+            os.unlink(self.local)
+
+
+def write_bytes_atomic(location: str | os.PathLike, data: bytes) -> str:
+    """Write a whole small file so that readers see the old one or the new one, never half."""
+    if is_remote(location):
+        fs, path = filesystem(location)
+        fs.pipe_file(path, data)  # one PUT: the object appears complete or not at all
+        return str(location)
+    pending = AtomicFile(location)
+    with builtins.open(pending.local, "wb") as f:
+        f.write(data)
+    return pending.commit()
+
+
+def write_json_atomic(location: str | os.PathLike, obj) -> str | Path:
+    """Write `obj` as indented JSON atomically (temporary name then rename, or one PUT). Returns the location."""
+    data = (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+    out = write_bytes_atomic(location, data)
+    return out if is_remote(out) else Path(out)
+
+
+def upload(local: str | os.PathLike, location: str | os.PathLike) -> None:
+    """Copy a finished local file to a location, atomically."""
+    pending = AtomicFile(location)
+    shutil.copyfile(local, pending.local)
+    pending.commit()
+
+
+def fetch(location: str | os.PathLike, folder: str) -> str:
+    """A local copy of a remote file inside `folder` (the caller removes it); local locations are returned as is."""
+    if not is_remote(location):
+        return local_path(location)
+    fs, path = filesystem(location)
+    dest = os.path.join(folder, uuid.uuid4().hex[:8], basename(location))  # the file keeps its name
+    os.makedirs(os.path.dirname(dest))
+    fs.get_file(path, dest)
+    return dest
+
+
+
+def preflight(location: str | os.PathLike, *, write: bool = False, what: str = "location") -> str:
+    """See pipeline.contract.preflight: the location resolved, or a one-line StorageError."""
+    from pipeline.contract.preflight import preflight as check
+
+    return check(location, write=write, what=what)

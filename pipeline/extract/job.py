@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.contract import storage
 from pipeline.contract.provenance import RUN_CONFIG, producer
-from pipeline.contract.shards import FEATURE_DIM, read_errors
-from pipeline.contract.storage import write_json_atomic
-from pipeline.extract import tasks as tasks_mod
+from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.clip import ClipConfig, encoder_id
 from pipeline.extract.decode import MediaError
 from pipeline.extract.executors import FRAMES_PER_ROW, InProcessExecutor, Job, Stats
 from pipeline.extract.ray_executor import RayExecutor
 from pipeline.extract.steps import Decode, Encode, Item, Preprocess, SampleFrames, Write
+from pipeline.extract.tasks import PlanMismatch, RunCounts, Task, TaskStore, split_tasks
 
 EXECUTORS = ("ray", "local")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -82,17 +82,18 @@ class ExtractConfig:
 
     # Absolute, resolved here on the driver: Ray workers run in the folder of their node's `ray start`.
     @property
-    def manifest_path(self) -> Path:
-        return Path(self.manifest or Path(self.data_root) / self.dataset / "manifest.parquet").absolute()
+    def manifest_path(self) -> str:
+        """The manifest's location, resolved (local paths absolute, on the driver)."""
+        return storage.resolve(self.manifest or storage.join(self.data_root, self.dataset, "manifest.parquet"))
 
     @property
-    def out_dir(self) -> Path:
-        return Path(self.out or Path(self.data_root) / self.dataset / "features").absolute()
+    def out_dir(self) -> str:
+        return storage.resolve(self.out or storage.join(self.data_root, self.dataset, "features"))
 
 
 @dataclass
 class ExtractSummary:
-    out_dir: Path
+    out_dir: str
     rows: int
     samples: int
     errors: Counter
@@ -108,23 +109,16 @@ def default_tasks(rows: int) -> int:
     return max(1, min(rows, 8), math.ceil(rows / 250))
 
 
-def check_output(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ExtractError(f"output folder {out_dir} is not writable: {e}") from e
-
-
-def load_rows(manifest: Path) -> list[dict]:
+def load_rows(manifest: str) -> list[dict]:
     from manifests.schema import iter_manifest
 
-    if not manifest.is_file():
+    if storage.is_remote(manifest):
+        storage.preflight(manifest, what="manifest")  # bucket, credentials, endpoint, the object itself
+    if not storage.isfile(manifest):
         raise ExtractError(f"manifest {manifest} not found (--manifest FILE, or --dataset NAME with --data-root)")
     try:
-        rows = [r.to_json() for r in iter_manifest(manifest)]
+        with storage.open(manifest, "rb") as f:
+            rows = [r.to_json() for r in iter_manifest(f)]
     except Exception as e:
         raise ExtractError(f"cannot read manifest {manifest}: {type(e).__name__}: {e}") from e
     for row in rows:  # relative media: relative to the driver's folder, wherever a task runs
@@ -133,34 +127,23 @@ def load_rows(manifest: Path) -> list[dict]:
     return rows
 
 
-def build_job(cfg: ExtractConfig, encoder: str, use_gpu: bool) -> Job:
+def manifest_sha256(manifest: str) -> str:
+    from manifests.schema import file_sha256
+
+    with storage.open(manifest, "rb") as f:
+        return file_sha256(f)
+
+
+def build_job(cfg: ExtractConfig, store: TaskStore, encoder: str, use_gpu: bool) -> Job:
     """The extract job, as a list you can read."""
-    out = cfg.out_dir
     steps = [
         Decode(threads=cfg.decode_threads),
         SampleFrames(fast_resize=cfg.clip.fast_resize),
         Preprocess(fast_resize=cfg.clip.fast_resize, dtype="float16" if use_gpu else "float32"),
         Encode(cfg.clip, batch_size=cfg.batch_size, encoder=encoder, use_gpu=use_gpu),
-        Write(out, samples_per_shard=cfg.samples_per_shard),
+        Write(store, samples_per_shard=cfg.samples_per_shard),
     ]
-    return Job(steps, batch_frames=cfg.batch_size, on_task_start=_Discard(out), on_task_done=_MarkDone(out))
-
-
-@dataclass(frozen=True)
-class _Discard:
-    out: Path
-
-    def __call__(self, task_id: int) -> None:
-        tasks_mod.discard(self.out, task_id)
-
-
-@dataclass(frozen=True)
-class _MarkDone:
-    out: Path
-
-    def __call__(self, task: tasks_mod.Task, results: list[dict]) -> None:
-        merged = {k: v for r in results for k, v in r.items()}
-        tasks_mod.mark_done(self.out, task.task_id, len(task.rows), merged)
+    return Job(steps, batch_frames=cfg.batch_size, on_task_start=store.discard, on_task_done=store.mark_done)
 
 
 def make_executor(cfg: ExtractConfig):
@@ -178,55 +161,55 @@ def make_executor(cfg: ExtractConfig):
 
 def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
     """Validate everything, load the encoders, run the unfinished tasks, then write errors.jsonl and index.json."""
-    from manifests.schema import file_sha256
-    from pipeline.extract.clip import ModelLoadError
-
     t0 = time.time()
     rows = load_rows(cfg.manifest_path)
-    check_output(cfg.out_dir)
-    encoder, manifest_hash = encoder_id(cfg.clip), file_sha256(cfg.manifest_path)
-    num_tasks = cfg.tasks or default_tasks(len(rows))
-    plan = {"num_tasks": num_tasks, "manifest_sha256": manifest_hash, "encoder": encoder, "rows": len(rows)}
+    storage.preflight(cfg.out_dir, write=True, what="output folder")
+    encoder = encoder_id(cfg.clip)
+    plan = {"num_tasks": cfg.tasks or default_tasks(len(rows)), "manifest_sha256": manifest_sha256(cfg.manifest_path),
+            "encoder": encoder, "rows": len(rows)}
+    store = TaskStore(cfg.out_dir, plan)
     try:
-        tasks_mod.check_plan(cfg.out_dir, plan, write=False)
-    except tasks_mod.PlanMismatch as e:
+        store.check()
+    except PlanMismatch as e:
         raise ExtractError(str(e)) from e
-    all_tasks = tasks_mod.split_tasks(rows, num_tasks)
-    todo = [t for t in all_tasks if tasks_mod.read_marker(cfg.out_dir, t.task_id) is None]
+    todo = store.todo(split_tasks(rows, plan["num_tasks"]))
     executor, use_gpu = make_executor(cfg)
-    job = build_job(cfg, encoder, use_gpu)
+    job = build_job(cfg, store, encoder, use_gpu)
+    outcomes = _run(cfg, executor, job, store, todo, use_gpu, console)
+    failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
+    step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
+    counts = RunCounts(0, Counter())
+    if not failed:
+        kinds = {r["kind"] for r in rows}
+        counts = store.finalize(num_frames=FRAMES_PER_ROW[kinds.pop()] if len(kinds) == 1 else None,
+                                dim=FEATURE_DIM, extra={"rows": len(rows), "tasks": plan["num_tasks"]})
+    return ExtractSummary(cfg.out_dir, len(rows), counts.samples, counts.errors, len(todo),
+                          plan["num_tasks"] - len(todo), time.time() - t0, failed, step_seconds)
+
+
+def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Task], use_gpu: bool,
+         console) -> dict:
+    """Load the models (a broken encoder stops the job before anything is written), record the plan, run the tasks."""
+    from pipeline.extract.clip import ModelLoadError
+
     try:
         if todo:
-            executor.setup(job)  # models load before anything is written: a broken encoder stops the job here
+            executor.setup(job)
     except ModelLoadError as e:
         executor.shutdown()
         raise ExtractError(str(e)) from e
-    tasks_mod.check_plan(cfg.out_dir, plan)
-    write_run_config(cfg, plan, use_gpu)
+    store.start()
+    write_run_config(cfg, store.plan, use_gpu)
     try:
-        with _progress(cfg, len(rows), sum(len(t.rows) for t in todo), console) as report:
-            outcomes = executor.run(job, todo, report) if todo else {}
+        with _progress(cfg, store.plan["rows"], sum(len(t.rows) for t in todo), console) as report:
+            return executor.run(job, todo, report) if todo else {}
     finally:
         executor.shutdown()
-    failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
-    step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
-    samples = 0
-    if not failed:
-        kinds = {r["kind"] for r in rows}
-        num_frames = FRAMES_PER_ROW[kinds.pop()] if len(kinds) == 1 else None
-        tasks_mod.finalize(cfg.out_dir, num_tasks, encoder=encoder, num_frames=num_frames, dim=FEATURE_DIM,
-                           manifest_hash=manifest_hash, extra={"rows": len(rows), "tasks": num_tasks})
-        from pipeline.contract.shards import read_index
-
-        samples = read_index(cfg.out_dir)["totals"]["samples"]
-    errors = Counter(e.reason for e in read_errors(cfg.out_dir)) if not failed else Counter()
-    return ExtractSummary(cfg.out_dir, len(rows), samples, errors, len(todo), num_tasks - len(todo),
-                          time.time() - t0, failed, step_seconds)
 
 
-def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool) -> Path:
-    resolved = {**asdict(cfg), "manifest": str(cfg.manifest_path), "out": str(cfg.out_dir)}
-    return write_json_atomic(cfg.out_dir / RUN_CONFIG, {
+def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool) -> str | Path:
+    resolved = {**asdict(cfg), "manifest": cfg.manifest_path, "out": cfg.out_dir}
+    return storage.write_json_atomic(storage.join(cfg.out_dir, RUN_CONFIG), {
         "command": "extract", "config": resolved, "plan": plan, "gpu_encoders": use_gpu, "producer": producer(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 

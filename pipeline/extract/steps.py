@@ -10,13 +10,12 @@ The extract job is the list  decode → sample frames → preprocess → encode 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.contract import timing
-from pipeline.contract.shards import ErrorRecord, Sample, ShardWriter, append_errors
-from pipeline.extract.decode import MediaError, VideoSource, image_size, open_video, read_image
+from pipeline.contract.shards import ErrorRecord, Sample, ShardWriter, write_errors
+from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, image_size, open_video, read_image
 
 
 @dataclass
@@ -24,6 +23,7 @@ class Item:
     """One manifest row on its way through the steps."""
 
     row: dict
+    local: str | None = None  # the media file on this machine (a spooled copy when the manifest has a URL)
     source: VideoSource | None = None
     frames: np.ndarray | None = None
     pixels: np.ndarray | None = None
@@ -69,21 +69,35 @@ class Step:
 
 
 class Decode(Step):
-    """Open the media: decord (PyAV fallback) for videos, a header check for images."""
+    """Open the media: decord (PyAV fallback) for videos, a header check for images.
+
+    Media in an object store is first copied to a local spool (decord needs a local file); the previous batch's
+    copies are removed when the next batch starts (its frames are decoded by then), the rest when the task ends.
+    """
 
     name = "decode"
 
     def __init__(self, threads: int = 1):
         self.threads = threads
+        self.spool = MediaSpool()
 
     def setup(self) -> None:
         import decord  # noqa: F401  (a worker pays the import once, before its first task)
 
+    def __call__(self, items: list[Item]) -> list[Item]:
+        self.spool.release()
+        return super().__call__(items)
+
+    def close_task(self) -> dict:
+        self.spool.close()
+        return {}
+
     def process(self, item: Item) -> Item:
+        item.local = self.spool.local(item.row["media"])
         if item.row["kind"] == "video":
-            item.source = open_video(item.row["media"], threads=self.threads)
+            item.source = open_video(item.local, threads=self.threads)
         else:
-            image_size(item.row["media"])
+            image_size(item.local)
         return item
 
 
@@ -100,8 +114,9 @@ class SampleFrames(Step):
 
         row = item.row
         if row["kind"] == "image":
-            size = short_side_size(*image_size(row["media"])) if self.fast_resize else None
-            item.frames = read_image(row["media"], size)
+            media = item.local or row["media"]
+            size = short_side_size(*image_size(media)) if self.fast_resize else None
+            item.frames = read_image(media, size)
             item.meta = sample_meta(row, fps=None, num_frames=1, indices=[0], times=[0.0], decoder="pil")
             return item
         src, window = item.source, row.get("window")
@@ -210,30 +225,31 @@ class Write(Step):
 
     name = "write"
 
-    def __init__(self, out_dir: str | Path, samples_per_shard: int):
-        self.out_dir = Path(out_dir)
+    def __init__(self, store, samples_per_shard: int):
+        # `store`: the run folder's TaskStore (pipeline/extract/tasks.py), which names the task's files.
+        self.store = store
         self.samples_per_shard = samples_per_shard
         self.writer: ShardWriter | None = None
 
     def open_task(self, task_id: int) -> None:
-        from pipeline.extract.tasks import errors_file, task_name
-
-        self.writer = ShardWriter(self.out_dir, task_name(task_id), self.samples_per_shard)
-        self.errors_path = errors_file(self.out_dir, task_id)
-        self.errors = 0
+        self.writer = ShardWriter(self.store.out, self.store.shard_prefix(task_id), self.samples_per_shard)
+        self.errors_path = self.store.errors_file(task_id)
+        self.errors: list[ErrorRecord] = []
 
     def __call__(self, items: list[Item]) -> list[Item]:
         for item in items:
             if item.error is None:
                 self.writer.write(Sample(item.key, item.features, item.meta))
                 item.features = None
-        self.errors += append_errors(self.errors_path, [i.error for i in items if i.error is not None])
+        self.errors += [i.error for i in items if i.error is not None]
         return items
 
     def close_task(self) -> dict:
         shards = self.writer.close()
         self.writer = None
-        return {"shards": [{**s.to_index(), "keys": s.keys} for s in shards], "errors": self.errors}
+        if self.errors:  # one file per task, committed whole before the task's marker
+            write_errors(self.errors_path, self.errors)
+        return {"shards": [{**s.to_index(), "keys": s.keys} for s in shards], "errors": len(self.errors)}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "writer": None}

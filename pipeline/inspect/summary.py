@@ -11,8 +11,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 
+from pipeline.contract import storage
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_form, record_stage
 from pipeline.contract.shards import ERRORS, Sample, iter_samples, read_errors, read_index
@@ -22,8 +22,8 @@ from pipeline.contract.shards import ERRORS, Sample, iter_samples, read_errors, 
 class InspectConfig:
     """Options of `vtl-pipeline inspect`, one field per CLI option."""
 
-    shard_dir: Path
-    """Folder holding index.json and the shards."""
+    shard_dir: str
+    """Folder holding index.json and the shards: a local path or an `s3://`/`gs://` prefix (resolved here)."""
     show: int = 0
     """Render this many samples (meta, events timeline, conversation), in index order."""
     keys: tuple[str, ...] = ()
@@ -36,8 +36,10 @@ class InspectConfig:
     """Print the summary (and verification problems) as JSON instead of tables."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shard_dir", Path(self.shard_dir))
-        if not self.shard_dir.is_dir():
+        object.__setattr__(self, "shard_dir", storage.resolve(self.shard_dir))
+        if storage.is_remote(self.shard_dir):
+            storage.preflight(self.shard_dir, what="shard folder")
+        elif not storage.isdir(self.shard_dir):
             raise ValueError(f"{self.shard_dir} is not a folder")
         if self.show < 0 or self.scan < 0:
             raise ValueError("--show and --scan must be ≥ 0")
@@ -91,10 +93,10 @@ class Stats:
         return out
 
 
-def summarize(shard_dir: Path, index: dict, stats: Stats, complete: bool) -> dict:
+def summarize(shard_dir: str, index: dict, stats: Stats, complete: bool) -> dict:
     """Everything the summary shows, as plain JSON-able values."""
-    errors = read_errors(shard_dir / ERRORS)
-    run_config = shard_dir / RUN_CONFIG
+    errors = read_errors(storage.join(shard_dir, ERRORS))
+    run_config = storage.join(shard_dir, RUN_CONFIG)
     return {
         "folder": str(shard_dir),
         "producer": index.get("producer"),
@@ -108,7 +110,7 @@ def summarize(shard_dir: Path, index: dict, stats: Stats, complete: bool) -> dic
         "errors_by_reason": {f"{step}/{reason}": n for (step, reason), n in
                              Counter((e.step, e.reason) for e in errors).most_common()},
         "qa": index.get("qa"),
-        "run_config": json.loads(run_config.read_text()) if run_config.exists() else None,
+        "run_config": storage.read_json(run_config) if storage.exists(run_config) else None,
         "scanned": {"complete": complete, **stats.to_json()},
     }
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.contract import storage
 from pipeline.contract.record import record_problem
 from pipeline.contract.shards import (
     ERRORS,
@@ -108,11 +109,11 @@ def check_sample(sample: Sample, num_frames: int | None, dim: int | None) -> lis
     return out
 
 
-def _verify_shard(path: Path, entry: dict, index: dict, seen: dict[str, str], result: VerifyResult,
+def _verify_shard(path: str, entry: dict, index: dict, seen: dict[str, str], result: VerifyResult,
                   on_sample: Callable[[Sample], None] | None) -> None:
     name, count, last_key = entry["name"], 0, None
     problems = result.problems
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         reader = _HashingReader(f)
         try:
             for members in iter_tar_members(reader):
@@ -148,18 +149,18 @@ def _verify_shard(path: Path, entry: dict, index: dict, seen: dict[str, str], re
     result.shards_checked += 1
 
 
-def _check_folder(shard_dir: Path, index: dict, result: VerifyResult) -> None:
+def _check_folder(shard_dir: str, names: list[str], index: dict, result: VerifyResult) -> None:
     listed = {s["name"] for s in index["shards"]}
-    for p in sorted(shard_dir.iterdir()):
-        if p.name.endswith(SHARD_SUFFIX) and p.name not in listed:
-            result.problems.append(Problem("extra_shard", "shard file not listed in index.json", p.name))
-        elif p.name.endswith(".tmp"):
-            result.warnings.append(f"{p.name}: leftover temporary file of an interrupted write")
+    for name in names:
+        if name.endswith(SHARD_SUFFIX) and name not in listed:
+            result.problems.append(Problem("extra_shard", "shard file not listed in index.json", name))
+        elif name.endswith(".tmp"):
+            result.warnings.append(f"{name}: leftover temporary file of an interrupted write")
     totals = index.get("totals", {})
     if totals.get("samples") != sum(s["samples"] for s in index["shards"]):
         result.problems.append(Problem("totals_mismatch", f"totals.samples {totals.get('samples')} is not the sum of "
                                                           f"the shards' samples"))
-    errors = len(read_errors(shard_dir / ERRORS))
+    errors = len(read_errors(storage.join(shard_dir, ERRORS)))
     if "errors" in totals and totals["errors"] != errors:
         result.problems.append(Problem("errors_count_mismatch",
                                        f"index says {totals['errors']} errors, {ERRORS} holds {errors}"))
@@ -170,14 +171,14 @@ def verify(shard_dir: str | Path, index: dict, on_sample: Callable[[Sample], Non
 
     `on_sample` sees every sample that decodes, so a caller can gather statistics in the same pass.
     """
-    shard_dir = Path(shard_dir)
+    shard_dir = storage.resolve(shard_dir)
+    names = storage.listdir(shard_dir)  # one listing: on an object store, not one request per shard
     result = VerifyResult()
-    _check_folder(shard_dir, index, result)
+    _check_folder(shard_dir, names, index, result)
     seen: dict[str, str] = {}
     for entry in index["shards"]:
-        path = shard_dir / entry["name"]
-        if not path.is_file():
+        if entry["name"] not in names:
             result.problems.append(Problem("missing_shard", "listed in index.json but not on disk", entry["name"]))
             continue
-        _verify_shard(path, entry, index, seen, result, on_sample)
+        _verify_shard(storage.join(shard_dir, entry["name"]), entry, index, seen, result, on_sample)
     return result

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Iterator
 
 from manifests.schema import make_key
+from pipeline.contract import storage
 from pipeline.contract.conversation import FORMATS
 from pipeline.contract.queries import BENCHMARKS
 from pipeline.contract.shards import Sample, iter_samples, read_index
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
-from pipeline.qa.output import QaOutput, QaStats, print_summary, progress_iter
+from pipeline.qa.output import QaOutput, QaStats, out_location, print_summary, progress_iter
 
 STAGES = ("1", "2", "3")
 DURATION_TOLERANCE = 0.01
@@ -83,7 +84,7 @@ class BuildQaConfig:
             raise ValueError("--max-tokens and --samples-per-shard must be ≥ 1")
         if self.conv_format is not None and self.conv_format not in FORMATS:
             raise ValueError(f"--conv-format must be one of {FORMATS}, got {self.conv_format!r}")
-        if Path(self.out).resolve() == Path(self.features).resolve():
+        if storage.resolve(self.out) == storage.resolve(self.features):
             raise ValueError("--out must differ from --features")
 
 
@@ -199,7 +200,7 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     stats = QaStats(stage=int(cfg.stage) if cfg.stage else None, benchmark=cfg.benchmark, source="build-qa",
                     seed=cfg.seed if cfg.stage == "2" else None)
     prefix = f"eval-{cfg.benchmark}" if cfg.benchmark else f"stage{cfg.stage}"
-    out = QaOutput(Path(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
+    out = QaOutput(out_location(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
     join = DialogueJoin(records, out) if records is not None else None
     make = _eval if cfg.benchmark else {"1": _stage1, "2": _stage2, "3": join}[cfg.stage]
     total = index_in.get("totals", {}).get("samples")
@@ -224,7 +225,7 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
                   "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
                             "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
     index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
-    return BuildQaResult(Path(cfg.out), index, stats.samples, len(out.errors))
+    return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
 
 
 def summarize(result: BuildQaResult) -> None:

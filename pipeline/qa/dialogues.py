@@ -37,9 +37,10 @@ class KeyedRecord:
 
 def load_records(path: str | Path) -> list[dict]:
     """The JSON list of a VTimeLLM/LLaVA data file. A file that is not a JSON list is a wrong input: raise."""
-    path = Path(path)
+    from pipeline.contract import storage
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(path))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read {path} as JSON: {exc}") from exc
     if not isinstance(data, list):

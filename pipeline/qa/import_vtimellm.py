@@ -7,12 +7,14 @@ random other sample (missing or unreadable `.npy`), we write an error record ins
 """
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from manifests.schema import file_sha256
+from pipeline.contract import storage
 from pipeline.contract.conversation import FORMATS
 from pipeline.contract.shards import FEATURE_DTYPE
 from pipeline.qa import rules as qa
@@ -27,7 +29,7 @@ from pipeline.qa.dialogues import (
     record_label,
     render_dialogue,
 )
-from pipeline.qa.output import QaOutput, QaStats, print_summary, progress_iter
+from pipeline.qa.output import QaOutput, QaStats, out_location, print_summary, progress_iter
 
 ENCODER = "vtimellm-release:clip-vit-l-14"
 """Encoder id recorded for imported features: the released features (CLIP ViT-L/14, projected CLS, fp16)."""
@@ -59,7 +61,9 @@ class ImportConfig:
             raise ValueError("--max-tokens and --samples-per-shard must be ≥ 1")
         if self.conv_format is not None and self.conv_format not in FORMATS:
             raise ValueError(f"--conv-format must be one of {FORMATS}, got {self.conv_format!r}")
-        if not Path(self.features_dir).is_dir():
+        if storage.is_remote(self.features_dir):
+            storage.preflight(self.features_dir, what="--features-dir")
+        elif not Path(self.features_dir).is_dir():
             raise ValueError(f"--features-dir {self.features_dir} is not a folder")
 
 
@@ -83,23 +87,26 @@ def infer_stage(records: list) -> int:
     return 3
 
 
-def load_features(path: Path, image: bool) -> np.ndarray:
-    """One `.npy`: (N, D) for videos; (D,) or (1, D) for images. Raises RecordError: missing, unreadable (pickled
-    included), bad shape or dtype, NaN/Inf."""
-    if not path.is_file():
-        raise RecordError("missing_features", f"{path.name} not found")
+def load_features(path: Path | str, image: bool) -> np.ndarray:
+    """One `.npy` (a path or a URL): (N, D) for videos; (D,) or (1, D) for images. Raises RecordError: missing,
+    unreadable (pickled included), bad shape or dtype, NaN/Inf."""
+    name = storage.basename(path)
     try:
-        feats = np.load(path, allow_pickle=False)
+        data = storage.read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise RecordError("missing_features", f"{name} not found") from None
+    try:
+        feats = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise RecordError("unreadable_features", f"{path.name}: {exc}") from exc
+        raise RecordError("unreadable_features", f"{name}: {exc}") from exc
     if image and feats.ndim == 1:
         feats = feats[None, :]
     if feats.ndim != 2 or feats.shape[0] < 1 or feats.shape[1] < 1 or (image and feats.shape[0] != 1):
-        raise RecordError("bad_shape", f"{path.name}: shape {feats.shape}")
+        raise RecordError("bad_shape", f"{name}: shape {feats.shape}")
     if not np.issubdtype(feats.dtype, np.floating):
-        raise RecordError("bad_dtype", f"{path.name}: dtype {feats.dtype}")
+        raise RecordError("bad_dtype", f"{name}: dtype {feats.dtype}")
     if not np.isfinite(feats.astype(FEATURE_DTYPE)).all():
-        raise RecordError("non_finite_features", f"{path.name}: NaN or Inf (after the float16 cast)")
+        raise RecordError("non_finite_features", f"{name}: NaN or Inf (after the float16 cast)")
     return feats
 
 
@@ -154,7 +161,7 @@ def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, b
         return
     try:
         conv = _conversation(kr, stage, out.stats)
-        feats = load_features(Path(cfg.features_dir) / f"{kr.record['id']}.npy", image=stage == 1)
+        feats = load_features(storage.join(cfg.features_dir, f"{kr.record['id']}.npy"), image=stage == 1)
     except RecordError as exc:
         out.error(kr.key, exc.reason, exc.detail, str(kr.record.get("id")))
         return
@@ -172,14 +179,19 @@ def run_import(cfg: ImportConfig) -> ImportResult:
                                                              cfg.conv_format or default_format(stage))
     stats = QaStats(stage=stage, source="import-vtimellm")
     stats.inputs["records"] = len(records)
-    out = QaOutput(Path(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard, cfg.overwrite)
+    out = QaOutput(out_location(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard, cfg.overwrite)
     for kr in progress_iter(assign_keys(records), len(records), f"import stage {stage}", cfg.progress):
         _import_one(kr, cfg, stage, out, budget)
     stats.token_budget = budget.report() if budget else not_checked("no --tokenizer given", cfg.max_tokens)
     run_config = {"command": "import-vtimellm", "config": {**asdict(cfg), "stage": stage},
-                  "input": {"json": str(cfg.json), "json_sha256": file_sha256(cfg.json)}}
+                  "input": {"json": str(cfg.json), "json_sha256": _sha256(cfg.json)}}
     index = out.finish(run_config, ENCODER, None)
-    return ImportResult(Path(cfg.out), index, stats.samples, len(out.errors), stage)
+    return ImportResult(out_location(cfg.out), index, stats.samples, len(out.errors), stage)
+
+
+def _sha256(location) -> str:
+    with storage.open(location, "rb") as f:
+        return file_sha256(f)
 
 
 def summarize(result: ImportResult) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from pipeline.contract import storage
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.record import record_form
 from pipeline.contract.shards import (
@@ -21,10 +22,9 @@ from pipeline.contract.shards import (
     ErrorRecord,
     Sample,
     ShardWriter,
-    append_errors,
+    write_errors,
     write_index,
 )
-from pipeline.contract.storage import write_json_atomic
 
 FIXED_MTIME = 0.0
 """Tar member mtime (1970-01-01): the shards' bytes depend only on their content."""
@@ -73,25 +73,30 @@ class QaStats:
                 "notes": plain(self.notes), "token_budget": self.token_budget}
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to mix runs: the output folder must be empty or absent; `overwrite` removes only what these
-    commands write (shards, index, errors, run config)."""
-    out.mkdir(parents=True, exist_ok=True)
-    ours = [p for p in out.iterdir() if p.name in (INDEX, ERRORS, RUN_CONFIG) or p.name.endswith(SHARD_SUFFIX)
-            or p.name.endswith(".tmp")]
-    others = [p for p in out.iterdir() if p not in ours]
+def out_location(path) -> Path | str:
+    """A local output stays a Path; an object-store URL stays a string (a Path would mangle s3:// into s3:/)."""
+    return storage.resolve(path) if storage.is_remote(path) else Path(path)
+
+
+def prepare_out_dir(out: Path | str, overwrite: bool) -> None:
+    """Refuse to mix runs: the output folder (a path or an s3:// / gs:// prefix) must be empty or absent;
+    `overwrite` removes only what these commands write (shards, index, errors, run config)."""
+    storage.preflight(out, write=True, what="output folder")
+    names = storage.listdir(out)
+    ours = [n for n in names if n in (INDEX, ERRORS, RUN_CONFIG) or n.endswith(SHARD_SUFFIX) or n.endswith(".tmp")]
+    others = [n for n in names if n not in ours]
     if others or (ours and not overwrite):
-        what = ", ".join(sorted(p.name for p in (ours + others)))[:200]
+        what = ", ".join(sorted(ours + others))[:200]
         hint = " (use --overwrite to replace a previous run)" if ours and not others else ""
         raise FileExistsError(f"output folder {out} is not empty: {what}{hint}")
-    for p in ours:
-        p.unlink()
+    for name in ours:
+        storage.remove(storage.join(out, name))
 
 
 class QaOutput:
     """One output folder: `write` a sample, `error` an input that did not make it, `finish` writes the index."""
 
-    def __init__(self, out: Path, prefix: str, step: str, stats: QaStats, samples_per_shard: int,
+    def __init__(self, out: Path | str, prefix: str, step: str, stats: QaStats, samples_per_shard: int,
                  overwrite: bool = False):
         prepare_out_dir(out, overwrite)
         self.out, self.step, self.stats = out, step, stats
@@ -116,9 +121,8 @@ class QaOutput:
 
     def finish(self, run_config: dict, encoder: str | None, manifest_hash: str | None) -> Path:
         shards = self.writer.close()
-        (self.out / ERRORS).write_text("")
-        append_errors(self.out / ERRORS, self.errors)
-        write_json_atomic(self.out / RUN_CONFIG, {**run_config, "producer": producer()})
+        write_errors(storage.join(self.out, ERRORS), self.errors)
+        storage.write_json_atomic(storage.join(self.out, RUN_CONFIG), {**run_config, "producer": producer()})
         rows = {shape[0] for shape in self.shapes}
         dims = {shape[1] for shape in self.shapes}
         return write_index(self.out, shards, encoder=encoder, num_frames=rows.pop() if len(rows) == 1 else None,
@@ -150,10 +154,10 @@ def print_summary(title: str, index_path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    index = json.loads(Path(index_path).read_text())
+    index = json.loads(storage.read_bytes(index_path))
     qa = index["qa"]
     table = Table(title=title, show_header=False)
-    table.add_row("output", str(Path(index_path).parent))
+    table.add_row("output", str(storage.parent(index_path)))
     table.add_row("samples / shards", f"{index['totals']['samples']} / {index['totals']['shards']}")
     table.add_row("inputs", _fmt(qa["inputs"]))
     table.add_row("forms", _fmt(qa["forms"]))

@@ -133,3 +133,24 @@ def test_manifest_command_stays_light(tmp_path):
             "print(sorted(m for m in ('torch', 'ray', 'decord', 'open_clip', 'deepspeed') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_manifest_reads_and_writes_s3(s3, tmp_path):
+    """Annotations and the manifest as s3:// URLs: nothing lands in a local ./s3: folder, provenance names the URL."""
+    from pipeline.contract import storage
+
+    storage.upload(REAL / "didemo_test_sample.json", f"{s3}/ann/didemo.json")
+    res = run("--dataset", "didemo", "--annotations", f"{s3}/ann/didemo.json", "--out", f"{s3}/m/didemo.parquet")
+    assert res.exit_code == 0, res.output
+    assert storage.listdir(f"{s3}/m") == ["didemo.errors.jsonl", "didemo.parquet"]
+    local = tmp_path / "d.parquet"
+    assert run("--dataset", "didemo", "--annotations", REAL / "didemo_test_sample.json", "--out", local).exit_code == 0
+    with storage.open(f"{s3}/m/didemo.parquet") as f:
+        remote_rows = read_manifest(f)
+        f.seek(0)
+        provenance = manifest_metadata(f)["provenance"]
+    assert remote_rows == read_manifest(local)
+    assert provenance["annotations"]["path"] == f"{s3}/ann/didemo.json"
+    assert not Path("s3:").exists()
+    res = run("--dataset", "didemo", "--annotations", "s3://no-such-bucket-vtl/x.json", "--out", tmp_path / "x.parquet")
+    assert res.exit_code == 2 and "does not exist" in res.output

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.contract import storage
 from pipeline.contract.shard_refs import FeatureRef, read_features_into
 from pipeline.contract.shards import read_index
 from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
@@ -53,7 +54,7 @@ class Shard:
 def index_shards(shard_dir: str | Path) -> list[Shard]:
     """The shards listed in index.json (written last by the producer, so its presence means the set is complete)."""
     index = read_index(shard_dir)
-    shards = [Shard(str(Path(shard_dir) / s["name"]), int(s["samples"]), s.get("sha256", ""))
+    shards = [Shard(storage.join(shard_dir, s["name"]), int(s["samples"]), s.get("sha256", ""))
               for s in index["shards"]]
     if not shards:
         raise ValueError(f"{shard_dir}: index.json lists no shards")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.contract.shard_refs import FeatureRef, iter_sample_refs, prefetch
+from pipeline.contract.shard_refs import FeatureRef, iter_sample_refs, prefetch, shard_stat
 from pipeline.contract.shards import CONVERSATION, FEATURES, require_members
 from pipeline.contract.provenance import producer
 from pipeline.contract.conversation import encode_many
@@ -142,9 +142,9 @@ class TokenCache:
     conv_format: str
 
     def recipe(self, path: str, sha256: str) -> dict:
-        st = os.stat(path)
+        size, mtime_ns = shard_stat(path)  # a shard in an object store: its size, and the index's sha256
         return {"version": CACHE_VERSION, "code": CODE_HASH, "tokenizer": self.tokenizer, "format": self.conv_format,
-                "shard": {"name": Path(path).name, "sha256": sha256, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}}
+                "shard": {"name": Path(path).name, "sha256": sha256, "bytes": size, "mtime_ns": mtime_ns}}
 
     def file(self, path: str, recipe: dict) -> Path:
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
