@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.contract import storage
+from pipeline.contract.preflight import preflight
 
 
 @dataclass
@@ -51,7 +52,7 @@ def staged_manifest(annotations: str, out: str, durations: str | None, media_roo
             staged.media_root = Path(storage.resolve(media_root))
         if storage.is_remote(out):
             staged.remote_out = storage.resolve(out)
-            storage.preflight(storage.parent(staged.remote_out), write=True, what="--out folder")
+            preflight(storage.parent(staged.remote_out), write=True, what="--out folder")
             staged.out = Path(folder) / storage.basename(out)
             origin["out"] = staged.remote_out
         yield staged
@@ -63,7 +64,7 @@ def _input(location: str, what: str, folder: str, origin: dict) -> str:
     loc = storage.resolve(location)
     if not storage.is_remote(loc):
         return loc
-    storage.preflight(loc, what=what)
+    preflight(loc, what=what)
     if not storage.isfile(loc):
         raise storage.StorageError(f"{what} {loc}: a folder in an object store cannot be read yet; list the media "
                                    f"(with their URLs) in a JSONL file for the files reader")

@@ -262,11 +262,3 @@ def fetch(location: str | os.PathLike, folder: str) -> str:
     os.makedirs(os.path.dirname(dest))
     fs.get_file(path, dest)
     return dest
-
-
-
-def preflight(location: str | os.PathLike, *, write: bool = False, what: str = "location") -> str:
-    """See pipeline.contract.preflight: the location resolved, or a one-line StorageError."""
-    from pipeline.contract.preflight import preflight as check
-
-    return check(location, write=write, what=what)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.contract import storage
+from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.clip import ClipConfig, encoder_id
@@ -113,7 +114,7 @@ def load_rows(manifest: str) -> list[dict]:
     from manifests.schema import iter_manifest
 
     if storage.is_remote(manifest):
-        storage.preflight(manifest, what="manifest")  # bucket, credentials, endpoint, the object itself
+        preflight(manifest, what="manifest")  # bucket, credentials, endpoint, the object itself
     if not storage.isfile(manifest):
         raise ExtractError(f"manifest {manifest} not found (--manifest FILE, or --dataset NAME with --data-root)")
     try:
@@ -163,7 +164,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
     """Validate everything, load the encoders, run the unfinished tasks, then write errors.jsonl and index.json."""
     t0 = time.time()
     rows = load_rows(cfg.manifest_path)
-    storage.preflight(cfg.out_dir, write=True, what="output folder")
+    preflight(cfg.out_dir, write=True, what="output folder")
     encoder = encoder_id(cfg.clip)
     plan = {"num_tasks": cfg.tasks or default_tasks(len(rows)), "manifest_sha256": manifest_sha256(cfg.manifest_path),
             "encoder": encoder, "rows": len(rows)}

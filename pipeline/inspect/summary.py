@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from pipeline.contract import storage
+from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_form, record_stage
 from pipeline.contract.shards import ERRORS, Sample, iter_samples, read_errors, read_index
@@ -38,7 +39,7 @@ class InspectConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shard_dir", storage.resolve(self.shard_dir))
         if storage.is_remote(self.shard_dir):
-            storage.preflight(self.shard_dir, what="shard folder")
+            preflight(self.shard_dir, what="shard folder")
         elif not storage.isdir(self.shard_dir):
             raise ValueError(f"{self.shard_dir} is not a folder")
         if self.show < 0 or self.scan < 0:

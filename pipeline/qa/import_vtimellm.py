@@ -16,6 +16,7 @@ import numpy as np
 from manifests.schema import file_sha256
 from pipeline.contract import storage
 from pipeline.contract.conversation import FORMATS
+from pipeline.contract.preflight import preflight
 from pipeline.contract.shards import FEATURE_DTYPE
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
@@ -62,7 +63,7 @@ class ImportConfig:
         if self.conv_format is not None and self.conv_format not in FORMATS:
             raise ValueError(f"--conv-format must be one of {FORMATS}, got {self.conv_format!r}")
         if storage.is_remote(self.features_dir):
-            storage.preflight(self.features_dir, what="--features-dir")
+            preflight(self.features_dir, what="--features-dir")
         elif not Path(self.features_dir).is_dir():
             raise ValueError(f"--features-dir {self.features_dir} is not a folder")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from pipeline.contract import storage
+from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.record import record_form
 from pipeline.contract.shards import (
@@ -81,7 +82,7 @@ def out_location(path) -> Path | str:
 def prepare_out_dir(out: Path | str, overwrite: bool) -> None:
     """Refuse to mix runs: the output folder (a path or an s3:// / gs:// prefix) must be empty or absent;
     `overwrite` removes only what these commands write (shards, index, errors, run config)."""
-    storage.preflight(out, write=True, what="output folder")
+    preflight(out, write=True, what="output folder")
     names = storage.listdir(out)
     ours = [n for n in names if n in (INDEX, ERRORS, RUN_CONFIG) or n.endswith(SHARD_SUFFIX) or n.endswith(".tmp")]
     others = [n for n in names if n not in ours]

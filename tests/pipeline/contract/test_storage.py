@@ -10,6 +10,7 @@ import pytest
 from _storage_helpers import read_only_user, s3_env
 
 from pipeline.contract import storage
+from pipeline.contract.preflight import preflight
 from pipeline.contract.storage import StorageError
 
 
@@ -51,16 +52,16 @@ def test_files_round_trip(where, tmp_path, request):
 
 
 def test_preflight_accepts_good_locations(s3, tmp_path):
-    assert storage.preflight(s3 + "/out", write=True) == s3 + "/out"
+    assert preflight(s3 + "/out", write=True) == s3 + "/out"
     assert storage.listdir(s3 + "/out") == [], "the write probe is removed"
-    assert storage.preflight(str(tmp_path / "new"), write=True) == str(tmp_path / "new")
+    assert preflight(str(tmp_path / "new"), write=True) == str(tmp_path / "new")
     with pytest.raises(StorageError, match="not found"):
-        storage.preflight(s3 + "/nothing.parquet")
+        preflight(s3 + "/nothing.parquet")
 
 
 def _preflight_in_subprocess(url: str, env: dict, write: bool = True) -> subprocess.CompletedProcess:
-    code = ("import sys; from pipeline.contract import storage\n"
-            "try:\n    storage.preflight(sys.argv[1], write=sys.argv[2] == '1', what='output')\n"
+    code = ("import sys; from pipeline.contract import storage; from pipeline.contract.preflight import preflight\n"
+            "try:\n    preflight(sys.argv[1], write=sys.argv[2] == '1', what='output')\n"
             "except storage.StorageError as e:\n    print(e); sys.exit(2)\n")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return subprocess.run([sys.executable, "-c", code, url, "1" if write else "0"], env={**clean, **env},
