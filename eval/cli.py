@@ -27,6 +27,12 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     typer.echo(f"wrote {out}/metrics.json")
 
 
+_TLQ = typer.Option(None, "--timeline-queries", help="Grounding: the first N queries drawn in timeline.png "
+                    "(default 20; 0 = none).")
+_TLV = typer.Option(None, "--timeline-videos", help="Dense captioning: the first K videos drawn in timeline.png "
+                    "(default 5; 0 = none).")
+
+
 @app.command("score")
 def score_cmd(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", help="grounding or dvc (required)."),
@@ -37,6 +43,7 @@ def score_cmd(
                                           "(.txt charades, .json activitynet)."),
     durations: Optional[Path] = typer.Option(None, "--durations", help="Durations file (Charades CSV)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: beside the predictions)."),
+    timeline_queries: Optional[int] = _TLQ, timeline_videos: Optional[int] = _TLV,
     task: Optional[str] = typer.Option(None, "--task", hidden=True, help="Renamed: --benchmark."),
 ) -> None:
     """Score an existing predictions file (ours or another system's) without a model."""
@@ -49,7 +56,8 @@ def score_cmd(
         fail("--benchmark is required: grounding or dvc")
     try:
         cfg = ScoreConfig(**given(benchmark=benchmark, predictions=predictions, annotations=annotations,
-                                  dataset=dataset, durations=durations, out=out))
+                                  dataset=dataset, durations=durations, out=out,
+                                  timeline_queries=timeline_queries, timeline_videos=timeline_videos))
         metrics = run_score(cfg)
     except (ValueError, FileNotFoundError) as exc:
         fail(exc)
@@ -85,20 +93,24 @@ _FMT = typer.Option(None, "--conv-format", help="Prompt format (plain, v1, ...);
 def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
                   batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
                   device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
-                  conv_format: Optional[str] = _FMT) -> None:
+                  conv_format: Optional[str] = _FMT, timeline_queries: Optional[int] = _TLQ,
+                  timeline_videos: Optional[int] = _TLV) -> None:
     """Temporal grounding: R1@{0.3,0.5,0.7} and mIoU of a checkpoint on evaluation shards."""
     _evaluate("grounding", checkpoint=checkpoint, shards=shards, out=out, llm=llm, batch_size=batch_size,
-              max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit, conv_format=conv_format)
+              max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit, conv_format=conv_format,
+              timeline_queries=timeline_queries, timeline_videos=timeline_videos)
 
 
 @app.command("dvc")
 def dvc_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
             batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
             device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
-            conv_format: Optional[str] = _FMT) -> None:
+            conv_format: Optional[str] = _FMT, timeline_queries: Optional[int] = _TLQ,
+            timeline_videos: Optional[int] = _TLV) -> None:
     """Dense video captioning: SODA_c, CIDEr, METEOR, BLEU-4 of a checkpoint on evaluation shards."""
     _evaluate("dvc", checkpoint=checkpoint, shards=shards, out=out, llm=llm, batch_size=batch_size,
-              max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit, conv_format=conv_format)
+              max_new_tokens=max_new_tokens, device=device, dtype=dtype, limit=limit, conv_format=conv_format,
+              timeline_queries=timeline_queries, timeline_videos=timeline_videos)
 
 
 def main() -> None:

@@ -18,6 +18,16 @@ def _exists(path: Path | None, what: str) -> None:
         raise FileNotFoundError(f"{what} not found: {path}")
 
 
+TIMELINE_MAX = {"timeline_queries": 200, "timeline_videos": 50}
+"""Most rows / panels `timeline.png` takes (it grows by about 32 px a query and 100–200 px a video)."""
+
+
+def _check_timeline(cfg) -> None:
+    for name, most in TIMELINE_MAX.items():
+        if not 0 <= getattr(cfg, name) <= most:
+            raise ValueError(f"{name} must be in 0..{most}, got {getattr(cfg, name)}")
+
+
 @dataclass(frozen=True)
 class ScoreConfig:
     """`vtl-eval score`: score an existing predictions file without a model."""
@@ -29,11 +39,15 @@ class ScoreConfig:
     annotations: Path
     """Ground truth: any annotation file the manifest readers accept, or a manifest Parquet."""
     out: Path | None = None
-    """Folder for metrics.json, the plot and run_config.json (default: the predictions file's folder)."""
+    """Folder for metrics.json, the plots and run_config.json (default: the predictions file's folder)."""
     dataset: str | None = None
     """Manifest reader name (charades, activitynet, ...); guessed from the suffix (.txt charades, .json activitynet)."""
     durations: Path | None = None
     """Durations file the reader needs (Charades-STA: the Charades CSV with its `length` column)."""
+    timeline_queries: int = 20
+    """Grounding: the first N queries drawn in timeline.png (ground-truth vs predicted span, a row each); 0 = none."""
+    timeline_videos: int = 5
+    """Dense captioning: the first K videos drawn in timeline.png (ground-truth and predicted events); 0 = none."""
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -41,6 +55,7 @@ class ScoreConfig:
         _exists(self.predictions, "predictions file")
         _exists(self.annotations, "annotations")
         _exists(self.durations, "durations file")
+        _check_timeline(self)
         if self.out is None:
             object.__setattr__(self, "out", Path(self.predictions).parent)
 
@@ -59,7 +74,7 @@ class EvalConfig:
     shards: Path
     """Evaluation shards (vtl-pipeline build-qa --benchmark BENCHMARK)."""
     out: Path
-    """Folder for predictions.jsonl, metrics.json, the plot and run_config.json."""
+    """Folder for predictions.jsonl, metrics.json, the plots and run_config.json."""
     llm: str | None = None
     """Override of the checkpoint's LLM source (local path or hub name)."""
     batch_size: int = 8
@@ -76,6 +91,10 @@ class EvalConfig:
     conv_format: str | None = None
     """Prompt format override (plain, v1, chatglm3, chat_template); default: the checkpoint's. A stage-1 checkpoint
     is `plain`, which drops the question, so evaluate it with v1."""
+    timeline_queries: int = 20
+    """Grounding: the first N queries drawn in timeline.png (ground-truth vs predicted span, a row each); 0 = none."""
+    timeline_videos: int = 5
+    """Dense captioning: the first K videos drawn in timeline.png (ground-truth and predicted events); 0 = none."""
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
@@ -90,6 +109,7 @@ class EvalConfig:
             raise ValueError("limit must be >= 1")
         if self.conv_format not in (None, *FORMATS):
             raise ValueError(f"conv_format must be one of {FORMATS}, got {self.conv_format!r}")
+        _check_timeline(self)
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

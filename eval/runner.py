@@ -1,5 +1,5 @@
 """The two evaluation jobs: `run_eval` (checkpoint + evaluation shards → answers → scores) and `run_score`
-(predictions file + annotations → scores). Both write `metrics.json` (only the metric keys), a PNG plot and
+(predictions file + annotations → scores). Both write `metrics.json` (only the metric keys), PNG plots and
 `run_config.json` (resolved config, producer, counts) into the output folder; `run_eval` also `predictions.jsonl`.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
-from eval.score import Truth, plot, read_predictions, read_truth, score
+from eval.score import Truth, read_predictions, read_truth, score
 from pipeline.contract.conversation import video_turn
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_stage
@@ -87,13 +87,15 @@ def read_eval_shards(shards: Path, benchmark: str, limit: int | None = None) -> 
     return items, truth
 
 
-def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run_config: dict) -> None:
+def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run_config: dict,
+                  cfg: EvalConfig | ScoreConfig) -> None:
+    from eval.figures import write_figures
     from pipeline.contract.provenance import producer
     from pipeline.contract.storage import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / METRICS, metrics)
-    plot(benchmark, plot_data, metrics, out / f"{benchmark}.png")
+    write_figures(out, benchmark, plot_data, metrics, cfg.timeline_queries, cfg.timeline_videos)
     write_json_atomic(out / RUN_CONFIG, {**run_config, "producer": producer()})
 
 
@@ -102,7 +104,7 @@ def run_score(cfg: ScoreConfig) -> dict:
     preds = read_predictions(cfg.predictions, cfg.benchmark)
     truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
     metrics, plot_data = score(cfg.benchmark, preds, truth)
-    write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()})
+    write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()}, cfg)
     return metrics
 
 
@@ -167,5 +169,5 @@ def run_eval(cfg: EvalConfig, console=None) -> dict:
     # original annotation file.
     metrics, plot_data = score(cfg.benchmark, [{**line, "video": line["key"]} for line in lines], truth)
     write_outputs(cfg.out, cfg.benchmark, metrics, plot_data,
-                  {"command": cfg.benchmark, "config": cfg.to_json(), "generation": timing})
+                  {"command": cfg.benchmark, "config": cfg.to_json(), "generation": timing}, cfg)
     return metrics

@@ -111,8 +111,8 @@ def _span(value, vid: str) -> tuple[float, float]:
 
 
 def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
-    """Per query: video, sentence, ground-truth span, predicted span (None = unparsable), `iou` (VTimeLLM's) and
-    `iou_seconds` (the lenient reading)."""
+    """Per query: video, sentence, duration, raw answer (None for a span line), ground-truth span, predicted span
+    (None = unparsable), `iou` (VTimeLLM's) and `iou_seconds` (the lenient reading)."""
     queues: dict[tuple[str, str], deque] = defaultdict(deque)
     for vid, t in truth.items():
         for span, sentence in t.events:
@@ -131,7 +131,8 @@ def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
             span = _span(line["span"], key[0]) if line["span"] is not None else None
             frac = (span[0] / t.duration, span[1] / t.duration) if span else None
         gt_frac = (gt[0] / t.duration, gt[1] / t.duration)
-        records.append({"video": key[0], "sentence": key[1], "gt": list(gt), "span": list(span) if span else None,
+        records.append({"video": key[0], "sentence": key[1], "duration": t.duration, "answer": line.get("answer"),
+                        "gt": list(gt), "span": list(span) if span else None,
                         "iou": vtimellm_iou(frac, gt_frac) if frac else None,
                         "iou_seconds": temporal_iou(span, gt) if span else None})
     return records
@@ -165,12 +166,14 @@ def _with_lenient(benchmark: str, metrics: dict, lenient: dict) -> dict:
 
 
 def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict]:
-    """(metrics.json content, plot data) for one benchmark: VTimeLLM's figures, and the lenient ones under `lenient`."""
+    """(metrics.json content, figure data for `eval.figures.write_figures`) for one benchmark: VTimeLLM's figures, and
+    the lenient ones under `lenient`. Figure data: grounding `ious` and the per-query `records`; dvc the per-tIoU
+    scores, the predicted `events` and ground truth `gts` by video, their `durations` and the `unparsable` videos."""
     if benchmark == "grounding":
         records = grounding_records(preds, truth)
         metrics = grounding_metrics([r["iou"] for r in records])
         lenient = grounding_metrics([r["iou_seconds"] for r in records], decimals=None)
-        return _with_lenient(benchmark, metrics, lenient), {"ious": [r["iou"] for r in records]}
+        return _with_lenient(benchmark, metrics, lenient), {"ious": [r["iou"] for r in records], "records": records}
     if benchmark == "dvc":
         events, gts, unparsed = dvc_inputs(preds, truth)
         details: dict = {}
@@ -178,33 +181,10 @@ def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[d
         loose, _, loose_unparsed = dvc_inputs(preds, truth, plain_text=True)
         # Scored again only when the lenient reading found more (METEOR runs are the cost).
         lenient = metrics if loose == events else dvc_metrics(loose, gts, unparsed=loose_unparsed)
-        return _with_lenient(benchmark, metrics, lenient), details
+        # An answer that gave no events is unparsable (rule D6); a span line may list none.
+        unparsable = [str(x["video"]) for x in preds if "answer" in x and not events[str(x["video"])]]
+        return _with_lenient(benchmark, metrics, lenient), {
+            **details, "events": events, "gts": gts, "durations": {v: truth[v].duration for v in events},
+            "unparsable": unparsable}
     raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
 
-
-def plot(benchmark: str, data: dict, metrics: dict, path: str | Path) -> Path:
-    """IoU histogram (grounding) or per-tIoU scores (dvc) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if benchmark == "grounding":
-        ious = [x if x is not None else 0.0 for x in data["ious"]]
-        ax.hist(ious, bins=20, range=(0, 1), color="tab:blue")
-        ax.set_xlabel("IoU (unparsable answers count as 0)")
-        ax.set_ylabel("queries")
-        ax.set_title(f"grounding: n={metrics['n']}, mIoU={metrics['mIoU']:.1f}, R1@0.5={metrics['R1@0.5']:.1f}")
-    else:
-        tious = data["tious"]
-        for name in ("CIDEr", "METEOR", "BLEU4"):
-            ax.plot(tious, data[name], marker="o", label=name)
-        ax.set_xlabel("tIoU threshold")
-        ax.set_ylabel("score (%)")
-        ax.legend()
-        ax.set_title(f"dense captioning: n={metrics['n']}, SODA_c={metrics['SODA_c']:.2f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)

@@ -38,7 +38,7 @@ def test_grounding_end_to_end(tmp_path, ckpt):
     m = json.loads((out / "metrics.json").read_text())
     assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
     assert set(m) - {"scoring", "lenient"} == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"} and m["n"] == len(lines)
-    assert 0 <= m["unparsed"] <= 100 and (out / "grounding.png").is_file()
+    assert 0 <= m["unparsed"] <= 100 and (out / "grounding.png").is_file() and (out / "timeline.png").is_file()
     run = json.loads((out / "run_config.json").read_text())
     assert run["generation"]["conv_format"] == "v1" and run["config"]["batch_size"] == 3
     # One-at-a-time generation gives the same answers (greedy decoding, left padding is masked out).
@@ -64,6 +64,7 @@ def test_dvc_end_to_end_and_rescore(tmp_path, ckpt):
     assert set(m) - {"scoring", "lenient"} == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"} and m["n"] == len(VIDEOS)
     # A random model writes no parsable events: every video is a miss, and it is reported.
     assert m["unparsed"] == 100.0 and m["SODA_c"] == 0.0 and (out / "dvc.png").is_file()
+    assert (out / "timeline.png").is_file()  # every video drawn as unparsable
 
 
 def test_wrong_shards_are_refused(tmp_path, ckpt):
