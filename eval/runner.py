@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
+from eval.prediction_formats import resolve_sentence_indices
 from eval.score import Truth, plot, read_predictions, read_truth, score
 from pipeline.contract.conversation import video_turn
 from pipeline.contract.provenance import RUN_CONFIG
@@ -120,6 +121,7 @@ def run_score(cfg: ScoreConfig) -> dict:
     """Score an existing predictions file; returns the metrics."""
     preds = read_predictions(cfg.predictions, cfg.benchmark)
     truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
+    resolve_sentence_indices(preds, truth)
     metrics, plot_data = score(cfg.benchmark, preds, truth)
     write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()})
     return metrics
