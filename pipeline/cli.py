@@ -83,7 +83,7 @@ def manifest(
         cfg = ManifestConfig(**given(dataset=dataset, annotations=annotations, out=out, durations=durations,
                                      media_root=media_root, options=_parse_options(options)))
         result, path, errors = build_manifest(cfg, producer())
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, OSError, TypeError) as exc:  # OSError: an unreadable input or unwritable --out
         fail(exc)
     Console().print(summary_table(dataset, result, path, errors))
 

@@ -452,3 +452,19 @@ def test_extract_with_every_row_failed_exits_nonzero(tmp_path):
                             tasks_skipped=0, seconds=1.0)
     assert print_summary(failed, console) == 1 and "no sample extracted" in console.file.getvalue()
     assert print_summary(ExtractSummary(tmp_path, 3, 2, Counter(missing_file=1), 1, 0, 1.0), console) == 0
+
+
+def test_stage3_malformed_dialogue_turns_are_error_records(tmp_path):
+    folder = features_dir(tmp_path)
+    good = {"id": "v0", "meta": {"duration": 20.0, "token": {"<s0>": 1.0, "<e0>": 5.0}},
+            "conversations": [{"from": "human", "value": "<video>\nWhat happens?"},
+                              {"from": "gpt", "value": "From <s0> to <e0>, a wave."}]}
+    dialogues = [good, {**good, "id": "v1", "conversations": "not a list"},
+                 {**good, "id": "v2", "conversations": [{"from": "gpt", "value": 3}]}]
+    (tmp_path / "stage3.json").write_text(json.dumps(dialogues))
+    out = tmp_path / "qa"
+    result = runner.invoke(app, ["build-qa", "--features", str(folder), "--out", str(out), "--stage", "3",
+                                 "--dialogues", str(tmp_path / "stage3.json"), "--no-progress"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    index, errors = json.loads((out / INDEX).read_text()), read_errors(out)
+    assert index["totals"]["samples"] == 1 and {e.key for e in errors} >= {"v1", "v2"}
