@@ -9,10 +9,12 @@ from typing import Optional
 
 import typer
 
-from pipeline.contract.usage import fail, given
+from pipeline.contract.usage import fail, given, strict_command_class
 
 app = typer.Typer(help="Evaluate a checkpoint (grounding, dvc) or score a predictions file.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
+STRICT = strict_command_class()
+"""Every command refuses an option given twice (the last would silently win)."""
 
 
 def _line(metrics: dict) -> str:
@@ -33,7 +35,7 @@ _TLV = typer.Option(None, "--timeline-videos", help="Dense captioning: the first
                     "(default 5; 0 = none).")
 
 
-@app.command("score")
+@app.command("score", cls=STRICT)
 def score_cmd(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", help="grounding or dvc (required)."),
     predictions: Path = typer.Option(..., "--predictions", help="Predictions JSONL, one query a line."),
@@ -59,7 +61,7 @@ def score_cmd(
                                   dataset=dataset, durations=durations, out=out,
                                   timeline_queries=timeline_queries, timeline_videos=timeline_videos))
         metrics = run_score(cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a read-only or full output folder, an unreadable input
         fail(exc)
     _print_metrics(metrics, cfg.out)
 
@@ -71,7 +73,7 @@ def _evaluate(benchmark: str, **options) -> None:
     try:
         cfg = EvalConfig(benchmark=benchmark, **given(**options))
         metrics = run_eval(cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a read-only or full output folder, an unreadable input
         fail(exc)
     _print_metrics(metrics, cfg.out)
     typer.echo(f"wrote {cfg.out}/predictions.jsonl, {cfg.out}/{benchmark}.png")
@@ -89,7 +91,7 @@ _LIMIT = typer.Option(None, "--limit", help="Only the first N queries (smoke run
 _FMT = typer.Option(None, "--conv-format", help="Prompt format (plain, v1, ...); default: the checkpoint's.")
 
 
-@app.command("grounding")
+@app.command("grounding", cls=STRICT)
 def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
                   batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
                   device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
@@ -101,7 +103,7 @@ def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = 
               timeline_queries=timeline_queries, timeline_videos=timeline_videos)
 
 
-@app.command("dvc")
+@app.command("dvc", cls=STRICT)
 def dvc_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
             batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
             device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
+from eval.prediction_formats import resolve_sentence_indices
 from eval.score import Truth, read_predictions, read_truth, score
 from pipeline.contract.conversation import video_turn
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_stage
+from pipeline.contract.storage import fsync_file
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
@@ -38,7 +40,7 @@ CHUNK_QUERIES = 1024
 
 
 def _check_sample(sample, shards: Path, benchmark: str) -> dict:
-    conv = sample.conversation or {}
+    conv = sample.conversation if isinstance(sample.conversation, dict) else {}
     if record_benchmark(conv) != benchmark:
         raise ValueError(f"{shards}: sample {sample.key} is not a {benchmark} evaluation sample (benchmark "
                          f"{record_benchmark(conv)!r}, stage {record_stage(conv)!r}); build them with "
@@ -46,26 +48,44 @@ def _check_sample(sample, shards: Path, benchmark: str) -> dict:
     return conv
 
 
+def _sample_items(sample, conv: dict, benchmark: str, room: int | None) -> tuple[list[EvalItem], Truth]:
+    duration = float(sample.meta["duration"])
+    if not 0 < duration < float("inf"):
+        raise ValueError(f"duration {duration}")
+    queries = conv["queries"][:room] if room is not None else conv["queries"]
+    gt = conv["events"] if benchmark == "dvc" else conv["queries"]
+    truth = Truth(duration, tuple(((float(e["span"][0]), float(e["span"][1])), e["sentence"]) for e in gt))
+    video = sample.meta.get("source_id") or sample.key
+    return [EvalItem(sample.key, video, q["id"], q["query"], q.get("sentence"), duration, sample.features)
+            for q in queries], truth
+
+
+def check_eval_shards(shards: Path) -> None:
+    """Before the model loads: the index parses and every shard is there at the size it records."""
+    from pipeline.contract.checked import check_files, load_index
+
+    check_files(shards, load_index(shards))
+
+
 def iter_eval_chunks(shards: Path, benchmark: str, limit: int | None = None, chunk: int = CHUNK_QUERIES
                      ) -> Iterator[tuple[list[EvalItem], dict[str, Truth]]]:
     """Queries (about `chunk` at a time, whole samples) and their ground truth by sample key, streamed from
     `build-qa --benchmark` shards, so memory does not grow with the evaluation set. Other samples are an error."""
-    from pipeline.contract.shards import iter_samples
+    from pipeline.contract.checked import iter_good
 
     items: list[EvalItem] = []
     truth: dict[str, Truth] = {}
     total = 0
-    for sample in iter_samples(shards):
+    for sample in iter_good(shards):  # held to index.json: a cut or zero-filled shard stops the run
         conv = _check_sample(sample, shards, benchmark)
-        duration = float(sample.meta["duration"])
-        queries = conv["queries"][:limit - total] if limit is not None else conv["queries"]
-        gt = conv["events"] if benchmark == "dvc" else conv["queries"]
-        truth[sample.key] = Truth(duration, tuple(((float(e["span"][0]), float(e["span"][1])), e["sentence"])
-                                                  for e in gt))
-        video = sample.meta.get("source_id") or sample.key
-        items += [EvalItem(sample.key, video, q["id"], q["query"], q.get("sentence"), duration, sample.features)
-                  for q in queries]
-        total += len(queries)
+        try:
+            new, sample_truth = _sample_items(sample, conv, benchmark, None if limit is None else limit - total)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{shards}: sample {sample.key} is not a valid {benchmark} evaluation sample "
+                             f"({type(exc).__name__}: {exc})") from None
+        truth[sample.key] = sample_truth
+        items += new
+        total += len(new)
         if len(items) >= chunk or (limit is not None and total >= limit):
             yield items, truth
             items, truth = [], {}
@@ -103,6 +123,7 @@ def run_score(cfg: ScoreConfig) -> dict:
     """Score an existing predictions file; returns the metrics."""
     preds = read_predictions(cfg.predictions, cfg.benchmark)
     truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
+    resolve_sentence_indices(preds, truth)
     metrics, plot_data = score(cfg.benchmark, preds, truth)
     write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()}, cfg)
     return metrics
@@ -134,10 +155,10 @@ def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str
 def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dict[str, Truth], dict]:
     """Load the model, answer every query chunk by chunk (predictions.jsonl written as it goes, renamed at the end);
     returns the prediction lines, the ground truth and timing."""
-    from rich.progress import Progress
 
     from train.checkpoint import load_for_inference
 
+    check_eval_shards(cfg.shards)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     model.conv_format = cfg.conv_format or model.conv_format
@@ -146,6 +167,21 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
     lines: list[dict] = []
     truth: dict[str, Truth] = {}
     start = time.perf_counter()
+    try:
+        _generate_into(cfg, model, tmp, lines, truth, console)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a damaged shard or a full disk leaves no partial predictions behind
+        raise
+    tmp.replace(cfg.out / PREDICTIONS)
+    seconds = time.perf_counter() - start
+    return lines, truth, {"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": round(seconds, 3),
+                          "queries_per_s": round(len(lines) / seconds, 3) if seconds > 0 else None,
+                          "conv_format": model.conv_format}
+
+
+def _generate_into(cfg: EvalConfig, model, tmp: Path, lines: list, truth: dict, console) -> None:
+    from rich.progress import Progress
+
     with Progress(console=console, transient=True) as bar, open(tmp, "w") as f:
         progress = bar.add_task(f"generating ({cfg.benchmark})", total=cfg.limit)
         for items, chunk_truth in iter_eval_chunks(cfg.shards, cfg.benchmark, cfg.limit):
@@ -155,11 +191,7 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
             f.flush()
             lines += chunk_lines
             truth.update(chunk_truth)
-    tmp.replace(cfg.out / PREDICTIONS)
-    seconds = time.perf_counter() - start
-    return lines, truth, {"device": device, "dtype": str(dtype).removeprefix("torch."), "seconds": round(seconds, 3),
-                          "queries_per_s": round(len(lines) / seconds, 3) if seconds > 0 else None,
-                          "conv_format": model.conv_format}
+        fsync_file(f)
 
 
 def run_eval(cfg: EvalConfig, console=None) -> dict:

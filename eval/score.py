@@ -22,6 +22,7 @@ from pathlib import Path
 
 from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou, vtimellm_iou
 from eval.parse import dense_caption_events, parse_grounding
+from eval.prediction_formats import EXPECTED, from_vtimellm_log, whole_file_json
 from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
 from pipeline.contract.timing import grounding_span
 
@@ -49,24 +50,32 @@ class Truth:
 
 
 def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
-    """Predictions JSONL → list of dicts; a malformed line stops with its line number (nothing is guessed)."""
+    """Predictions (our JSONL, VTimeLLM's log, a TimeChat-style JSON: eval.prediction_formats) → list of dicts; a
+    malformed line stops with its line number and the shapes accepted (nothing is guessed)."""
+    whole = whole_file_json(path)
     out = []
-    with open(path) as f:
-        for lineno, raw in enumerate(f, 1):
+    if whole is None:
+        with open(path, errors="replace") as f:
+            raw_lines = list(enumerate(f, 1))
+    else:
+        raw_lines = [(i, line) for i, line in enumerate(whole, 1)]
+    for lineno, raw in raw_lines:
+        if isinstance(raw, str):
             if not raw.strip():
                 continue
             try:
-                line = json.loads(raw)
+                raw = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
-            if not isinstance(line, dict) or "video" not in line:
-                raise ValueError(f"{path}:{lineno}: a prediction needs a 'video' field")
-            wanted = "span" if benchmark == "grounding" else "events"
-            if "answer" not in line and wanted not in line:
-                raise ValueError(f"{path}:{lineno}: a {benchmark} prediction needs 'answer' or '{wanted}'")
-            out.append(line)
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc}); {EXPECTED}") from None
+        line = from_vtimellm_log(raw) if isinstance(raw, dict) and "video_id" in raw and "video" not in raw else raw
+        if not isinstance(line, dict) or "video" not in line:
+            raise ValueError(f"{path}:{lineno}: a prediction needs a 'video' field; {EXPECTED}")
+        wanted = "span" if benchmark == "grounding" else "events"
+        if "answer" not in line and wanted not in line:
+            raise ValueError(f"{path}:{lineno}: a {benchmark} prediction needs 'answer' or '{wanted}'; {EXPECTED}")
+        out.append(line)
     if not out:
-        raise ValueError(f"{path}: no predictions")
+        raise ValueError(f"{path}: no predictions; {EXPECTED}")
     return out
 
 

@@ -1,7 +1,9 @@
 """ActivityNet Captions (`train.json`, `val_1.json`, `val_2.json`): `{vid: {duration, timestamps, sentences}}`.
 
 One video row per vid, the whole file (`window` None), `duration` as published, one event per (timestamp, sentence)
-pair with the sentence stripped (the published sentences carry leading spaces). Events with start ≥ end are rejected
+pair with the sentence stripped (the published sentences carry leading spaces); an event whose sentence is not
+text (null) is rejected, not read as "None". An id given twice keeps its first entry, the later ones are rejected as
+`duplicate_id`; an empty id is one rejection (`bad_id`), not the end of the file. Events with start ≥ end are rejected
 one by one; events ending past the duration are kept as published and the row is flagged. Under `--media-root` the
 file is `{vid}` or, as many mirrors name it, the bare YouTube id without `v_`, with .mp4, .mkv or .webm.
 """
@@ -10,19 +12,61 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manifests.common import NO_USABLE_EVENTS, UNPARSABLE, check_events, count_event_stats, resolve_video
+from manifests.common import (
+    BAD_ID,
+    DUPLICATE_ID,
+    NO_CAPTION,
+    NO_USABLE_EVENTS,
+    UNPARSABLE,
+    check_events,
+    count_event_stats,
+    resolve_video,
+)
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "activitynet"
 
 
-def _parse_events(vid: str, entry: dict) -> tuple[float, list[Event]]:
+class _FirstWins(dict):
+    """A JSON object whose repeated names are kept out (json.load would keep the last silently) and listed."""
+
+    duplicates: list[str]
+
+
+def _first_wins(pairs: list[tuple[str, object]]) -> _FirstWins:
+    out = _FirstWins()
+    out.duplicates = []
+    for name, value in pairs:
+        if name in out:
+            out.duplicates.append(name)
+        else:
+            out[name] = value
+    return out
+
+
+def _parse_events(vid: str, entry: dict, result: ReadResult) -> tuple[float, list[Event]]:
+    """Duration and events; a sentence that is not non-empty text (null, a number) rejects that event."""
+    if getattr(entry, "duplicates", None):
+        raise ValueError(f"fields given twice: {', '.join(sorted(set(entry.duplicates)))}")
     duration = float(entry["duration"])
     timestamps, sentences = entry["timestamps"], entry["sentences"]
     if len(timestamps) != len(sentences):
         raise ValueError(f"{len(timestamps)} timestamps but {len(sentences)} sentences")
-    events = [Event(float(s), float(e), str(t).strip()) for (s, e), t in zip(timestamps, sentences)]
+    events = []
+    for i, ((s, e), t) in enumerate(zip(timestamps, sentences)):
+        if not isinstance(t, str) or not t.strip():
+            result.rejected.append(Rejection(f"{vid}#{i}", NO_CAPTION, f"event {i}: sentence {t!r}"))
+            continue
+        events.append(Event(float(s), float(e), t.strip()))
     return duration, events
+
+
+def make_key_ok(vid: str) -> bool:
+    try:
+        make_key(vid)
+    except ValueError:
+        return False
+    return True
 
 
 def _without_prefix(vid: str) -> tuple[str, ...]:
@@ -35,13 +79,18 @@ def read_activitynet(annotations: str | Path, durations: str | Path | None = Non
     if durations is not None:
         raise ValueError("activitynet takes durations from its annotation file; --durations is not used")
     with open(annotations) as f:
-        data = json.load(f)
+        data = json.load(f, object_pairs_hook=_first_wins)
     if not isinstance(data, dict):
         raise ValueError(f"{annotations}: expected an object {{video id: {{duration, timestamps, sentences}}}}")
     result = ReadResult()
+    for vid in data.duplicates:  # the first entry of an id is read, a later one is rejected, never merged
+        result.rejected.append(Rejection(vid, DUPLICATE_ID, "the id appears again later in the file; first kept"))
     for vid in sorted(data):
+        if not vid.strip() or not make_key_ok(vid):
+            result.rejected.append(Rejection(vid or "<empty id>", BAD_ID, f"id {vid!r} gives no sample key"))
+            continue
         try:
-            duration, events = _parse_events(vid, data[vid])
+            duration, events = _parse_events(vid, data[vid], result)
         except (KeyError, TypeError, ValueError) as exc:
             result.rejected.append(Rejection(vid, UNPARSABLE, f"{type(exc).__name__}: {exc}"))
             continue
@@ -52,6 +101,6 @@ def read_activitynet(annotations: str | Path, durations: str | Path | None = Non
         result.rows.append(ManifestRow(
             key=make_key(vid), dataset=DATASET, kind="video",
             media=resolve_video(media_root, vid, alt_stems=_without_prefix(vid)), window=None, duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
-    result.stats = {"videos_in": len(data)}
+    result.stats = {"videos_in": len(data) + len(data.duplicates)}
     count_event_stats(result)
     return result

@@ -6,6 +6,7 @@ named here once, so the counts printed by `vtl-pipeline manifest` read the same 
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections import Counter
 from dataclasses import replace
@@ -24,6 +25,14 @@ MEDIA_MISSING = "media_missing"
 NO_CAPTION = "no_caption"
 NOT_MEDIA = "not_media"
 BAD_WINDOW = "bad_window"
+BAD_DURATION = "bad_duration"
+DUPLICATE_ID = "duplicate_id"
+BAD_ID = "bad_id"
+VIDEO_TOKEN = "video_token_in_text"
+
+VIDEO_PLACEHOLDER = "<video>"
+"""The conversation placeholder the trainer replaces by the features (pipeline.contract.conversation's, which this
+ground floor cannot import): annotation text holding it would put a second video slot into a sample."""
 
 # Flags on kept rows.
 END_PAST_DURATION = "event_end_past_duration"
@@ -135,6 +144,31 @@ def unique_keys(result: ReadResult) -> ReadResult:
         used.add(new)
         rows.append(replace(row, key=new, flags=tuple(sorted(set(row.flags) | {KEY_SUFFIXED}))))
     result.rows = rows
+    return result
+
+
+def check_rows(result: ReadResult) -> ReadResult:
+    """What every reader's rows must satisfy, as per-record rejections: a duration (when known) finite and > 0; no
+    `<video>` in a caption (that event is rejected; a row left without events, or an image caption, is rejected)."""
+    kept = []
+    for row in result.rows:
+        ident = row.source_id or row.key
+        d = row.duration
+        if d is not None and not (isinstance(d, (int, float)) and math.isfinite(d) and d > 0):
+            result.rejected.append(Rejection(ident, BAD_DURATION, f"duration {d!r}: must be finite and > 0"))
+            continue
+        if row.caption is not None and VIDEO_PLACEHOLDER in row.caption:
+            result.rejected.append(Rejection(ident, VIDEO_TOKEN, f"caption holds {VIDEO_PLACEHOLDER}"))
+            continue
+        events = tuple(ev for ev in row.events if VIDEO_PLACEHOLDER not in ev.caption)
+        for i, ev in enumerate(row.events):
+            if VIDEO_PLACEHOLDER in ev.caption:
+                result.rejected.append(Rejection(f"{ident}#{i}", VIDEO_TOKEN, ev.caption[:60]))
+        if row.events and not events:
+            result.rejected.append(Rejection(ident, NO_USABLE_EVENTS, f"every caption holds {VIDEO_PLACEHOLDER}"))
+            continue
+        kept.append(row if events == row.events else replace(row, events=events))
+    result.rows = kept
     return result
 
 

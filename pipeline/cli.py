@@ -12,13 +12,15 @@ from typing import Optional
 
 import typer
 
-from pipeline.contract.usage import fail, given
+from pipeline.contract.usage import fail, given, strict_command_class
 
 app = typer.Typer(help="vtl data pipeline: manifests → CLIP feature shards → training shards.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+STRICT = strict_command_class()
+"""Every command refuses an option given twice (the last would silently win)."""
 
 
-@app.command("inspect")
+@app.command("inspect", cls=STRICT)
 def inspect_cmd(
     shard_dir: str = typer.Argument(..., help="Folder with index.json and the shards (extract or build-qa output); "
                                     "a path or an s3:// / gs:// URL."),
@@ -38,7 +40,7 @@ def inspect_cmd(
         cfg = InspectConfig(**given(shard_dir=shard_dir, show=show, keys=tuple(keys) if keys else None,
                                     verify=verify, scan=scan, as_json=as_json))
         code = run(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # a damaged folder (pipeline.contract.checked) or an unreadable file
         fail(e)
     raise typer.Exit(code)
 
@@ -61,7 +63,7 @@ def _parse_options(items: list[str] | None) -> dict | None:
     return options
 
 
-@app.command()
+@app.command(cls=STRICT)
 def manifest(
     dataset: str = typer.Option(..., help="activitynet | charades | didemo | internvid | lcc | vtimellm | files"),
     annotations: str = typer.Option(..., help="annotation file (for files: a folder, a media file or a JSONL); "
@@ -87,7 +89,7 @@ def manifest(
                                          options=_parse_options(options)))
             result, path, errors = build_manifest(cfg, producer(), staged.origin)
             path, errors = staged.commit(path, errors)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, OSError, TypeError) as exc:  # OSError: an unreadable input or unwritable --out
         fail(exc)
     Console().print(summary_table(dataset, result, path, errors))
 
@@ -102,7 +104,7 @@ _OVERWRITE = typer.Option(None, "--overwrite", help="Replace a previous run's fi
 _PROGRESS = typer.Option(None, "--progress/--no-progress", help="Show a progress bar (default on).")
 
 
-@app.command("build-qa")
+@app.command("build-qa", cls=STRICT)
 def build_qa_cmd(
     features: str = typer.Option(..., "--features", help="Feature-shard folder written by extract (path or URL)."),
     out: str = typer.Option(..., "--out", help="Output folder (empty, or --overwrite); path or s3:// / gs:// URL."),
@@ -141,13 +143,13 @@ def build_qa_cmd(
             tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard, overwrite=overwrite,
             progress=progress, timestamp_shift=timestamp_shift))
         result = run_build_qa(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a read-only or full output folder, an unreadable input
         fail(exc)
     summarize(result)
-    typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
+    _report(result)
 
 
-@app.command("import-vtimellm")
+@app.command("import-vtimellm", cls=STRICT)
 def import_vtimellm_cmd(
     json: str = typer.Option(..., "--json", help="VTimeLLM stage2.json/stage3.json or LLaVA's 558K json."),
     features_dir: str = typer.Option(..., "--features-dir", help="Folder of {id}.npy feature files."),
@@ -168,10 +170,17 @@ def import_vtimellm_cmd(
                                    tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard,
                                    overwrite=overwrite, progress=progress))
         result = run_import(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a read-only or full output folder, an unreadable input
         fail(exc)
     summarize(result)
+    _report(result)
+
+
+def _report(result) -> None:
+    """build-qa's and import-vtimellm's summary; exit 1 when no sample was written (nothing was produced)."""
     typer.echo(f"wrote {result.samples} samples ({result.errors} errors) to {result.out}")
+    if result.samples == 0:
+        fail(f"no sample written: every input became an error record (see {result.out}/errors.jsonl)", code=1)
 
 
 def _event_range(text: str | None) -> tuple[int, int] | None:
@@ -185,7 +194,7 @@ def _event_range(text: str | None) -> tuple[int, int] | None:
         fail(f"--events must be N or LEAST-MOST, got {text!r}")
 
 
-@app.command("synth")
+@app.command("synth", cls=STRICT)
 def synth_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: videos/, images/, annotations/, synth_info.json."),
     videos: Optional[int] = typer.Option(None, "--videos", help="Number of videos, train + test (default 64)."),
@@ -230,7 +239,7 @@ def _text(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 
 
-@app.command("extract")
+@app.command("extract", cls=STRICT)
 def extract_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name: manifest and output under "
                                           "--data-root/NAME/ (manifest.parquet, features/)."),

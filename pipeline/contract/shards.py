@@ -19,7 +19,9 @@ import numpy as np
 
 from manifests.schema import KEY_RE, file_sha256
 from pipeline.contract import storage
+from pipeline.contract.npy import load_npy_bytes
 from pipeline.contract.provenance import producer
+from pipeline.contract.storage import fsync_file, json_text
 
 FORMAT_VERSION = 1
 FEATURES = "features.npy"
@@ -81,9 +83,9 @@ def encode_sample(sample: Sample) -> dict[str, bytes]:
     buf = io.BytesIO()
     np.save(buf, feats.astype(FEATURE_DTYPE, copy=False), allow_pickle=False)
     out = {"__key__": sample.key, FEATURES: buf.getvalue(),
-           META: json.dumps(sample.meta, ensure_ascii=False).encode()}
+           META: json_text(sample.meta).encode()}
     if sample.conversation is not None:
-        out[CONVERSATION] = json.dumps(sample.conversation, ensure_ascii=False).encode()
+        out[CONVERSATION] = json_text(sample.conversation).encode()
     return out
 
 
@@ -97,7 +99,7 @@ def decode_sample(members: dict) -> Sample:
     """Members (bytes, as read from a tar) → Sample. Unknown members are ignored; `.npy` never unpickles."""
     key = members["__key__"]
     require_members(members)
-    feats = np.load(io.BytesIO(members[FEATURES]), allow_pickle=False)
+    feats = load_npy_bytes(members[FEATURES], f"{key}.{FEATURES}")  # the header's size is checked first
     meta = json.loads(members[META])
     conv = json.loads(members[CONVERSATION]) if CONVERSATION in members else None
     return Sample(key=key, features=feats, meta=meta, conversation=conv)
@@ -195,6 +197,7 @@ class ShardWriter:
         if self._tar is None:
             return
         self._tar.close()
+        fsync_file(self._stream)  # the bytes are on disk before the rename makes the shard visible
         self._stream.close()
         pending = self._pending
         digest = file_sha256(pending.local)
@@ -273,6 +276,7 @@ def append_errors(path: str | Path, records: Iterable[ErrorRecord]) -> int:
         for r in records:
             f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
             n += 1
+        fsync_file(f)
     return n
 
 

@@ -18,11 +18,16 @@ Committing a finished file (`AtomicFile`, `write_bytes_atomic`) never shows a re
   of a large one), so no reader ever sees a partial object under the final key. We do not write a temporary key
   and copy + delete it: object stores have no rename, so that costs a second full copy of every shard on the
   server, and a crash between copy and delete leaves stray temporary keys to clean up.
+
+Bookkeeping JSON (index, run config, plans, markers, metrics) is standard JSON: NaN and ±Infinity become null
+(`json_text`), since most readers other than Python's refuse them. A local commit fsyncs the file before the rename
+and the folder after it, so after a power loss a file is either absent or whole.
 """
 from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import re
 import shutil
@@ -219,7 +224,9 @@ class AtomicFile:
         else:
             with builtins.open(self.local, "rb+") as f:
                 os.fsync(f.fileno())
-            os.replace(self.local, local_path(self.location))
+            target = local_path(self.location)
+            os.replace(self.local, target)
+            fsync_dir(os.path.dirname(target) or ".")
         return self.location
 
     def discard(self) -> None:
@@ -234,14 +241,18 @@ def write_bytes_atomic(location: str | os.PathLike, data: bytes) -> str:
         fs.pipe_file(path, data)  # one PUT: the object appears complete or not at all
         return str(location)
     pending = AtomicFile(location)
-    with builtins.open(pending.local, "wb") as f:
-        f.write(data)
-    return pending.commit()
+    try:
+        with builtins.open(pending.local, "wb") as f:
+            f.write(data)
+        return pending.commit()
+    except BaseException:
+        pending.discard()  # a full disk or a kill leaves no temporary file behind
+        raise
 
 
 def write_json_atomic(location: str | os.PathLike, obj) -> str | Path:
     """Write `obj` as indented JSON atomically (temporary name then rename, or one PUT). Returns the location."""
-    data = (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+    data = (json_text(obj, indent=2) + "\n").encode()
     out = write_bytes_atomic(location, data)
     return out if is_remote(out) else Path(out)
 
@@ -262,3 +273,39 @@ def fetch(location: str | os.PathLike, folder: str) -> str:
     os.makedirs(os.path.dirname(dest))
     fs.get_file(path, dest)
     return dest
+
+
+def finite(obj):
+    """`obj` with every non-finite float (NaN, ±Infinity) replaced by None, in dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj, indent: int | None = None) -> str:
+    """Standard JSON (no NaN/Infinity literals) of `obj`; non-JSON values are written as their str()."""
+    return json.dumps(finite(obj), indent=indent, ensure_ascii=False, default=str, allow_nan=False)
+
+
+def fsync_file(f) -> None:
+    """Flush an open file and fsync it, so a rename that follows never publishes a file whose bytes are not on disk."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a folder so that a rename inside it survives a power loss (not possible on every platform)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -21,5 +21,40 @@ def fail(message: object, code: int = USAGE_ERROR):
     """Stop the command with a clear one-line message instead of a traceback."""
     import typer
 
+    if isinstance(message, OSError) and message.strerror:  # `[Errno 28] No space left on device: 'x'` → one line
+        message = f"{message.filename}: {message.strerror}" if message.filename else message.strerror
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def repeated_option(params, args: list[str]) -> str | None:
+    """The first option of `args` given twice although it takes one value (click would silently keep the last)."""
+    import click
+
+    single = {}
+    for p in params:
+        if isinstance(p, click.Option) and not p.multiple and not p.count:
+            single.update({opt: p.name for opt in (*p.opts, *p.secondary_opts)})
+    seen: set[str] = set()
+    for arg in args:
+        if arg == "--":
+            break
+        name = single.get(arg.split("=", 1)[0])
+        if name is not None:
+            if name in seen:
+                return arg.split("=", 1)[0]
+            seen.add(name)
+    return None
+
+
+def strict_command_class():
+    """A typer command class that refuses an option given twice (`--features a --features b`) with exit code 2."""
+    from typer.core import TyperCommand
+
+    class StrictCommand(TyperCommand):
+        def parse_args(self, ctx, args):
+            if (opt := repeated_option(self.params, args)) is not None:
+                fail(f"{opt} given more than once (it takes one value)")
+            return super().parse_args(ctx, args)
+
+    return StrictCommand

@@ -167,6 +167,17 @@ def _pyav_read(path: str, indices: list[int], size: tuple[int, int] | None) -> n
     return np.stack(got)
 
 
+def _to_rgb(im):
+    """RGB of any PIL image. 16-bit grey (modes I;16*, and I as PIL opens 16-bit PNGs) is scaled to 8 bits first:
+    PIL's own convert clips it at 255, which turns almost every pixel of a 16-bit image white."""
+    from PIL import Image
+
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        grey = (np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return im.convert("RGB")
+
+
 def read_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 (1, H, W, 3) RGB. `size` = (h, w) resizes with PIL bicubic (fast path only)."""
     check_exists(path)
@@ -174,7 +185,7 @@ def read_image(path: str, size: tuple[int, int] | None = None) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = _to_rgb(im)
             if size is not None:
                 im = im.resize((size[1], size[0]), Image.BICUBIC)
             arr = np.asarray(im, dtype=np.uint8)

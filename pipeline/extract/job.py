@@ -275,7 +275,8 @@ def extract_one(media_path: str | os.PathLike, clip_config: ClipConfig, window: 
 
 
 def print_summary(s: ExtractSummary, console=None) -> int:
-    """Counts by outcome and error reason; returns the exit code (1 when tasks failed and a rerun is needed)."""
+    """Counts by outcome and error reason; returns the exit code (1 when tasks failed and a rerun is needed, or
+    when no row became a sample)."""
     from rich.console import Console
 
     console = console or Console()
@@ -294,4 +295,7 @@ def print_summary(s: ExtractSummary, console=None) -> int:
     for reason, n in s.errors.most_common():
         console.print(f"    {reason}: {n}")
     console.print(f"  → {s.out_dir}")
+    if s.rows and not s.samples:  # every row an error record: nothing was produced, so not a success
+        console.print(f"[red]error: no sample extracted, all {s.rows} rows failed (see {s.out_dir}/errors.jsonl)")
+        return 1
     return 0

@@ -6,16 +6,25 @@ the queries with their spans in seconds and as timestamp positions.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.contract.shards import Sample, iter_samples
+from pipeline.contract.checked import BadSample, iter_checked
+from pipeline.contract.shards import Sample
 from pipeline.contract.timing import render_time
 
 BAR = 50
 """Timeline width in columns; one column = two timestamp positions."""
 TIMESTAMP = r"(?<!\d)\d{2}(?!\d)"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters (ESC starts terminal escape sequences; C1 controls; bidirectional overrides); \t and \n stay."""
+
+
+def printable(value) -> str:
+    """`str(value)` with control characters shown as `\\xNN` escapes: a caption cannot drive the terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
 
 
 def _short_list(values, head: int = 3, tail: int = 2) -> str:
@@ -29,6 +38,7 @@ def _short_list(values, head: int = 3, tail: int = 2) -> str:
 
 def meta_table(sample: Sample):
     from rich.table import Table
+    from rich.text import Text
 
     meta, feats = sample.meta, sample.features
     table = Table.grid(padding=(0, 2))
@@ -37,9 +47,9 @@ def meta_table(sample: Sample):
     for name in ("dataset", "source_id", "media", "kind", "window", "duration", "fps", "num_frames", "encoder",
                  "caption", "decoder"):
         if meta.get(name) is not None:
-            table.add_row(f"[bold]{name}[/]", str(meta[name]))
-    table.add_row("[bold]frame_indices[/]", _short_list(meta.get("frame_indices")))
-    table.add_row("[bold]frame_times[/]", _short_list(meta.get("frame_times")))
+            table.add_row(f"[bold]{name}[/]", Text(printable(meta[name])))  # Text: no rich markup from data
+    table.add_row("[bold]frame_indices[/]", Text(printable(_short_list(meta.get("frame_indices")))))
+    table.add_row("[bold]frame_times[/]", Text(printable(_short_list(meta.get("frame_times")))))
     f32 = feats.astype(np.float32)
     stats = (f"{feats.shape} {feats.dtype}; mean {f32.mean():.4f}, std {f32.std():.4f}, "
              f"row norms {np.linalg.norm(f32, axis=-1).mean():.3f}" if f32.size and np.isfinite(f32).all()
@@ -58,7 +68,7 @@ def timeline(events: list[dict], duration: float) -> list[str]:
     for ev in events:
         start, end = float(ev["start"]), float(ev["end"])
         a, b = int(render_time(start, duration)), int(render_time(end, duration))
-        lines.append(f"  {a:02d}-{b:02d} ({start:.1f}-{end:.1f} s) {ev.get('caption', '')}")
+        lines.append(f"  {a:02d}-{b:02d} ({start:.1f}-{end:.1f} s) {printable(ev.get('caption', ''))}")
         lines.append("  " + "".join("█" if a // 2 <= c <= b // 2 else " " for c in range(BAR)) + "|")
     return lines
 
@@ -69,27 +79,40 @@ def conversation_lines(conv: dict, duration: float | None):
 
     head = ", ".join(f"{k} {conv.get(k)}" for k in ("stage", "form", "benchmark", "task", "templates", "seed", "source")
                      if k in conv)
-    lines = [Text(head, style="dim")]
+    lines = [Text(printable(head), style="dim")]
     for turn in conv.get("turns", []):
         role = "USER" if turn.get("from") == "human" else "ASSISTANT"
         text = Text(f"{role}: ", style="bold green" if role == "USER" else "bold blue")
-        body = Text(str(turn.get("value")))
+        body = Text(printable(turn.get("value")))
         body.highlight_regex(TIMESTAMP, "bold magenta")
         lines.append(text + body)
     for q in conv.get("queries", []):
         span = q.get("span") or [None, None]
         pos = (f" → {render_time(span[0], duration)}-{render_time(span[1], duration)}"
                if duration and None not in span else "")
-        lines.append(Text(f"query {q.get('id')}: {q.get('query')}\n  truth: {q.get('sentence')}  span {span} s{pos}"))
+        lines.append(Text(printable(f"query {q.get('id')}: {q.get('query')}\n  truth: {q.get('sentence')}  "
+                                    f"span {span} s{pos}")))
     for ev in conv.get("events", []):
-        lines.append(Text(f"  event {ev.get('span')} s: {ev.get('sentence')}"))
+        lines.append(Text(printable(f"  event {ev.get('span')} s: {ev.get('sentence')}")))
     return lines
 
 
 def render_sample(console, sample: Sample) -> None:
+    """One sample; a sample whose meta or conversation is not of the contract's shape is rendered as far as it goes,
+    then named in one line."""
     from rich.rule import Rule
+    from rich.text import Text
 
-    console.print(Rule(f"[bold]{sample.key}[/]"))
+    console.print(Rule(Text(printable(sample.key), style="bold")))
+    if not isinstance(sample.meta, dict):
+        sample = Sample(sample.key, sample.features, {}, sample.conversation)
+    try:
+        _render_body(console, sample)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        console.print(Text(printable(f"cannot render {sample.key}: {type(exc).__name__}: {exc}"), style="red"))
+
+
+def _render_body(console, sample: Sample) -> None:
     console.print(meta_table(sample))
     meta = sample.meta
     duration = meta.get("duration")
@@ -99,8 +122,8 @@ def render_sample(console, sample: Sample) -> None:
         for line in timeline(events, duration):
             console.print(line, highlight=False, markup=False)
     elif events:
-        console.print(f"[bold]events[/]: {events}", markup=False)
-    if sample.conversation is not None:
+        console.print(printable(f"events: {events}"), markup=False)
+    if isinstance(sample.conversation, dict):
         console.print("[bold]conversation[/]:")
         for line in conversation_lines(sample.conversation, duration if isinstance(duration, (int, float)) else None):
             console.print(line)
@@ -110,7 +133,10 @@ def show_samples(console, shard_dir: Path, count: int, keys: tuple[str, ...] = (
     """Render the first `count` samples and any sample whose key is in `keys` (streams until all are found)."""
     wanted = set(keys)
     shown = 0
-    for sample in iter_samples(shard_dir):
+    for sample in iter_checked(shard_dir):
+        if isinstance(sample, BadSample):
+            console.print(printable(f"{sample.key}: unreadable ({sample.reason}: {sample.detail})"), markup=False)
+            continue
         if shown < count or sample.key in wanted:
             render_sample(console, sample)
             wanted.discard(sample.key)
@@ -118,4 +144,4 @@ def show_samples(console, shard_dir: Path, count: int, keys: tuple[str, ...] = (
         if shown >= count and not wanted:
             break
     if wanted:
-        console.print(f"[red]not found[/]: {', '.join(sorted(wanted))}")
+        console.print(printable(f"not found: {', '.join(sorted(wanted))}"), markup=False, style="red")

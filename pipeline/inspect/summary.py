@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from pipeline.contract import storage
+from pipeline.contract.checked import BadSample, ShardError, iter_checked, load_index, read_errors_checked
 from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_form, record_stage
-from pipeline.contract.shards import ERRORS, Sample, iter_samples, read_errors, read_index
+from pipeline.contract.shards import ERRORS, Sample
+from pipeline.inspect.show import printable
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,13 @@ class Stats:
     templates: Counter = field(default_factory=Counter)
     eval_queries: int = 0
     conversations: int = 0
+    unreadable: Counter = field(default_factory=Counter)
+    """Samples whose members do not decode, by reason (e.g. a `.npy` header that lies about its size)."""
 
-    def add(self, s: Sample) -> None:
+    def add(self, s: Sample | BadSample) -> None:
+        if isinstance(s, BadSample):
+            self.unreadable[s.reason] += 1
+            return
         meta = s.meta if isinstance(s.meta, dict) else {}
         self.samples += 1
         self.datasets[str(meta.get("dataset"))] += 1
@@ -96,8 +103,8 @@ class Stats:
 
 def summarize(shard_dir: str, index: dict, stats: Stats, complete: bool) -> dict:
     """Everything the summary shows, as plain JSON-able values."""
-    errors = read_errors(storage.join(shard_dir, ERRORS))
-    run_config = storage.join(shard_dir, RUN_CONFIG)
+    errors = read_errors_checked(storage.join(shard_dir, ERRORS))
+    run_config = _run_config(storage.join(shard_dir, RUN_CONFIG))
     return {
         "folder": str(shard_dir),
         "producer": index.get("producer"),
@@ -111,13 +118,23 @@ def summarize(shard_dir: str, index: dict, stats: Stats, complete: bool) -> dict
         "errors_by_reason": {f"{step}/{reason}": n for (step, reason), n in
                              Counter((e.step, e.reason) for e in errors).most_common()},
         "qa": index.get("qa"),
-        "run_config": storage.read_json(run_config) if storage.exists(run_config) else None,
+        "run_config": run_config,
         "scanned": {"complete": complete, **stats.to_json()},
     }
 
 
+def _run_config(path: str) -> dict | None:
+    if not storage.exists(path):
+        return None
+    try:
+        return json.loads(storage.read_bytes(path))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc})") from None
+
+
 def _counts_table(title: str, counts: dict, total: int | None = None):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("value", overflow="fold")
@@ -125,12 +142,13 @@ def _counts_table(title: str, counts: dict, total: int | None = None):
     if total:
         table.add_column("share", justify="right")
     for name, n in counts.items():
-        table.add_row(str(name), str(n), *([f"{100 * n / total:.1f}%"] if total else []))
+        table.add_row(Text(printable(name)), str(n), *([f"{100 * n / total:.1f}%"] if total else []))
     return table
 
 
 def _header(summary: dict):
     from rich.table import Table
+    from rich.text import Text
 
     totals, prod, scanned = summary["totals"] or {}, summary["producer"] or {}, summary["scanned"]
     head = Table.grid(padding=(0, 2))
@@ -145,7 +163,7 @@ def _header(summary: dict):
             ("manifest", summary["manifest_hash"]),
             ("statistics over", f"{scanned['samples']} samples" + ("" if scanned["complete"] else " (first ones; "
                                                                    "--scan 0 for all)"))):
-        head.add_row(f"[bold]{label}[/]", str(value))
+        head.add_row(f"[bold]{label}[/]", Text(printable(value)))
     return head
 
 
@@ -174,16 +192,19 @@ def print_summary(console, summary: dict) -> None:
             if flat and value:
                 console.print(_counts_table(f"QA {name} (index)", value))
             elif value not in ({}, [], None):
-                console.print(f"QA {name} (index): {json.dumps(value, default=str)}", markup=False)
+                console.print(printable(f"QA {name} (index): {json.dumps(value, default=str)}"), markup=False)
+    if scanned["unreadable"]:
+        console.print(_counts_table("unreadable samples (see --verify)", scanned["unreadable"]))
     if summary["errors_by_reason"]:
         console.print(_counts_table(f"errors by step/reason ({ERRORS})", summary["errors_by_reason"]))
 
 
 def print_problems(console, result) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     for w in result.warnings:
-        console.print(f"[yellow]warning[/]: {w}", highlight=False)
+        console.print(Text.assemble(("warning", "yellow"), f": {printable(w)}"))
     if result.ok:
         console.print(f"[green]verify: OK[/] — {result.shards_checked} shards, {result.samples_checked} samples "
                       "match the index")
@@ -192,7 +213,7 @@ def print_problems(console, result) -> None:
     for col in ("shard", "key", "problem", "detail"):
         table.add_column(col, overflow="fold")
     for p in result.problems:
-        table.add_row(p.shard or "-", p.key or "-", p.code, p.detail)
+        table.add_row(*(Text(printable(x)) for x in (p.shard or "-", p.key or "-", p.code, p.detail)))
     console.print(table)
 
 
@@ -204,13 +225,13 @@ def run(cfg: InspectConfig, console=None) -> int:
     from pipeline.inspect.verify import verify
 
     console = console or Console(highlight=False)
-    index = read_index(cfg.shard_dir)
+    index = load_index(cfg.shard_dir)
     stats, result = Stats(), None
     if cfg.verify:
         result = verify(cfg.shard_dir, index, on_sample=stats.add)
         complete = True
     else:
-        samples = iter_samples(cfg.shard_dir)
+        samples = iter_checked(cfg.shard_dir, index)
         for s in (samples if cfg.scan == 0 else islice(samples, cfg.scan)):
             stats.add(s)
         complete = cfg.scan == 0 or stats.samples < cfg.scan
@@ -226,4 +247,7 @@ def run(cfg: InspectConfig, console=None) -> int:
             show_samples(console, cfg.shard_dir, cfg.show, cfg.keys)
         if result is not None:
             print_problems(console, result)
+    if stats.unreadable and result is None:
+        console.print(f"[red]{sum(stats.unreadable.values())} sample(s) unreadable[/]: run with --verify for details")
+        return 1
     return 0 if result is None or result.ok else 1

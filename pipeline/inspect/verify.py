@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from manifests.schema import KEY_RE
 from pipeline.contract import storage
+from pipeline.contract.checked import ShardError, read_errors_checked
 from pipeline.contract.record import record_problem
 from pipeline.contract.shards import (
     ERRORS,
@@ -25,7 +27,6 @@ from pipeline.contract.shards import (
     Sample,
     decode_sample,
     iter_tar_members,
-    read_errors,
 )
 
 CHUNK = 1 << 20
@@ -82,6 +83,8 @@ def check_sample(sample: Sample, num_frames: int | None, dim: int | None) -> lis
     meta, feats = sample.meta, sample.features
     if not isinstance(meta, dict):
         return [("meta_invalid", "meta.json is not an object")]
+    if not KEY_RE.match(sample.key):
+        out.append(("bad_key", f"key {sample.key!r} breaks the key rule [A-Za-z0-9_-]+"))
     if meta.get("key") != sample.key:
         out.append(("meta_key_mismatch", f"meta.json says key {meta.get('key')!r}"))
     missing = [f for f in META_FIELDS if f not in meta]
@@ -160,7 +163,11 @@ def _check_folder(shard_dir: str, names: list[str], index: dict, result: VerifyR
     if totals.get("samples") != sum(s["samples"] for s in index["shards"]):
         result.problems.append(Problem("totals_mismatch", f"totals.samples {totals.get('samples')} is not the sum of "
                                                           f"the shards' samples"))
-    errors = len(read_errors(storage.join(shard_dir, ERRORS)))
+    try:
+        errors = len(read_errors_checked(storage.join(shard_dir, ERRORS)))
+    except ShardError as exc:
+        result.problems.append(Problem("errors_unreadable", str(exc)))
+        return
     if "errors" in totals and totals["errors"] != errors:
         result.problems.append(Problem("errors_count_mismatch",
                                        f"index says {totals['errors']} errors, {ERRORS} holds {errors}"))

@@ -14,9 +14,10 @@ from typing import Iterator
 
 from manifests.schema import make_key
 from pipeline.contract import storage
-from pipeline.contract.conversation import FORMATS
+from pipeline.contract.checked import BadSample, iter_checked, load_index
+from pipeline.contract.conversation import FORMATS, turns_problem
 from pipeline.contract.queries import BENCHMARKS
-from pipeline.contract.shards import Sample, iter_samples, read_index
+from pipeline.contract.shards import Sample
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
@@ -194,22 +195,49 @@ def _make_budget(cfg: BuildQaConfig) -> TokenBudget | None:
 
 def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     """Build the training (or evaluation) shards of `cfg.features` into `cfg.out`."""
-    index_in = read_index(cfg.features)
+    index_in = load_index(cfg.features)
     records = load_records(cfg.dialogues) if cfg.stage == "3" else None  # a bad file stops before any output
     budget = _make_budget(cfg)
     stats = QaStats(stage=int(cfg.stage) if cfg.stage else None, benchmark=cfg.benchmark, source="build-qa",
                     seed=cfg.seed if cfg.stage == "2" else None)
     prefix = f"eval-{cfg.benchmark}" if cfg.benchmark else f"stage{cfg.stage}"
     out = QaOutput(out_location(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
+    try:
+        _fill(cfg, out, index_in, records, budget)
+    except BaseException:
+        out.abort()  # no half-written shard left behind (a read-only or full disk, a damaged input shard)
+        raise
+    stats.token_budget = budget.report() if budget else not_checked(
+        "eval queries are not checked" if cfg.benchmark else "no --tokenizer given", cfg.max_tokens)
+    run_config = {"command": "build-qa", "config": asdict(cfg),
+                  "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
+                            "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
+    index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
+    return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
+
+
+def _fill(cfg: BuildQaConfig, out: QaOutput, index_in: dict, records: list | None,
+          budget: TokenBudget | None) -> None:
+    """Every input sample → a written sample or an error record (the input shards held to their index)."""
+    stats = out.stats
     join = DialogueJoin(records, out) if records is not None else None
     make = _eval if cfg.benchmark else {"1": _stage1, "2": _stage2, "3": join}[cfg.stage]
     total = index_in.get("totals", {}).get("samples")
     label = f"build-qa stage {cfg.stage}" if cfg.stage else f"build-qa {cfg.benchmark}"
-    for sample in progress_iter(iter_samples(cfg.features), total, label, cfg.progress):
+    for sample in progress_iter(iter_checked(cfg.features, index_in), total, label, cfg.progress):
         stats.inputs["feature_samples"] += 1
+        if isinstance(sample, BadSample):
+            out.error(sample.key, sample.reason, sample.detail)
+            continue
+        if not isinstance(sample.meta, dict):
+            out.error(sample.key, "bad_meta", "meta.json is not an object")
+            continue
         for key, conv, reason, detail in make(sample, cfg, stats):
             if conv is None:
                 out.error(key, reason, detail, sample.meta.get("source_id"))
+                continue
+            if cfg.stage and (problem := turns_problem(conv.get("turns"))):  # e.g. a caption holding `<video>`
+                out.error(key, "bad_turns", problem, sample.meta.get("source_id"))
                 continue
             if cfg.timestamp_shift and cfg.stage in ("2", "3"):
                 conv = qa.shift_timestamps(conv, cfg.timestamp_shift)
@@ -219,13 +247,6 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
             out.write(key, sample.features, meta, conv)
     if join is not None:
         join.leftovers(out)
-    stats.token_budget = budget.report() if budget else not_checked(
-        "eval queries are not checked" if cfg.benchmark else "no --tokenizer given", cfg.max_tokens)
-    run_config = {"command": "build-qa", "config": asdict(cfg),
-                  "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
-                            "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
-    index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
-    return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
 
 
 def summarize(result: BuildQaResult) -> None:

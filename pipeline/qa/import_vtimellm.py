@@ -7,7 +7,6 @@ random other sample (missing or unreadable `.npy`), we write an error record ins
 """
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 from manifests.schema import file_sha256
 from pipeline.contract import storage
 from pipeline.contract.conversation import FORMATS
+from pipeline.contract.npy import load_npy_bytes
 from pipeline.contract.preflight import preflight
-from pipeline.contract.shards import FEATURE_DTYPE
+from pipeline.contract.shards import FEATURE_DIM, FEATURE_DTYPE
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import (
@@ -89,21 +89,24 @@ def infer_stage(records: list) -> int:
 
 
 def load_features(path: Path | str, image: bool) -> np.ndarray:
-    """One `.npy` (a path or a URL): (N, D) for videos; (D,) or (1, D) for images. Raises RecordError: missing,
-    unreadable (pickled included), bad shape or dtype, NaN/Inf."""
+    """One `.npy` (a path or a URL): (N, D) for videos; (D,) or (1, D) for images, D = FEATURE_DIM. Raises
+    RecordError: missing, unreadable (pickled or a header lying about its size included), bad shape, width or dtype,
+    NaN/Inf."""
     name = storage.basename(path)
     try:
         data = storage.read_bytes(path)
     except (FileNotFoundError, IsADirectoryError):
         raise RecordError("missing_features", f"{name} not found") from None
     try:
-        feats = np.load(io.BytesIO(data), allow_pickle=False)
+        feats = load_npy_bytes(data, name)  # the header's shape × itemsize is checked against the size first
     except (OSError, ValueError, EOFError) as exc:
         raise RecordError("unreadable_features", f"{name}: {exc}") from exc
     if image and feats.ndim == 1:
         feats = feats[None, :]
     if feats.ndim != 2 or feats.shape[0] < 1 or feats.shape[1] < 1 or (image and feats.shape[0] != 1):
         raise RecordError("bad_shape", f"{name}: shape {feats.shape}")
+    if feats.shape[1] != FEATURE_DIM:  # e.g. CLIP ViT-B's 512: the projector takes 768
+        raise RecordError("bad_dim", f"{name}: {feats.shape[1]} features per row, expected {FEATURE_DIM}")
     if not np.issubdtype(feats.dtype, np.floating):
         raise RecordError("bad_dtype", f"{name}: dtype {feats.dtype}")
     if not np.isfinite(feats.astype(FEATURE_DTYPE)).all():
@@ -160,9 +163,13 @@ def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, b
         reason = "bad_record" if kr.video_key is None else "duplicate_key"
         out.error(record_label(kr), reason, "record has no usable id or repeats another's key")
         return
+    rid = str(kr.record.get("id"))
+    if Path(rid).name != rid or rid in (".", "..") or "\\" in rid:  # `../x` would read outside --features-dir
+        out.error(kr.key, "bad_id", f"id {rid[:80]!r} is not a file name in --features-dir", rid)
+        return
     try:
         conv = _conversation(kr, stage, out.stats)
-        feats = load_features(storage.join(cfg.features_dir, f"{kr.record['id']}.npy"), image=stage == 1)
+        feats = load_features(storage.join(cfg.features_dir, f"{rid}.npy"), image=stage == 1)
     except RecordError as exc:
         out.error(kr.key, exc.reason, exc.detail, str(kr.record.get("id")))
         return
@@ -180,9 +187,14 @@ def run_import(cfg: ImportConfig) -> ImportResult:
                                                              cfg.conv_format or default_format(stage))
     stats = QaStats(stage=stage, source="import-vtimellm")
     stats.inputs["records"] = len(records)
-    out = QaOutput(out_location(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard, cfg.overwrite)
-    for kr in progress_iter(assign_keys(records), len(records), f"import stage {stage}", cfg.progress):
-        _import_one(kr, cfg, stage, out, budget)
+    out = QaOutput(out_location(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard,
+                   cfg.overwrite)
+    try:
+        for kr in progress_iter(assign_keys(records), len(records), f"import stage {stage}", cfg.progress):
+            _import_one(kr, cfg, stage, out, budget)
+    except BaseException:
+        out.abort()  # no half-written shard left behind (a read-only or full output folder)
+        raise
     stats.token_budget = budget.report() if budget else not_checked("no --tokenizer given", cfg.max_tokens)
     run_config = {"command": "import-vtimellm", "config": {**asdict(cfg), "stage": stage},
                   "input": {"json": str(cfg.json), "json_sha256": _sha256(cfg.json)}}

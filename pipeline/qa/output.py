@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from manifests.schema import KEY_RE
 from pipeline.contract import storage
 from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
@@ -111,6 +112,12 @@ class QaOutput:
         if key in self.keys:
             self.error(key, "duplicate_key", "a sample with this key was already written")
             return
+        if getattr(features, "ndim", 0) != 2:
+            self.error(key, "bad_shape", f"features of shape {getattr(features, 'shape', None)}, expected (N, D)")
+            return
+        if not KEY_RE.match(key):
+            self.error(key, "bad_key", "keys are [A-Za-z0-9_-]+ (a forged or renamed input)")
+            return
         self.keys.add(key)
         self.writer.write(Sample(key=key, features=features, meta=meta, conversation=conversation))
         self.stats.record(conversation)
@@ -120,10 +127,26 @@ class QaOutput:
         self.errors.append(ErrorRecord(key=key, step=self.step, reason=reason, detail=detail, source_id=source_id))
         self.stats.skipped[reason] += 1
 
+    def abort(self) -> None:
+        """Remove the shard being written (after a failure), so no `.tmp` is left in the output folder."""
+        writer = self.writer
+        if writer._tar is not None:
+            for close in (writer._tar.close, writer._stream.close):
+                try:
+                    close()
+                except OSError:  # a full disk fails the close as well
+                    pass
+            writer._pending.discard()
+            writer._tar = None
+
     def finish(self, run_config: dict, encoder: str | None, manifest_hash: str | None) -> Path:
-        shards = self.writer.close()
-        write_errors(storage.join(self.out, ERRORS), self.errors)
-        storage.write_json_atomic(storage.join(self.out, RUN_CONFIG), {**run_config, "producer": producer()})
+        try:
+            shards = self.writer.close()
+            write_errors(storage.join(self.out, ERRORS), self.errors)
+            storage.write_json_atomic(storage.join(self.out, RUN_CONFIG), {**run_config, "producer": producer()})
+        except BaseException:
+            self.abort()
+            raise
         rows = {shape[0] for shape in self.shapes}
         dims = {shape[1] for shape in self.shapes}
         return write_index(self.out, shards, encoder=encoder, num_frames=rows.pop() if len(rows) == 1 else None,
