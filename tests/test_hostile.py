@@ -279,7 +279,7 @@ def test_full_or_read_only_output_folder(tmp_path, monkeypatch, code):
     class FailingWriter(output.ShardWriter):
         def write(self, sample):
             super().write(sample)  # the temporary shard exists now
-            raise OSError(code, os.strerror(code), str(self._tmp))
+            raise OSError(code, os.strerror(code), self._pending.local)
 
     monkeypatch.setattr(output, "ShardWriter", FailingWriter)
     folder = features_dir(tmp_path)
