@@ -66,6 +66,8 @@ def check_llm(cfg: TrainConfig) -> None:
 
         try:
             meta = read_checkpoint(cfg.from_checkpoint)
+            if meta["llm"].get("saved"):
+                return  # the checkpoint carries its own LLM (stages.py says so when --llm names another)
             name = resolve_llm_path(meta, Path(cfg.from_checkpoint), cfg.llm)
         except (FileNotFoundError, ValueError) as err:
             raise RefusedValue(f"--from: {err}") from None

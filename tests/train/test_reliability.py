@@ -169,6 +169,7 @@ def test_real_engine_states_load_weights_only(finished):
     assert len(files) == 2 and all(isinstance(safe_load(f), dict) for f in files)  # ZeRO-2: LossScaler, fragments
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_raw_pickle_is_refused_too(tmp_path):
     from train.safe_load import UnsafeEngineState, safe_load
 
