@@ -36,10 +36,16 @@ def safe_load(path: str | Path, map_location=None):
         with torch.serialization.safe_globals(deepspeed_state_classes()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsafeEngineState(f"--resume: refused to load {path}: it is not a plain weights/optimizer file "
-                                f"(weights-only load: {first}); nothing in it was run. Delete that engine folder and "
-                                "resume from an earlier save, or start a new --out") from None
+                                f"({_reason(err)}); nothing in it was run. Delete that engine folder and resume from "
+                                "an earlier save, or start a new --out") from None
+
+
+def _reason(err: Exception) -> str:
+    """The line of torch's weights-only message that names the refused global, else its first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "global" in line.lower()]
+    return (named or lines or [type(err).__name__])[0].rstrip(".")
 
 
 def guard_loads(ds_engine) -> None:
