@@ -36,8 +36,13 @@ def read_checkpoint(checkpoint_dir: str | Path) -> dict:
     """The checkpoint's `vtl_checkpoint.json`, with a clear error when the folder is not a finished checkpoint."""
     path = Path(checkpoint_dir) / CHECKPOINT_JSON
     if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint_dir} is not a vtl checkpoint (no {CHECKPOINT_JSON}; "
-                                "an interrupted run leaves none: use --resume on it)")
+        if (Path(checkpoint_dir) / "engine" / "latest").is_file():
+            advice = "it is an interrupted run with an engine save: finish it with vtl-train --resume"
+        elif (Path(checkpoint_dir) / "run_config.json").is_file():
+            advice = "it is a run that stopped before its first save: run its vtl-train command again"
+        else:
+            advice = "not a vtl-train output folder"
+        raise FileNotFoundError(f"{checkpoint_dir} is not a finished vtl checkpoint (no {CHECKPOINT_JSON}; {advice})")
     meta = json.loads(path.read_text())
     missing = [k for k in ("stage", "llm", "conv_format", "projector", "adapters") if k not in meta]
     if missing:

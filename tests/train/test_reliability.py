@@ -258,6 +258,10 @@ def test_a_run_killed_before_any_save_gets_one_clear_way_on(data, finished, tmp_
     text = one_line_error(invoke(*args_for(cfg), "--resume"))
     assert "stopped before its first engine save" in text and "without --resume" in text
     check_out(cfg)  # ... and that advice works: a fresh start in the same folder is allowed
+    from train.checkpoint import read_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="stopped before its first save: run its vtl-train command again"):
+        read_checkpoint(out)  # as --from, the same advice (it said "use --resume on it" before)
 
 
 def test_every_preset_saves_for_resume():
