@@ -352,3 +352,14 @@ def test_the_eval_bar_has_a_total_that_becomes_exact(tmp_path):
         assert task.total == task.completed == queries
     with QueryBar(Console(file=io.StringIO()), "generating", shards, 2) as bar:
         assert bar.bar.tasks[0].total == 2  # --limit caps it
+
+
+@pytest.mark.slow  # two processes under torchrun: ~30 s on 2 cores
+def test_two_ranks_on_one_shard_both_stop_with_one_line(tmp_path):
+    shards = write_training_shards(tmp_path / "one", n=8, stage=1, per_shard=8, rows=1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29661", "-m",
+           "train.cli", *args_for(cfg_for(shards, tmp_path / "o"))]
+    done = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.count("error: 1 shards cannot feed 2 processes") == 2, done.stderr[-3000:]
+    assert 'train/loop.py", line' not in done.stderr  # torchrun reports the exit codes; no trainer traceback
