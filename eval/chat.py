@@ -39,6 +39,12 @@ class ChatSession:
 
 def video_features(video, cfg: ChatConfig, device: str):
     """(features (100, D), duration s) of one video with the configured CLIP, as the extract job computes them."""
+    features, meta = _extract(video, cfg, device)
+    return features, meta["duration"]
+
+
+def _extract(video, cfg: ChatConfig, device: str):
+    """(features, meta) of one video; meta carries the float `duration` and the `encoder` id."""
     from pipeline.extract.clip import ClipConfig
     from pipeline.extract.decode import MediaError
     from pipeline.extract.job import extract_one
@@ -52,18 +58,21 @@ def video_features(video, cfg: ChatConfig, device: str):
     duration = meta.get("duration")
     if not duration:
         raise ValueError(f"{video}: no duration could be read, so answers cannot be placed in seconds")
-    return features, float(duration)
+    return features, {**meta, "duration": float(duration)}
 
 
 def open_session(cfg: ChatConfig) -> ChatSession:
     """Extract the video's features with the configured CLIP and load the checkpoint."""
     from transformers.utils import logging as hf_logging
 
-    from train.checkpoint import load_for_inference
+    from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    features, duration = video_features(cfg.video, cfg, device)
+    features, meta = _extract(cfg.video, cfg, device)
+    duration = meta["duration"]
+    check_encoder(read_checkpoint(cfg.checkpoint), meta.get("encoder"), "this chat's video features (its --clip-* "
+                  "options)")
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     if model.feature_dim != features.shape[1]:
         raise ValueError(f"the checkpoint's projector takes {model.feature_dim}-d features but the CLIP gives "

@@ -155,10 +155,12 @@ def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str
 def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dict[str, Truth], dict]:
     """Load the model, answer every query chunk by chunk (predictions.jsonl written as it goes, renamed at the end);
     returns the prediction lines, the ground truth and timing."""
-
-    from train.checkpoint import load_for_inference
+    from pipeline.contract.shards import read_index
+    from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
 
     check_eval_shards(cfg.shards)
+    check_encoder(read_checkpoint(cfg.checkpoint), read_index(cfg.shards).get("encoder"),
+                  f"the evaluation shards in {cfg.shards}")
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     model.conv_format = cfg.conv_format or model.conv_format
@@ -180,12 +182,12 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
 
 
 def _generate_into(cfg: EvalConfig, model, tmp: Path, lines: list, truth: dict, console) -> None:
-    from rich.progress import Progress
+    from eval.progress import QueryBar
 
-    with Progress(console=console, transient=True) as bar, open(tmp, "w") as f:
-        progress = bar.add_task(f"generating ({cfg.benchmark})", total=cfg.limit)
+    with QueryBar(console, f"generating ({cfg.benchmark})", cfg.shards, cfg.limit) as bar, open(tmp, "w") as f:
         for items, chunk_truth in iter_eval_chunks(cfg.shards, cfg.benchmark, cfg.limit):
-            answers = _answer(model, cfg, items, lambda n: bar.advance(progress, n))
+            bar.chunk(len(items), len(chunk_truth))
+            answers = _answer(model, cfg, items, bar.advance)
             chunk_lines = [_prediction_line(it, a) for it, a in zip(items, answers)]
             f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in chunk_lines)
             f.flush()

@@ -36,8 +36,13 @@ def read_checkpoint(checkpoint_dir: str | Path) -> dict:
     """The checkpoint's `vtl_checkpoint.json`, with a clear error when the folder is not a finished checkpoint."""
     path = Path(checkpoint_dir) / CHECKPOINT_JSON
     if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint_dir} is not a vtl checkpoint (no {CHECKPOINT_JSON}; "
-                                "an interrupted run leaves none: use --resume on it)")
+        if (Path(checkpoint_dir) / "engine" / "latest").is_file():
+            advice = "it is an interrupted run with an engine save: finish it with vtl-train --resume"
+        elif (Path(checkpoint_dir) / "run_config.json").is_file():
+            advice = "it is a run that stopped before its first save: run its vtl-train command again"
+        else:
+            advice = "not a vtl-train output folder"
+        raise FileNotFoundError(f"{checkpoint_dir} is not a finished vtl checkpoint (no {CHECKPOINT_JSON}; {advice})")
     meta = json.loads(path.read_text())
     missing = [k for k in ("stage", "llm", "conv_format", "projector", "adapters") if k not in meta]
     if missing:
@@ -65,10 +70,12 @@ def _copy_dir(src: Path, dst: Path) -> None:
 
 
 def save_checkpoint(model: VideoLLM, out_dir: str | Path, *, stage: int, config: dict | None = None,
-                    projector_state: dict | None = None, adapter_state: dict | None = None) -> Path:
+                    projector_state: dict | None = None, adapter_state: dict | None = None,
+                    encoder: str | None = None) -> Path:
     """Write projector, adapters, LLM (when it has no name) and `vtl_checkpoint.json` (last) into `out_dir`.
 
-    `projector_state` / `adapter_state` let a ZeRO-3 caller pass gathered (unpartitioned) weights.
+    `projector_state` / `adapter_state` let a ZeRO-3 caller pass gathered (unpartitioned) weights. `encoder`: the
+    encoder id of the training shards (their index.json), which eval and chat compare with theirs.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,9 +95,18 @@ def save_checkpoint(model: VideoLLM, out_dir: str | Path, *, stage: int, config:
         saved = LLM_DIR
     meta = {"stage": stage, "llm": {"source": prov.get("llm_source"), "saved": saved},
             "conv_format": model.conv_format, "feature_dim": model.feature_dim, "projector": PROJECTOR_FILE,
-            "adapters": adapters, "producer": producer(), "config": config or {}}
+            "adapters": adapters, "encoder": encoder, "producer": producer(), "config": config or {}}
     write_json_atomic(out / CHECKPOINT_JSON, meta)
     return out
+
+
+def check_encoder(meta: dict, encoder: str | None, where: str) -> None:
+    """Refuse features from another encoder than the checkpoint was trained on (both ids known and different)."""
+    trained = meta.get("encoder")
+    if trained and encoder and trained != encoder:
+        raise ValueError(f"the checkpoint was trained on features of encoder {trained!r}, but {where} come from "
+                         f"{encoder!r}: extract them with the training shards' encoder settings (e.g. the same "
+                         "--fast-resize choice)")
 
 
 def load_projector_file(path: str | Path) -> dict[str, torch.Tensor]:

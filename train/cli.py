@@ -70,9 +70,13 @@ def train(
     logging.getLogger("train").setLevel(logging.INFO)
     # DeepSpeed calls torch collectives that torch has renamed; the warning repeats every step and means nothing here.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    from train.errors import Refused
     from train.loop import run
 
-    run(cfg)
+    try:
+        run(cfg)
+    except Refused as err:  # a run-time refusal (occupied --out, missing --llm, NaN loss, full disk): one line
+        fail(err)
 
 
 def main() -> None:

@@ -168,8 +168,11 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(directory), tag=tag, exclude_frozen_parameters=True)
 
     def load(self, directory: Path) -> str | None:
+        from train.safe_load import guard_loads
+
         if not (Path(directory) / LATEST).exists():
             return None
+        guard_loads(self.engine)  # DeepSpeed's own load unpickles anything (weights_only=False)
         path, _ = self.engine.load_checkpoint(str(directory), load_module_strict=False)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {directory}")
@@ -240,8 +243,10 @@ class TorchEngine:
         latest = Path(directory) / LATEST
         if not latest.exists():
             return None
+        from train.safe_load import safe_load
+
         tag = latest.read_text().strip()
-        state = torch.load(Path(directory) / tag / "engine_state.pt", map_location="cpu", weights_only=True)
+        state = safe_load(Path(directory) / tag / "engine_state.pt", map_location="cpu")
         with torch.no_grad():
             for name, p in self._names().items():
                 p.copy_(state["params"][name])

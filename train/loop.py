@@ -23,18 +23,18 @@ from pipeline.contract.shards import FEATURE_DIM, read_index
 from pipeline.contract.storage import write_json_atomic
 from train.config import TrainConfig
 from train.data.loader import TrainLoader
-from train.engine import LATEST, init_distributed, make_engine, resolve_precision
+from train.engine import init_distributed, make_engine, resolve_precision
+from train.errors import NothingToResume, RefusedValue
+from train.guard import StepGuard, saving
 from train.packing import useful_and_padded
+from train.preflight import ENGINE_DIR, check_llm, check_out, check_shards
 from train.progress import Progress
 from train.zero3 import log_share, partitioned_build, restore_linear
 
 log = logging.getLogger(__name__)
 
-ENGINE_DIR = "engine"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
-# Fields that may differ between a run and its resume; anything else changing would change what is trained.
-RESUME_FREE = {"resume", "progress", "log_keys", "preset", "token_cache"}
 
 
 def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
@@ -50,9 +50,11 @@ def run(cfg: TrainConfig) -> Path:
 
     rank, world = _setup(cfg)
     out = Path(cfg.out)
-    _check_out(out, cfg, rank)
+    check_out(cfg)
     precision = resolve_precision(cfg.precision)
     index = read_index(cfg.shards)
+    check_shards(index, world)
+    check_llm(cfg)
     model = prepare(cfg, precision, index.get("dim") or FEATURE_DIM, rank)
 
     per_epoch, total = plan_steps(cfg, index["totals"]["samples"])
@@ -74,8 +76,9 @@ def run(cfg: TrainConfig) -> Path:
 
     projector, adapter = engine.export_trainables()  # every rank: ZeRO-3 gathers the weights
     if rank == 0:
-        save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
-                        adapter_state=adapter)
+        with saving(out, "the final checkpoint", latest=str(out / ENGINE_DIR), remove=False):
+            save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
+                            adapter_state=adapter, encoder=index.get("encoder"))
         print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {summary['loss']:.4f}, "
               f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
               f"checkpoint in {out}")
@@ -109,6 +112,7 @@ def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, to
     step, losses, micro_tokens, last = start, [], 0, {"loss": float("nan"), "skipped_long": 0}
     t0 = time.perf_counter() - elapsed
     bar = Progress(total, start, enabled=cfg.progress and rank == 0, label=f"stage {cfg.stage}")
+    guard = StepGuard()
     batches = iter(loader)
     while step < total:
         batch, keys = next(batches)
@@ -117,6 +121,7 @@ def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, to
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         batch["features"] = batch["features"].to(engine.dtype)
         loss = engine.forward(batch)
+        guard.add(loss, batch["features"], keys)
         engine.backward(loss)
         losses.append(loss.detach().float())
         lr = engine.lr
@@ -126,6 +131,7 @@ def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, to
         step += 1
         mean_loss, step_tokens, skipped, step_padded = _reduce(torch.stack(losses).mean(), micro_tokens,
                                                                loader.skipped_long, micro_padded)
+        guard.check(mean_loss, step)  # every rank sees the same reduced loss, so all stop together
         tokens, padded_tokens = tokens + step_tokens, padded_tokens + step_padded
         seconds = time.perf_counter() - t0
         last = {"step": step, "loss": mean_loss, "lr": lr, "tokens": tokens, "padded_tokens": padded_tokens,
@@ -148,14 +154,16 @@ def save_state(engine, out: Path, step: int, client: dict, rank: int) -> None:
     """Per-rank trainer state (loader position, RNG) first, then the engine's own save, whose `latest` comes last."""
     tag = f"step{step:08d}"
     folder = out / ENGINE_DIR / tag
-    folder.mkdir(parents=True, exist_ok=True)
+    latest = out / ENGINE_DIR / "latest"
     rng = {"torch": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state().tolist()
-    write_json_atomic(folder / f"trainer_rank{rank}.json", {"step": step, **client, "rng": rng})
-    _barrier()
-    engine.save(out / ENGINE_DIR, tag)
-    _barrier()
+    with saving(folder, f"the engine state of step {step}", latest.read_text().strip() if latest.exists() else None):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / f"trainer_rank{rank}.json", {"step": step, **client, "rng": rng})
+        _barrier()
+        engine.save(out / ENGINE_DIR, tag)
+        _barrier()
     if rank == 0:  # keep only the checkpoint `latest` names (VTimeLLM: save_total_limit 1); it is complete by now
         for old in (out / ENGINE_DIR).glob("step*"):
             if old.is_dir() and old.name != tag:
@@ -165,7 +173,7 @@ def save_state(engine, out: Path, step: int, client: dict, rank: int) -> None:
 def _resume(engine, out: Path, rank: int) -> tuple[int, dict]:
     tag = engine.load(out / ENGINE_DIR)
     if tag is None:
-        raise FileNotFoundError(f"--resume: no engine checkpoint in {out / ENGINE_DIR} (save with --save-every N)")
+        raise NothingToResume(f"--resume: no engine checkpoint in {out / ENGINE_DIR}")
     state = json.loads((out / ENGINE_DIR / tag / f"trainer_rank{rank}.json").read_text())
     torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -181,25 +189,8 @@ def _setup(cfg: TrainConfig) -> tuple[int, int]:
         return 0, 1
     rank, world, _ = init_distributed()
     if world != cfg.world_size:
-        raise ValueError(f"config says world size {cfg.world_size} but the launcher started {world} processes")
+        raise RefusedValue(f"config says world size {cfg.world_size} but the launcher started {world} processes")
     return rank, world
-
-
-def _check_out(out: Path, cfg: TrainConfig, rank: int) -> None:
-    """Refuse to overwrite a finished or running checkpoint unless resuming it with the same config."""
-    from train.checkpoint import CHECKPOINT_JSON
-
-    if cfg.resume:
-        saved = json.loads((out / RUN_CONFIG).read_text())["config"] if (out / RUN_CONFIG).exists() else None
-        if saved is None:
-            raise FileNotFoundError(f"--resume: {out / RUN_CONFIG} not found; nothing to resume in {out}")
-        changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v)
-        if changed:
-            raise ValueError(f"--resume with a different config ({', '.join(changed)}): the run would not continue "
-                             "the same training; use the original options")
-        return
-    if (out / CHECKPOINT_JSON).exists() or (out / ENGINE_DIR / LATEST).exists():
-        raise FileExistsError(f"{out} already holds a (possibly interrupted) run: pass --resume, or another --out")
 
 
 def _reduce(loss: torch.Tensor, tokens: int, skipped: int, padded: int) -> tuple[float, int, int, int]:

@@ -26,6 +26,8 @@ batch tensor (no shared-memory segment per batch).
 """
 from __future__ import annotations
 
+import functools
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 from train.data.grouping import WINDOW_BATCHES, Peekable, group_window, sample_length, take_window, window_seed
 from train.data.shuffle import ShuffleOrder, ordered_stream
 from train.data.token_cache import ShardTable, TokenCache, load_table, tokenizer_fingerprint
+from train.data.workers import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,8 @@ class TrainLoader:
         self.loader = DataLoader(self.dataset, batch_size=None, collate_fn=_identity,
                                  num_workers=workers if num_workers > 0 else 0,
                                  generator=torch.Generator().manual_seed(seed),
-                                 persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+                                 persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None,
+                                 worker_init_fn=functools.partial(die_with_parent, os.getpid()))
         self._positions = dict(enumerate(state["workers"])) if state else {}
         self._progress = {w: (p["epoch"], p["skipped"]) for w, p in self._positions.items()}
         self._next_worker = state["next_worker"] if state else 0
