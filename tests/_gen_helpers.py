@@ -14,6 +14,19 @@ CAPTIONS = ["A man walks into the room", "A woman picks up a red ball", "The dog
             "The boy rides a bike down the street"]
 
 
+def real_captions(count: int = 48) -> list[str]:
+    """Captions of real ActivityNet and DiDeMo videos the tests do not build shards from (videos 100 onwards), cut to
+    8 words: the fixture LLM sees real-world wording, not only the ten captions above."""
+    from manifests.readers import read_dataset
+    from tests._real_data import REAL
+
+    found = []
+    for name, path in (("activitynet", "activitynet_captions_train_sample.json"), ("didemo", "didemo_test_sample.json")):
+        rows = read_dataset(name, REAL / path).rows[100:100 + count // 2]
+        found += [" ".join(r.events[0].caption.rstrip(".").split()[:8]) for r in rows if r.events]
+    return [c[0].upper() + c[1:] for c in found if c]
+
+
 def _phrase(caption: str) -> str:
     return caption[0].lower() + caption[1:]
 
@@ -33,13 +46,14 @@ def training_dialogue(n: int, rng: random.Random, captions: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_texts(count: int = 48, seed: int = 0) -> list[tuple[str, str]]:
+def training_texts(count: int = 64, seed: int = 0) -> list[tuple[str, str]]:
     """(prompt, dialogue) pairs over random event lists of 1-5 events."""
     rng = random.Random(seed)
+    pool = CAPTIONS + real_captions()
     pairs = []
     for _ in range(count):
         n = rng.randint(1, 5)
-        captions = rng.sample(CAPTIONS, n)
+        captions = rng.sample(pool, n)
         events = [Event(float(i), float(i + 1), c) for i, c in enumerate(captions)]
         pairs.append((build_prompt(events), training_dialogue(n, rng, captions)))
     return pairs

@@ -145,16 +145,27 @@ def test_real_activitynet_and_didemo_give_verified_shards_the_trainer_encodes(tm
 
     trained, _ = llms
     didemo = [video_meta(r.key, r.duration, [{"start": e.start, "end": e.end, "caption": e.caption} for e in r.events])
-              for r in read_dataset("didemo", REAL / "didemo_test_sample.json").rows[:12]]
-    metas = anet_metas(REAL / "activitynet_captions_train_sample.json", 12) + didemo
+              for r in read_dataset("didemo", REAL / "didemo_test_sample.json").rows[:20]]
+    metas = anet_metas(REAL / "activitynet_captions_train_sample.json", 20) + didemo
     feats = _features(tmp_path, metas)
     res = CliRunner().invoke(app, ["build-qa", "--stage", "3", "--generate", "--llm", str(trained), "--features",
-                                   str(feats), "--out", str(tmp_path / "out"), "--llm-batch-size", "24",
+                                   str(feats), "--out", str(tmp_path / "out"), "--llm-batch-size", "40",
                                    "--max-new-tokens", "160", "--no-progress"])
     assert res.exit_code == 0, res.output
     index, errors = _accounting(tmp_path / "out")
-    assert index["qa"]["samples"] >= len(metas) // 2
+    # the fixture LLM rejects most of its real-data dialogues (docs/build-qa.md: ~90 % ActivityNet, ~60 % DiDeMo)
+    assert index["qa"]["samples"] >= 5 and all(e.reason.startswith("llm_") for e in errors)
     assert CliRunner().invoke(app, ["inspect", str(tmp_path / "out"), "--verify"]).exit_code == 0
     tokenizer = AutoTokenizer.from_pretrained(str(trained))
     for s in iter_samples(tmp_path / "out"):
         assert len(encode(s.conversation["turns"], tokenizer, "v1")) > 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_executors_output(tmp_path, random_llm):
+    feats = _features(tmp_path, _synthetic_metas(3))
+    run_build_qa(_cfg(feats, tmp_path / "local", random_llm, max_new_tokens=24, temperature=0.0))
+    run_build_qa(_cfg(feats, tmp_path / "ray", random_llm, max_new_tokens=24, temperature=0.0, executor="ray"))
+    assert (tmp_path / "local" / "errors.jsonl").read_text() == (tmp_path / "ray" / "errors.jsonl").read_text()
+    assert json.loads((tmp_path / "ray" / "run_config.json").read_text())["config"]["executor"] == "ray"
