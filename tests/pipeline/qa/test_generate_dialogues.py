@@ -159,6 +159,12 @@ def test_real_activitynet_and_didemo_give_verified_shards_the_trainer_encodes(tm
     tokenizer = AutoTokenizer.from_pretrained(str(trained))
     for s in iter_samples(tmp_path / "out"):
         assert len(encode(s.conversation["turns"], tokenizer, "v1")) > 0
+    # the stage-3 trainer's own shard reader: every written sample tokenized, with supervised answer tokens
+    from train.data.token_cache import build_table
+
+    tables = [build_table(str(tmp_path / "out" / sh["name"]), tokenizer, "v1") for sh in index["shards"]]
+    assert sum(len(t) for t in tables) == index["qa"]["samples"]
+    assert all((t.labels >= 0).any() for t in tables)
 
 
 @pytest.mark.ray
