@@ -175,3 +175,22 @@ def test_ray_executor_gives_the_local_executors_output(tmp_path, random_llm):
     run_build_qa(_cfg(feats, tmp_path / "ray", random_llm, max_new_tokens=24, temperature=0.0, executor="ray"))
     assert (tmp_path / "local" / "errors.jsonl").read_text() == (tmp_path / "ray" / "errors.jsonl").read_text()
     assert json.loads((tmp_path / "ray" / "run_config.json").read_text())["config"]["executor"] == "ray"
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"generate": True}, "--llm"), ({"generate": True, "llm": Path("m"), "dialogues": Path("d.json")}, "replaces"),
+    ({"dialogues": Path("d.json"), "llm": Path("m")}, "only used with --generate"),
+    ({"generate": True, "llm": Path("m"), "executor": "slurm"}, "--executor"),
+    ({"generate": True, "llm": Path("m"), "dialogues_per_video": 0}, "≥ 1"),
+    ({"generate": True, "llm": Path("m"), "top_p": 0.0}, "--top-p"),
+])
+def test_generate_option_errors(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        BuildQaConfig(features=tmp_path / "f", out=tmp_path / "o", stage="3", **kw)
+
+
+def test_a_model_that_does_not_load_stops_the_run(tmp_path):
+    feats = _features(tmp_path, _synthetic_metas(1))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="cannot load"):
+        run_build_qa(_cfg(feats, tmp_path / "out", tmp_path / "empty", tokenizer=None))
