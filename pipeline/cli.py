@@ -127,6 +127,24 @@ def build_qa_cmd(
     samples_per_shard: Optional[int] = _PER_SHARD,
     overwrite: Optional[bool] = _OVERWRITE,
     progress: Optional[bool] = _PROGRESS,
+    generate: Optional[bool] = typer.Option(None, "--generate", help="Stage 3: write dialogues with a text LLM from "
+                                            "each sample's events instead of --dialogues (docs/build-qa.md)."),
+    llm: Optional[Path] = typer.Option(None, "--llm", help="--generate: local Hugging Face causal-LM folder."),
+    dialogues_per_video: Optional[int] = typer.Option(None, "--dialogues-per-video", help="--generate: dialogues "
+                                                      "per video (default 2)."),
+    llm_engine: Optional[str] = typer.Option(None, "--llm-engine", help="--generate: transformers (default) or "
+                                             "vllm (where installed)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="--generate: local (default; in-process) or ray "
+                                           "(LLM actors)."),
+    llm_actors: Optional[int] = typer.Option(None, "--llm-actors", help="--executor ray: LLM actors, one GPU each "
+                                             "when there are GPUs (default 1)."),
+    llm_batch_size: Optional[int] = typer.Option(None, "--llm-batch-size", help="--generate: prompts per generate "
+                                                 "call (default 8)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="--generate: longest generation "
+                                                 "(default 384)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="--generate: sampling temperature, 0 = "
+                                                "greedy (default 0.7)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="--generate: nucleus sampling (default 0.9)."),
     timestamp_shift: Optional[int] = typer.Option(None, "--timestamp-shift", hidden=True,
                                                   help="Test-only: shift every rendered timestamp by N positions."),
     task: Optional[str] = typer.Option(None, "--task", hidden=True, help="Renamed: --benchmark."),
@@ -141,7 +159,9 @@ def build_qa_cmd(
             features=features, out=out, stage=stage, benchmark=benchmark, seed=seed, dense_ratio=dense_ratio,
             grounding_ratio=grounding_ratio, overlap=overlap, dialogues=dialogues, max_tokens=max_tokens,
             tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard, overwrite=overwrite,
-            progress=progress, timestamp_shift=timestamp_shift))
+            progress=progress, timestamp_shift=timestamp_shift, generate=generate, llm=llm,
+            dialogues_per_video=dialogues_per_video, llm_engine=llm_engine, executor=executor, llm_actors=llm_actors,
+            llm_batch_size=llm_batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p))
         result = run_build_qa(cfg)
     except (ValueError, OSError) as exc:  # OSError: a read-only or full output folder, an unreadable input
         fail(exc)

@@ -21,6 +21,10 @@ from pipeline.contract.shards import Sample
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
+from pipeline.qa.generate import check_options as check_generate_options
+from pipeline.qa.generate import settings
+from pipeline.qa.llm_dialogues import build_prompt
+from pipeline.qa.llm_executors import generate_samples
 from pipeline.qa.output import QaOutput, QaStats, out_location, print_summary, progress_iter
 
 STAGES = ("1", "2", "3")
@@ -42,7 +46,7 @@ class BuildQaConfig:
     benchmark: str | None = None
     """Evaluation shards instead: grounding or dvc queries with their ground truth."""
     seed: int = 0
-    """Stage 2: the random stream of a sample is seeded with "seed:key"."""
+    """Stage 2: the random stream of a sample is seeded with "seed:key". Stage 3 --generate: the sampling seed."""
     dense_ratio: float = 0.2
     """Stage 2: share of samples that get one dense-captioning turn instead of multi-turn QA."""
     grounding_ratio: float = 0.5
@@ -59,6 +63,23 @@ class BuildQaConfig:
     """Conversation format the token budget counts with, as the trainer encodes it (default: plain for stage 1,
     v1 otherwise)."""
     samples_per_shard: int = 1000
+    generate: bool = False
+    """Stage 3: write the dialogues with a text LLM from each sample's events instead of reading --dialogues
+    (pipeline.qa.generate; docs/build-qa.md)."""
+    llm: Path | None = None
+    """--generate: a local Hugging Face causal-LM folder (or a vLLM model with llm_engine vllm)."""
+    dialogues_per_video: int = 2
+    llm_engine: str = "transformers"
+    """--generate: transformers (default) or vllm (where installed)."""
+    executor: str = "local"
+    """--generate: the LLM in this process (local) or on Ray actors (ray)."""
+    llm_actors: int = 1
+    """--generate --executor ray: LLM actors (one GPU each when the cluster has GPUs)."""
+    llm_batch_size: int = 8
+    """--generate: prompts per generate call."""
+    max_new_tokens: int = 384
+    temperature: float = 0.7
+    top_p: float = 0.9
     overwrite: bool = False
     progress: bool = True
     timestamp_shift: int = 0
@@ -74,8 +95,9 @@ class BuildQaConfig:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         if self.benchmark is not None and self.benchmark not in BENCHMARKS:
             raise ValueError(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got {self.benchmark!r}")
-        if (self.stage == "3") != (self.dialogues is not None):
-            raise ValueError("--dialogues is required for --stage 3 and only used there")
+        if (self.stage == "3") != (self.dialogues is not None or self.generate):
+            raise ValueError("--dialogues (or --generate) is required for --stage 3 and only used there")
+        check_generate_options(self)
         for name in ("dense_ratio", "grounding_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be within [0, 1], got {getattr(self, name)}")
@@ -187,19 +209,26 @@ class DialogueJoin:
                 out.error(kr.key, "no_features", f"no feature sample with key {kr.video_key!r}")
 
 
+def _made(samples, make, cfg: BuildQaConfig, stats: QaStats):
+    for sample in samples:
+        stats.inputs["feature_samples"] += 1
+        for key, conv, reason, detail in make(sample, cfg, stats):
+            yield sample, key, conv, reason, detail
+
+
 def _make_budget(cfg: BuildQaConfig) -> TokenBudget | None:
-    if cfg.tokenizer is None or cfg.benchmark is not None:
+    if (cfg.tokenizer is None and not cfg.generate) or cfg.benchmark is not None:
         return None
-    return TokenBudget(Path(cfg.tokenizer), cfg.max_tokens, cfg.conv_format or default_format(cfg.stage))
+    return TokenBudget(Path(cfg.tokenizer or cfg.llm), cfg.max_tokens, cfg.conv_format or default_format(cfg.stage))
 
 
 def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     """Build the training (or evaluation) shards of `cfg.features` into `cfg.out`."""
     index_in = load_index(cfg.features)
-    records = load_records(cfg.dialogues) if cfg.stage == "3" else None  # a bad file stops before any output
+    records = load_records(cfg.dialogues) if cfg.dialogues else None  # a bad file stops before any output
     budget = _make_budget(cfg)
     stats = QaStats(stage=int(cfg.stage) if cfg.stage else None, benchmark=cfg.benchmark, source="build-qa",
-                    seed=cfg.seed if cfg.stage == "2" else None)
+                    seed=cfg.seed if cfg.stage == "2" or cfg.generate else None)
     prefix = f"eval-{cfg.benchmark}" if cfg.benchmark else f"stage{cfg.stage}"
     out = QaOutput(out_location(cfg.out), prefix, "build-qa", stats, cfg.samples_per_shard, cfg.overwrite)
     try:
@@ -212,6 +241,8 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     run_config = {"command": "build-qa", "config": asdict(cfg),
                   "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
                             "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
+    if cfg.generate:
+        run_config["generation"] = {**settings(cfg), "prompt_without_events": build_prompt([])}
     index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
     return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
 
@@ -224,29 +255,37 @@ def _fill(cfg: BuildQaConfig, out: QaOutput, index_in: dict, records: list | Non
     make = _eval if cfg.benchmark else {"1": _stage1, "2": _stage2, "3": join}[cfg.stage]
     total = index_in.get("totals", {}).get("samples")
     label = f"build-qa stage {cfg.stage}" if cfg.stage else f"build-qa {cfg.benchmark}"
-    for sample in progress_iter(iter_checked(cfg.features, index_in), total, label, cfg.progress):
-        stats.inputs["feature_samples"] += 1
-        if isinstance(sample, BadSample):
-            out.error(sample.key, sample.reason, sample.detail)
+    checked = progress_iter(iter_checked(cfg.features, index_in), total, label, cfg.progress)
+    samples = _decodable(checked, out)
+    made = generate_samples(samples, cfg, stats, budget) if cfg.generate else _made(samples, make, cfg, stats)
+    for sample, key, conv, reason, detail in made:
+        if conv is None:
+            out.error(key, reason, detail, sample.meta.get("source_id"))
             continue
-        if not isinstance(sample.meta, dict):
-            out.error(sample.key, "bad_meta", "meta.json is not an object")
+        if cfg.stage and (problem := turns_problem(conv.get("turns"))):  # e.g. a caption holding `<video>`
+            out.error(key, "bad_turns", problem, sample.meta.get("source_id"))
             continue
-        for key, conv, reason, detail in make(sample, cfg, stats):
-            if conv is None:
-                out.error(key, reason, detail, sample.meta.get("source_id"))
-                continue
-            if cfg.stage and (problem := turns_problem(conv.get("turns"))):  # e.g. a caption holding `<video>`
-                out.error(key, "bad_turns", problem, sample.meta.get("source_id"))
-                continue
-            if cfg.timestamp_shift and cfg.stage in ("2", "3"):
-                conv = qa.shift_timestamps(conv, cfg.timestamp_shift)
-            if budget is not None:
-                budget.check(key, conv["turns"], int(sample.features.shape[0]))
-            meta = sample.meta if key == sample.key else {**sample.meta, "key": key, "source_key": sample.key}
-            out.write(key, sample.features, meta, conv)
+        if cfg.timestamp_shift and cfg.stage in ("2", "3"):
+            conv = qa.shift_timestamps(conv, cfg.timestamp_shift)
+        if budget is not None:
+            budget.check(key, conv["turns"], int(sample.features.shape[0]))
+        meta = sample.meta if key == sample.key else {**sample.meta, "key": key, "source_key": sample.key}
+        out.write(key, sample.features, meta, conv)
     if join is not None:
         join.leftovers(out)
+
+
+def _decodable(checked, out: QaOutput):
+    """The samples that decode into a features array and a meta object; the others are counted error records."""
+    for sample in checked:
+        if isinstance(sample, BadSample):
+            out.stats.inputs["feature_samples"] += 1
+            out.error(sample.key, sample.reason, sample.detail)
+        elif not isinstance(sample.meta, dict):
+            out.stats.inputs["feature_samples"] += 1
+            out.error(sample.key, "bad_meta", "meta.json is not an object")
+        else:
+            yield sample
 
 
 def summarize(result: BuildQaResult) -> None:
