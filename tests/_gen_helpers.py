@@ -76,7 +76,7 @@ def build_dialogue_llms(out: Path, steps: int = 400, seed: int = 0) -> tuple[Pat
     the prompts and dialogues; the model learns the dialogues only (loss masked on the prompt)."""
     import torch
 
-    from train.tokenizer import train_tokenizer
+    from train.tiny import train_tokenizer
 
     pairs = training_texts(seed=seed)
     tokenizer = train_tokenizer([p + d for p, d in pairs], vocab_size=2000)
