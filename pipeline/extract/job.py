@@ -24,6 +24,7 @@ from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.clip import ClipConfig, encoder_id
 from pipeline.extract.decode import MediaError
 from pipeline.extract.executors import FRAMES_PER_ROW, InProcessExecutor, Job, Stats
+from pipeline.extract.lock import RunLocked, run_lock
 from pipeline.extract.ray_executor import RayExecutor
 from pipeline.extract.steps import Decode, Encode, Item, Preprocess, SampleFrames, Write
 from pipeline.extract.tasks import PlanMismatch, RunCounts, Task, TaskStore, split_tasks
@@ -170,20 +171,21 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
             "encoder": encoder, "rows": len(rows)}
     store = TaskStore(cfg.out_dir, plan)
     try:
-        store.check()
-    except PlanMismatch as e:
+        with run_lock(cfg.out_dir):
+            store.check()
+            todo = store.todo(split_tasks(rows, plan["num_tasks"]))
+            executor, use_gpu = make_executor(cfg)
+            job = build_job(cfg, store, encoder, use_gpu)
+            outcomes = _run(cfg, executor, job, store, todo, use_gpu, console)
+            failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
+            counts = RunCounts(0, Counter())
+            if not failed:
+                kinds = {r["kind"] for r in rows}
+                counts = store.finalize(num_frames=FRAMES_PER_ROW[kinds.pop()] if len(kinds) == 1 else None,
+                                        dim=FEATURE_DIM, extra={"rows": len(rows), "tasks": plan["num_tasks"]})
+    except (PlanMismatch, RunLocked) as e:
         raise ExtractError(str(e)) from e
-    todo = store.todo(split_tasks(rows, plan["num_tasks"]))
-    executor, use_gpu = make_executor(cfg)
-    job = build_job(cfg, store, encoder, use_gpu)
-    outcomes = _run(cfg, executor, job, store, todo, use_gpu, console)
-    failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
     step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
-    counts = RunCounts(0, Counter())
-    if not failed:
-        kinds = {r["kind"] for r in rows}
-        counts = store.finalize(num_frames=FRAMES_PER_ROW[kinds.pop()] if len(kinds) == 1 else None,
-                                dim=FEATURE_DIM, extra={"rows": len(rows), "tasks": plan["num_tasks"]})
     return ExtractSummary(cfg.out_dir, len(rows), counts.samples, counts.errors, len(todo),
                           plan["num_tasks"] - len(todo), time.time() - t0, failed, step_seconds)
 

@@ -217,3 +217,23 @@ def test_cli_dataset_name_finds_manifest_and_output(tmp_path, media):
     run_config = json.loads((tmp_path / "toy" / "features" / "run_config.json").read_text())
     assert run_config["config"]["manifest"] == str(tmp_path / "toy" / "manifest.parquet")
     assert run_config["config"]["clip"]["model"] == "tiny-random"
+
+
+def test_a_second_run_on_a_busy_out_is_refused_and_a_stale_lock_is_taken_over(media, tmp_path):
+    """Two runs on one --out used to both exit 0 with every error twice: the second is now refused in one line."""
+    import socket
+
+    from pipeline.extract.lock import LOCK
+
+    manifest = write_rows(good_rows(media)[:1], tmp_path / "manifest.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "now"}))
+    with pytest.raises(ExtractError, match="being written by another extract run"):
+        run_extract(config(manifest, out, executor="local", tasks=1))
+    assert not (out / "index.json").exists()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a holder killed with -9 leaves its lock behind: its pid no longer exists
+    (out / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "before"}))
+    summary = run_extract(config(manifest, out, executor="local", tasks=1))
+    assert summary.samples == 1 and (out / "index.json").exists() and not (out / LOCK).exists()
