@@ -152,7 +152,7 @@ def test_from_checkpoint_must_be_the_previous_stage(chain):
         prepare_stage3(stage_cfg(3, chain["root"] / "x", frm=chain["root"] / "s1"))
     with pytest.raises(ValueError, match="needs --from"):
         prepare_stage2(stage_cfg(2, chain["root"] / "x"))
-    with pytest.raises(FileNotFoundError, match="not a vtl checkpoint"):
+    with pytest.raises(FileNotFoundError, match="not a finished vtl checkpoint"):
         prepare_model(stage_cfg(2, chain["root"] / "x", frm=chain["root"] / "nothing"))
 
 
