@@ -82,7 +82,12 @@ def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
 def read_truth(annotations: str | Path, dataset: str | None = None, durations: str | Path | None = None
                ) -> dict[str, Truth]:
     """Ground truth by video id (both the source id and the manifest key) from annotations or a manifest."""
-    path = Path(annotations)
+    from pipeline.contract import storage
+
+    if storage.is_remote(annotations):  # never let Path() turn s3://b/x into a local s3:/b/x
+        raise storage.StorageError(f"{annotations}: vtl-eval score reads ground truth from a local file; copy it "
+                                   f"here first (object-store annotations are not supported by score yet)")
+    path = Path(storage.local_path(annotations))
     if path.suffix == ".parquet":
         from manifests.schema import read_manifest
 
