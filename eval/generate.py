@@ -81,19 +81,27 @@ def _video_key(q: Query) -> tuple:
     return prefix, feats.shape, hashlib.blake2b(feats.tobytes(), digest_size=16).digest()
 
 
-def _growing_layer_class():
-    """A KV-cache layer over a preallocated buffer that doubles when full: `update` writes in place and returns views.
+def _rows(buf: torch.Tensor, n: int, idx: torch.Tensor) -> torch.Tensor:
+    """A buffer of rows `idx` of `buf`, copying only the first `n` positions (the filled part)."""
+    out = buf.new_empty((len(idx), *buf.shape[1:]))
+    torch.index_select(buf[:, :, :n], 0, idx, out=out[:, :, :n])
+    return out
 
-    transformers' DynamicLayer concatenates the whole cache on every step (a copy per token per layer, the largest
-    cost of batched decoding on CPU); this keeps the DynamicLayer contract (keys/values are the filled part).
+
+def _static_layer_class(capacity: int):
+    """A KV-cache layer over one buffer of `capacity` positions, allocated at its first update and written in place.
+
+    transformers' DynamicLayer concatenates the whole cache at every step (a copy per token per layer: the largest
+    cost of batched decoding on CPU once the prefix is shared); the caller knows the final length (prefix + text +
+    max_new_tokens), so the buffer never grows. `keys`/`values` are the filled part, as in DynamicLayer.
     """
     from transformers.cache_utils import DynamicLayer
 
-    class GrowingLayer(DynamicLayer):
+    class StaticLayer(DynamicLayer):
         def lazy_initialization(self, key_states, value_states):
             super().lazy_initialization(key_states, value_states)
-            self._k = self._v = None
-            self._n = 0
+            shape = (*key_states.shape[:2], capacity, key_states.shape[-1])
+            self._k, self._v, self._n = key_states.new_empty(shape), value_states.new_empty(shape), 0
 
         def _view(self):
             self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
@@ -102,100 +110,121 @@ def _growing_layer_class():
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             add = key_states.shape[-2]
-            if self._k is None or self._n + add > self._k.shape[-2]:
-                cap = max(2 * (self._n + add), 64)
-                grown = []
-                for old, new in ((self._k, key_states), (self._v, value_states)):
-                    buf = new.new_empty((*new.shape[:2], cap, new.shape[-1]))
-                    if old is not None:
-                        buf[:, :, :self._n] = old[:, :, :self._n]
-                    grown.append(buf)
-                self._k, self._v = grown
+            if self._n + add > capacity:
+                raise RuntimeError(f"the KV cache holds {capacity} positions; {self._n + add} were written")
             self._k[:, :, self._n:self._n + add] = key_states
             self._v[:, :, self._n:self._n + add] = value_states
             self._n += add
             self._view()
             return self.keys, self.values
 
-        def reorder_cache(self, beam_idx):
-            if self._k is not None:
-                self._k = self._k.index_select(0, beam_idx.to(self._k.device))
-                self._v = self._v.index_select(0, beam_idx.to(self._v.device))
+        def reorder_cache(self, beam_idx):  # rows may repeat: a prefix row is copied to each query of its video
+            if self.is_initialized:
+                idx = beam_idx.to(self._k.device)
+                self._k, self._v = _rows(self._k, self._n, idx), _rows(self._v, self._n, idx)
                 self._view()
 
         batch_select_indices = reorder_cache
 
-    return GrowingLayer
+    return StaticLayer
 
 
-def _new_cache(llm) -> tuple[str, object]:
-    """(the forward keyword that takes a cache in this transformers version, an empty growing cache)."""
+def _new_cache(llm, capacity: int) -> tuple[str, object]:
+    """(the forward keyword that takes a cache in this transformers version, an empty cache of `capacity`)."""
     import inspect
 
     from transformers.cache_utils import Cache
 
     base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
     word = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-    return word, Cache(layer_class_to_replicate=_growing_layer_class())
+    return word, Cache(layer_class_to_replicate=_static_layer_class(capacity))
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-@torch.inference_mode()
-def generate_shared(model, queries: Sequence[Query], max_new_tokens: int) -> list[str]:
-    """Greedy answers for one batch, running each distinct video prefix once (see the module docstring)."""
-    llm, tok = model.llm, model.tokenizer
-    keys = [_video_key(q) for q in queries]
+@dataclass
+class _Batch:
+    """Decoding state of the live rows: their cache, the 4-D attention mask over the whole capacity, last positions.
+
+    The mask is what transformers would build from the 2-D padding mask (boolean, True = attend), built once: the
+    columns a row will write later are already True, so each step passes a view of the first `n` columns instead of
+    concatenating a column and rebuilding the 4-D mask from it.
+    """
+
+    cache: object
+    word: str
+    mask: torch.Tensor  # (B, 1, 1, capacity) bool
+    last: torch.Tensor  # (B,) position of each row's last token
+    rows: list[int]  # index of each live row in the caller's queries
+    n: int  # positions in the cache
+
+    def keep(self, js: list[int]) -> None:
+        idx = torch.tensor(js, device=self.mask.device)
+        self.cache.reorder_cache(idx)
+        self.mask, self.last, self.rows = self.mask[idx], self.last[idx], [self.rows[j] for j in js]
+
+
+def _prefill(model, queries: Sequence[Query], keys: Sequence[tuple], max_new_tokens: int):
+    """Runs each distinct prefix once, copies its cache to its queries, runs their own text: (_Batch, logits)."""
+    llm = model.llm
     distinct = list(dict.fromkeys(keys))
     owner = torch.tensor([distinct.index(k) for k in keys])
     first = [keys.index(k) for k in distinct]
-    suffixes = [_split(q)[1] for q in queries]
-    if not all(suffixes):
-        raise ValueError("a prompt ends at its video rows; generation needs text after them (the assistant prefix)")
-    # 1. one pass over the distinct prefixes (system text + video rows), left-padded if their lengths differ
     pre_embs = [model.embed(list(distinct[j][0]), _features(model, queries[first[j]])) for j in range(len(distinct))]
-    if any(e.shape[0] == 0 for e in pre_embs):  # no video in the prompt: nothing to share
-        return generate_batch(model, queries, max_new_tokens)
+    no_rows = torch.zeros((0, queries[0].features.shape[-1]))
+    text, text_mask = _left_pad([model.embed(_split(q)[1], no_rows) for q in queries])
     inputs, pre_mask = _left_pad(pre_embs)
-    word, cache = _new_cache(llm)
+    width = pre_mask.shape[1] + text_mask.shape[1]
+    word, cache = _new_cache(llm, width + max_new_tokens)
     llm(inputs_embeds=inputs, attention_mask=pre_mask, position_ids=_positions(pre_mask), use_cache=True,
         logits_to_keep=1, **{word: cache})
     cache.reorder_cache(owner.to(inputs.device))
-    mask = pre_mask[owner.to(pre_mask.device)]
-    # 2. each query's own text, padded on its left (between prefix and text: masked, skipped by the positions)
-    no_rows = torch.zeros((0, queries[0].features.shape[-1]))
-    text_embs = [model.embed(s, no_rows) for s in suffixes]
-    text, text_mask = _left_pad(text_embs)
-    mask = torch.cat([mask, text_mask], dim=1)
-    pos = _positions(mask)[:, -text.shape[1]:]
-    out = llm(inputs_embeds=text, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-              **{word: cache})
-    # 3. greedy steps; a row that emits EOS leaves the batch
+    # each query's own text, padded on its left (between prefix and text: masked, skipped by the positions)
+    mask2d = torch.cat([pre_mask[owner.to(pre_mask.device)], text_mask], dim=1).bool()
+    pos = _positions(mask2d.long())[:, -text.shape[1]:]
+    n_text = text.shape[1]
+    causal = torch.arange(width, device=mask2d.device)[None, :] <= \
+        torch.arange(width - n_text, width, device=mask2d.device)[:, None]
+    out = llm(inputs_embeds=text, attention_mask=(mask2d[:, None, None, :] & causal[None, None]), position_ids=pos,
+              use_cache=True, logits_to_keep=1, **{word: cache})
+    mask = mask2d.new_ones((len(queries), 1, 1, width + max_new_tokens))
+    mask[:, 0, 0, :width] = mask2d
+    return _Batch(cache, word, mask, pos[:, -1], list(range(len(queries))), width), out.logits[:, -1]
+
+
+@torch.inference_mode()
+def generate_shared(model, queries: Sequence[Query], max_new_tokens: int, keys: Sequence[tuple] | None = None
+                    ) -> list[str]:
+    """Greedy answers for one batch, running each distinct video prefix once (see the module docstring).
+
+    `keys`: the queries' `_video_key`s when the caller has them already.
+    """
+    llm, tok = model.llm, model.tokenizer
+    keys = [_video_key(q) for q in queries] if keys is None else list(keys)
+    if not all(_split(q)[1] for q in queries):
+        raise ValueError("a prompt ends at its video rows; generation needs text after them (the assistant prefix)")
+    if any(not k[0] for k in keys):  # no video in the prompt: nothing to share
+        return generate_batch(model, queries, max_new_tokens)
+    batch, logits = _prefill(model, queries, keys, max_new_tokens)
     answers: list[list[int]] = [[] for _ in queries]
-    live = list(range(len(queries)))
-    logits, last = out.logits[:, -1], pos[:, -1]
     embed_tokens = llm.get_input_embeddings()
     for step in range(max_new_tokens):
         nxt = logits.argmax(dim=-1)
         keep = []
-        for j, (row, token) in enumerate(zip(live, nxt.tolist())):
-            if token == tok.eos_token_id:
-                continue
-            answers[row].append(token)
-            keep.append(j)
+        for j, (row, token) in enumerate(zip(batch.rows, nxt.tolist())):
+            if token != tok.eos_token_id:
+                answers[row].append(token)
+                keep.append(j)
         if not keep or step == max_new_tokens - 1:
             break
-        if len(keep) < len(live):
-            idx = torch.tensor(keep, device=mask.device)
-            cache.reorder_cache(idx)
-            mask, last, nxt = mask[idx], last[idx], nxt[idx]
-            live = [live[j] for j in keep]
-        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-        last = last + 1
-        out = llm(inputs_embeds=embed_tokens(nxt)[:, None], attention_mask=mask, position_ids=last[:, None],
-                  use_cache=True, logits_to_keep=1, **{word: cache})
+        if len(keep) < len(batch.rows):  # finished rows leave the batch
+            batch.keep(keep)
+            nxt = nxt[torch.tensor(keep, device=nxt.device)]
+        batch.last, batch.n = batch.last + 1, batch.n + 1
+        out = llm(inputs_embeds=embed_tokens(nxt)[:, None], attention_mask=batch.mask[..., :batch.n],
+                  position_ids=batch.last[:, None], use_cache=True, logits_to_keep=1, **{batch.word: batch.cache})
         logits = out.logits[:, -1]
     return [_decode(tok, a) for a in answers]
 
@@ -212,8 +241,8 @@ def generate(model, queries: Sequence[Query], batch_size: int, max_new_tokens: i
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = [queries[i] for i in idx]
-        for i, answer in zip(idx, generate_shared(model, batch, max_new_tokens) if batch_size > 1
-                             else generate_batch(model, batch, max_new_tokens)):
+        for i, answer in zip(idx, generate_shared(model, batch, max_new_tokens, [keys[i] for i in idx])
+                             if batch_size > 1 else generate_batch(model, batch, max_new_tokens)):
             answers[i] = answer
         if progress is not None:
             progress(len(idx))
