@@ -37,6 +37,8 @@ def test_shared_prefix_answers_equal_one_at_a_time(model_and_queries):
     assert generate(model, queries, batch_size=8, max_new_tokens=12) == expected
     assert generate(model, queries, batch_size=32, max_new_tokens=12) == expected
     assert len(set(expected)) > 1  # the answers depend on the query, so the check can fail
+    # one new token: the KV cache is sized exactly (prefix + text + 1) and the loop ends before any decode step
+    assert generate(model, queries, batch_size=8, max_new_tokens=1) == one_at_a_time(model, queries, 1)
 
 
 def test_rows_that_stop_early_leave_the_batch_without_changing_others(model_and_queries):
