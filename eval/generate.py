@@ -146,16 +146,18 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Batch:
-    """Decoding state of the live rows: their cache, the 4-D attention mask over the whole capacity, last positions.
+    """Decoding state of the live rows: their cache, the padding mask over the whole capacity, last positions.
 
-    The mask is what transformers would build from the 2-D padding mask (boolean, True = attend), built once: the
-    columns a row will write later are already True, so each step passes a view of the first `n` columns instead of
-    concatenating a column and rebuilding the 4-D mask from it.
+    The mask (True = attend) is built once with the columns a row will write later already True, so each step passes
+    a view of its first `n` columns instead of concatenating a column. With SDPA the view is passed as the 4-D mask
+    SDPA takes (transformers passes a 4-D mask through instead of rebuilding it from the 2-D one every step); other
+    attention implementations (flash-attn's varlen path, eager's additive mask) get the 2-D view.
     """
 
     cache: object
     word: str
-    mask: torch.Tensor  # (B, 1, 1, capacity) bool
+    mask: torch.Tensor  # (B, capacity) bool
+    four_d: bool  # the model attends with SDPA
     last: torch.Tensor  # (B,) position of each row's last token
     rows: list[int]  # index of each live row in the caller's queries
     n: int  # positions in the cache
@@ -164,6 +166,9 @@ class _Batch:
         idx = torch.tensor(js, device=self.mask.device)
         self.cache.reorder_cache(idx)
         self.mask, self.last, self.rows = self.mask[idx], self.last[idx], [self.rows[j] for j in js]
+
+    def step_mask(self) -> torch.Tensor:
+        return self.mask[:, None, None, :self.n] if self.four_d else self.mask[:, :self.n]
 
 
 def _prefill(model, queries: Sequence[Query], keys: Sequence[tuple], max_new_tokens: int):
@@ -184,14 +189,17 @@ def _prefill(model, queries: Sequence[Query], keys: Sequence[tuple], max_new_tok
     # each query's own text, padded on its left (between prefix and text: masked, skipped by the positions)
     mask2d = torch.cat([pre_mask[owner.to(pre_mask.device)], text_mask], dim=1).bool()
     pos = _positions(mask2d.long())[:, -text.shape[1]:]
-    n_text = text.shape[1]
-    causal = torch.arange(width, device=mask2d.device)[None, :] <= \
-        torch.arange(width - n_text, width, device=mask2d.device)[:, None]
-    out = llm(inputs_embeds=text, attention_mask=(mask2d[:, None, None, :] & causal[None, None]), position_ids=pos,
-              use_cache=True, logits_to_keep=1, **{word: cache})
-    mask = mask2d.new_ones((len(queries), 1, 1, width + max_new_tokens))
-    mask[:, 0, 0, :width] = mask2d
-    return _Batch(cache, word, mask, pos[:, -1], list(range(len(queries))), width), out.logits[:, -1]
+    four_d = getattr(llm.config, "_attn_implementation", None) == "sdpa"
+    attend = mask2d
+    if four_d:  # what transformers builds for SDPA: causal within the text, padding columns closed
+        causal = torch.arange(width, device=mask2d.device)[None, :] <= \
+            torch.arange(width - text.shape[1], width, device=mask2d.device)[:, None]
+        attend = mask2d[:, None, None, :] & causal[None, None]
+    out = llm(inputs_embeds=text, attention_mask=attend, position_ids=pos, use_cache=True, logits_to_keep=1,
+              **{word: cache})
+    mask = mask2d.new_ones((len(queries), width + max_new_tokens))
+    mask[:, :width] = mask2d
+    return _Batch(cache, word, mask, four_d, pos[:, -1], list(range(len(queries))), width), out.logits[:, -1]
 
 
 @torch.inference_mode()
@@ -223,7 +231,7 @@ def generate_shared(model, queries: Sequence[Query], max_new_tokens: int, keys: 
             batch.keep(keep)
             nxt = nxt[torch.tensor(keep, device=nxt.device)]
         batch.last, batch.n = batch.last + 1, batch.n + 1
-        out = llm(inputs_embeds=embed_tokens(nxt)[:, None], attention_mask=batch.mask[..., :batch.n],
+        out = llm(inputs_embeds=embed_tokens(nxt)[:, None], attention_mask=batch.step_mask(),
                   position_ids=batch.last[:, None], use_cache=True, logits_to_keep=1, **{batch.word: batch.cache})
         logits = out.logits[:, -1]
     return [_decode(tok, a) for a in answers]

@@ -41,6 +41,18 @@ def test_shared_prefix_answers_equal_one_at_a_time(model_and_queries):
     assert generate(model, queries, batch_size=8, max_new_tokens=1) == one_at_a_time(model, queries, 1)
 
 
+def test_eager_attention_gets_the_padding_mask_it_expects(model_and_queries):
+    model, queries = model_and_queries  # SDPA gets a prebuilt 4-D boolean mask; eager adds a float mask it builds
+    expected = one_at_a_time(model, queries[:6], 8)
+    model.llm.set_attn_implementation("eager")
+    try:
+        assert model.llm.config._attn_implementation == "eager"
+        assert one_at_a_time(model, queries[:6], 8) == expected
+        assert generate(model, queries[:6], batch_size=6, max_new_tokens=8) == expected
+    finally:
+        model.llm.set_attn_implementation("sdpa")
+
+
 def test_rows_that_stop_early_leave_the_batch_without_changing_others(model_and_queries):
     model, queries = model_and_queries
     tok = model.tokenizer
