@@ -468,3 +468,40 @@ def test_stage3_malformed_dialogue_turns_are_error_records(tmp_path):
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     index, errors = json.loads((out / INDEX).read_text()), read_errors(out)
     assert index["totals"]["samples"] == 1 and {e.key for e in errors} >= {"v1", "v2"}
+
+
+def test_absurd_shapes_are_error_records_before_the_resize(tmp_path):
+    """A 93-byte 1×4000 PNG and a 1024×2 video (one 224 × 114688 float resize per frame: ~3 s each here, ~5 min
+    for 100 frames) are `bad_shape` records; the other rows are extracted, on both resize paths, in seconds."""
+    import time
+
+    from _extract_helpers import assert_exact, config, write_rows
+    from PIL import Image
+
+    from manifests.schema import ManifestRow
+    from pipeline.extract.clip import ClipConfig
+    from pipeline.extract.job import run_extract
+    from pipeline.synth.media import frame_counter_video, write_video
+
+    media = {"v60": frame_counter_video(tmp_path / "v60.mp4", 60, 10.0), "im": tmp_path / "im.png"}
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(media["im"])
+    Image.fromarray(np.zeros((4000, 1, 3), np.uint8)).save(tmp_path / "tall.png", optimize=True)
+    write_video(tmp_path / "wide.mp4", np.full((30, 2, 1024, 3), 128, np.uint8), 10.0)
+    assert (tmp_path / "tall.png").stat().st_size < 200
+    rows = [ManifestRow(key="ok_video", dataset="synth", kind="video", media=str(media["v60"])),
+            ManifestRow(key="ok_image", dataset="synth", kind="image", media=str(media["im"])),
+            ManifestRow(key="tall_png", dataset="synth", kind="image", media=str(tmp_path / "tall.png")),
+            ManifestRow(key="wide_video", dataset="synth", kind="video", media=str(tmp_path / "wide.mp4"))]
+    manifest = write_rows(rows, tmp_path / "m.parquet")
+    for fast in (False, True):
+        out = tmp_path / f"out-{fast}"
+        t0 = time.monotonic()
+        run_extract(config(manifest, out, executor="local", clip=ClipConfig(model="tiny-random", fast_resize=fast)))
+        assert time.monotonic() - t0 < 20
+        samples, errors = assert_exact(out, rows)
+        assert sorted(samples) == ["ok_image", "ok_video"]
+        by_key = {e.key: e for e in errors}
+        assert {k: (e.step, e.reason) for k, e in by_key.items()} == {
+            "tall_png": ("decode", "bad_shape"), "wide_video": ("sample_frames", "bad_shape")}
+        assert "1x4000 pixels (aspect ratio 4000:1" in by_key["tall_png"].detail
+        assert "1024x2 pixels (aspect ratio 512:1" in by_key["wide_video"].detail

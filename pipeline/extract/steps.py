@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.contract import timing
 from pipeline.contract.shards import ErrorRecord, Sample, ShardWriter, write_errors
-from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, image_size, open_video, read_image
+from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, check_shape, image_size, open_video, read_image
 
 
 @dataclass
@@ -124,8 +124,11 @@ class SampleFrames(Step):
             indices = timing.frame_indices(src.num_frames, src.fps, tuple(window) if window else None)
         except ValueError as e:
             raise MediaError("window_outside_file", str(e)) from e
+        if self.fast_resize:  # the decoder resizes: its output size must be bounded before it reads
+            check_shape(*src.frame_shape(), "the video's frame")
         size = short_side_size(*src.frame_shape()) if self.fast_resize else None
         item.frames = src.read(indices, size)
+        check_shape(*item.frames.shape[1:3], "the video's frame")  # before Preprocess resizes them
         item.meta = sample_meta(row, fps=src.fps, num_frames=src.num_frames, indices=indices,
                                 times=timing.frame_times(indices, src.fps), decoder=src.decoder)
         item.source = None  # decoder handles stay in this process; items may travel to an encoder actor
