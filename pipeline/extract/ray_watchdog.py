@@ -17,12 +17,20 @@ import select
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 SNAPSHOT_S = 1.0
 """How often the watchdog notes the driver's descendants."""
 
 
-def start(session_dir: str) -> subprocess.Popen:
+@dataclass(frozen=True)
+class Watchdog:
+    process: subprocess.Popen
+    pipe: int
+    """The write end, held open for the driver's lifetime; the kernel closes it when the driver dies."""
+
+
+def start(session_dir: str) -> Watchdog:
     """Start the watchdog for this process (the driver) and the Ray session in `session_dir`."""
     read_end, write_end = os.pipe()  # both non-inheritable: Ray's later children never hold the write end
     try:
@@ -30,8 +38,7 @@ def start(session_dir: str) -> subprocess.Popen:
                                  session_dir], stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True)
     finally:
         os.close(read_end)
-    proc._vtl_pipe = write_end  # kept open for the driver's lifetime; the kernel closes it when the driver dies
-    return proc
+    return Watchdog(proc, write_end)
 
 
 def _is_ray(cmdline: list[str], session: str) -> bool:
