@@ -145,6 +145,9 @@ def build_qa_cmd(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="--generate: sampling temperature, 0 = "
                                                 "greedy (default 0.7)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="--generate: nucleus sampling (default 0.9)."),
+    on_duration_mismatch: Optional[str] = typer.Option(None, "--on-duration-mismatch", help="Samples whose "
+                                                       "annotated duration the media does not have: skip (default; "
+                                                       "error records), flag (kept, counted) or refuse."),
     timestamp_shift: Optional[int] = typer.Option(None, "--timestamp-shift", hidden=True,
                                                   help="Test-only: shift every rendered timestamp by N positions."),
     task: Optional[str] = typer.Option(None, "--task", hidden=True, help="Renamed: --benchmark."),
@@ -159,7 +162,8 @@ def build_qa_cmd(
             features=features, out=out, stage=stage, benchmark=benchmark, seed=seed, dense_ratio=dense_ratio,
             grounding_ratio=grounding_ratio, overlap=overlap, dialogues=dialogues, max_tokens=max_tokens,
             tokenizer=tokenizer, conv_format=conv_format, samples_per_shard=samples_per_shard, overwrite=overwrite,
-            progress=progress, timestamp_shift=timestamp_shift, generate=generate, llm=llm,
+            progress=progress, timestamp_shift=timestamp_shift, on_duration_mismatch=on_duration_mismatch,
+            generate=generate, llm=llm,
             dialogues_per_video=dialogues_per_video, llm_engine=llm_engine, executor=executor, llm_actors=llm_actors,
             llm_batch_size=llm_batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p))
         result = run_build_qa(cfg)

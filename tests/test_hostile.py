@@ -468,3 +468,132 @@ def test_stage3_malformed_dialogue_turns_are_error_records(tmp_path):
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     index, errors = json.loads((out / INDEX).read_text()), read_errors(out)
     assert index["totals"]["samples"] == 1 and {e.key for e in errors} >= {"v1", "v2"}
+
+
+@pytest.mark.timeout(120)  # an extract with a model load: ~10 s idle, more on a loaded box
+def test_absurd_shapes_are_error_records_before_the_resize(tmp_path):
+    """A 93-byte 1×4000 PNG and a 1024×2 video (one 224 × 114688 float resize per frame: ~3 s each here, ~5 min
+    for 100 frames) are `bad_shape` records; the other rows are extracted, on both resize paths, in seconds."""
+    import time
+
+    from _extract_helpers import assert_exact, config, write_rows
+    from PIL import Image
+
+    from manifests.schema import ManifestRow
+    from pipeline.extract.clip import ClipConfig
+    from pipeline.extract.job import run_extract
+    from pipeline.synth.media import frame_counter_video, write_video
+
+    media = {"v60": frame_counter_video(tmp_path / "v60.mp4", 60, 10.0), "im": tmp_path / "im.png"}
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(media["im"])
+    Image.fromarray(np.zeros((4000, 1, 3), np.uint8)).save(tmp_path / "tall.png", optimize=True)
+    write_video(tmp_path / "wide.mp4", np.full((30, 2, 1024, 3), 128, np.uint8), 10.0)
+    assert (tmp_path / "tall.png").stat().st_size < 200
+    rows = [ManifestRow(key="ok_video", dataset="synth", kind="video", media=str(media["v60"])),
+            ManifestRow(key="ok_image", dataset="synth", kind="image", media=str(media["im"])),
+            ManifestRow(key="tall_png", dataset="synth", kind="image", media=str(tmp_path / "tall.png")),
+            ManifestRow(key="wide_video", dataset="synth", kind="video", media=str(tmp_path / "wide.mp4"))]
+    manifest = write_rows(rows, tmp_path / "m.parquet")
+    for fast in (False, True):
+        out = tmp_path / f"out-{fast}"
+        t0 = time.monotonic()
+        run_extract(config(manifest, out, executor="local", clip=ClipConfig(model="tiny-random", fast_resize=fast)))
+        assert time.monotonic() - t0 < 20
+        samples, errors = assert_exact(out, rows)
+        assert sorted(samples) == ["ok_image", "ok_video"]
+        by_key = {e.key: e for e in errors}
+        assert {k: (e.step, e.reason) for k, e in by_key.items()} == {
+            "tall_png": ("decode", "bad_shape"), "wide_video": ("sample_frames", "bad_shape")}
+        assert "1x4000 pixels (aspect ratio 4000:1" in by_key["tall_png"].detail
+        assert "1024x2 pixels (aspect ratio 512:1" in by_key["wide_video"].detail
+
+
+def test_duration_mismatch_rule():
+    """max(0.5 s, 5 % of the decoded length); the window's part inside the file is what was decoded."""
+    from pipeline.contract.timing import decoded_span, duration_mismatch
+
+    assert decoded_span(60, 10.0, None) == 6.0 and decoded_span(60, 10.0, (2.0, 10.0)) == 4.0
+    assert decoded_span(60, 10.0, (1.5, 4.0)) == 2.5 and decoded_span(3, 30.0, (0.0, 5.0)) == pytest.approx(0.1)
+    assert duration_mismatch(6.4, 6.0) is None and duration_mismatch(6.6, 6.0) == {"annotated": 6.6, "decoded": 6.0}
+    assert duration_mismatch(104.9, 100.0) is None and duration_mismatch(105.1, 100.0) is not None
+    assert duration_mismatch(148.0, 5.0) == {"annotated": 148.0, "decoded": 5.0}
+    assert duration_mismatch(None, 5.0) is None and duration_mismatch(float("nan"), 5.0) is None
+
+
+@pytest.fixture(scope="module")
+def mismatched_features(tmp_path_factory):
+    """Extracted features of: window (2, 10) on a 6 s file, an ActivityNet-style duration of 148 s on a 5 s file, a
+    DiDeMo-style window (0, 5) on a 0.1 s file, and one consistent row."""
+    from _extract_helpers import config, write_rows
+
+    from manifests.schema import Event, ManifestRow
+    from pipeline.extract.job import run_extract
+    from pipeline.synth.media import frame_counter_video
+
+    d = tmp_path_factory.mktemp("mismatch")
+    six, five, tiny = (frame_counter_video(d / f"{n}.mp4", frames, fps) for n, frames, fps in
+                       (("six", 60, 10.0), ("five", 50, 10.0), ("tiny", 3, 30.0)))
+    ev = (Event(1.0, 2.5, "the grey gets lighter"),)
+    rows = [ManifestRow(key="window_past_end", dataset="synth", kind="video", media=str(six), window=(2.0, 10.0),
+                        duration=8.0, events=ev),
+            ManifestRow(key="duration_148", dataset="synth", kind="video", media=str(five), duration=148.0,
+                        events=(Event(10.0, 40.0, "a long event"),)),
+            ManifestRow(key="tiny_file", dataset="synth", kind="video", media=str(tiny), window=(0.0, 5.0),
+                        duration=5.0, events=ev),
+            ManifestRow(key="consistent", dataset="synth", kind="video", media=str(six), duration=6.0, events=ev)]
+    out = d / "features"
+    run_extract(config(write_rows(rows, d / "m.parquet"), out, executor="local", tasks=1))
+    return out
+
+
+@pytest.mark.timeout(120)  # an extract with a model load: ~10 s idle, more on a loaded box
+def test_duration_mismatch_is_flagged_in_meta_and_reported(mismatched_features):
+    from pipeline.contract.shards import iter_samples
+
+    flags = {s.key: s.meta.get("duration_mismatch") for s in iter_samples(mismatched_features)}
+    assert flags == {"window_past_end": {"annotated": 8.0, "decoded": 4.0},
+                     "duration_148": {"annotated": 148.0, "decoded": 5.0},
+                     "tiny_file": {"annotated": 5.0, "decoded": 0.1}, "consistent": None}
+    summary = runner.invoke(app, ["inspect", str(mismatched_features)])
+    assert summary.exit_code == 0 and "duration_mismatch: 3 sample(s)" in summary.output, summary.output
+    verify = runner.invoke(app, ["inspect", str(mismatched_features), "--verify", "--json"])
+    assert verify.exit_code == 0, verify.output
+    report = json.loads(verify.output)
+    assert report["scanned"]["duration_mismatch"] == 3 and report["verify"]["ok"]
+    assert any(w.startswith("3 sample(s) flagged duration_mismatch") for w in report["verify"]["warnings"])
+
+
+@pytest.mark.timeout(120)  # an extract with a model load: ~10 s idle, more on a loaded box
+def test_build_qa_skips_flags_or_refuses_duration_mismatches(mismatched_features, tmp_path):
+    from pipeline.contract.shards import iter_samples
+    from pipeline.contract.timing import render_time
+
+    base = ["build-qa", "--features", str(mismatched_features), "--stage", "2", "--no-progress"]
+    skipped = runner.invoke(app, [*base, "--out", str(tmp_path / "skip")])  # the default
+    assert skipped.exit_code == 0, skipped.output
+    assert [s.key for s in iter_samples(tmp_path / "skip")] == ["consistent"]
+    errors = read_errors(tmp_path / "skip")
+    assert sorted((e.key, e.reason) for e in errors) == [("duration_148", "duration_mismatch"),
+                                                         ("tiny_file", "duration_mismatch"),
+                                                         ("window_past_end", "duration_mismatch")]
+    assert "annotated 148.0 s, decoded 5.0 s" in {e.key: e.detail for e in errors}["duration_148"]
+
+    flagged = runner.invoke(app, [*base, "--out", str(tmp_path / "flag"), "--on-duration-mismatch", "flag"])
+    assert flagged.exit_code == 0, flagged.output
+    samples = {s.key: s for s in iter_samples(tmp_path / "flag")}
+    assert len(samples) == 4 and read_errors(tmp_path / "flag") == []
+    index = json.loads((tmp_path / "flag" / INDEX).read_text())
+    assert index["qa"]["notes"]["duration_mismatch_kept"] == 3
+    long = samples["duration_148"]
+    assert long.meta["duration_mismatch"] == {"annotated": 148.0, "decoded": 5.0}
+    text = " ".join(t["value"] for t in long.conversation["turns"])
+    # VTimeLLM's rule stays: timestamps quantised against the annotated duration (10 s, 40 s of 148 s → 07, 27)
+    assert render_time(10.0, 148.0) == "07" and render_time(40.0, 148.0) == "27"
+    assert "07" in text and "27" in text, text
+
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "refuse"), "--on-duration-mismatch", "refuse"])
+    assert refused.exit_code == 2
+    _one_error_line(refused)
+    assert "3 of 4 samples have an annotated duration" in refused.stderr and "duration_148 (annotated 148.0 s" in \
+        refused.stderr
+    assert not (tmp_path / "refuse").exists() or not any((tmp_path / "refuse").iterdir())

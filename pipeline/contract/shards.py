@@ -35,6 +35,16 @@ FEATURE_DIM = 768  # D: CLIP ViT-L/14's projected embedding width (reference §4
 SHARD_SUFFIX = ".tar"
 META_FIELDS = ("key", "dataset", "source_id", "media", "kind", "window", "duration", "fps", "num_frames",
                "frame_indices", "frame_times", "events", "caption", "encoder")
+DURATION_MISMATCH = "duration_mismatch"
+"""Optional meta.json field, present only when the sample's `duration` (the time base of its events and timestamps)
+disagrees with the length of media behind its features beyond `timing.DURATION_TOLERANCE_S` / `_REL`:
+`{"annotated": seconds, "decoded": seconds}` (pipeline.contract.timing.duration_mismatch)."""
+
+
+def duration_mismatch_of(meta: dict) -> dict | None:
+    """A sample's duration-mismatch flag, or None (also for a meta.json that is not an object)."""
+    flag = meta.get(DURATION_MISMATCH) if isinstance(meta, dict) else None
+    return flag if isinstance(flag, dict) else None
 
 
 @dataclass

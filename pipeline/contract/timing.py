@@ -75,5 +75,34 @@ def dense_caption_span(a: int, b: int, duration: float) -> tuple[float, float]:
     return a * duration / 100, (b + 1) * duration / 100
 
 
+DURATION_TOLERANCE_S = 0.5
+DURATION_TOLERANCE_REL = 0.05
+"""A sample's annotated duration may differ from the decoded length of its media by max(0.5 s, 5 % of the decoded
+length) before it is flagged: decoders' frame counts and containers' durations differ by a frame or two, and
+annotations round durations to a tenth or a second."""
+
+
+def decoded_span(num_frames: int, fps: float, window: tuple[float, float] | None) -> float | None:
+    """Seconds of media behind a sample: the file's num_frames / fps, or the part of the window inside the file."""
+    if not (num_frames > 0 and fps and fps > 0):
+        return None
+    length = num_frames / fps
+    if window is None:
+        return length
+    return max(0.0, min(float(window[1]), length) - max(float(window[0]), 0.0))
+
+
+def duration_mismatch(annotated: float | None, decoded: float | None) -> dict | None:
+    """`{"annotated", "decoded"}` (seconds) when the two disagree beyond the tolerance above, else None.
+
+    The annotated duration stays the time base of the sample's timestamps either way (VTimeLLM quantises against the
+    annotation's duration, `quantize`); the flag says that the frames behind them cover another length."""
+    if not (is_finite(annotated) and is_finite(decoded)):
+        return None
+    if abs(annotated - decoded) <= max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_REL * decoded):
+        return None
+    return {"annotated": round(float(annotated), 3), "decoded": round(float(decoded), 3)}
+
+
 def is_finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)

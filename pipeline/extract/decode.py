@@ -2,7 +2,7 @@
 
 A media problem is data, not a crash: every failure here raises `MediaError(reason, detail)`, which the steps turn
 into an `ErrorRecord`. Reasons are short snake_case words: missing_file, unreadable, no_frames, window_outside_file,
-decode_failed, bad_image. decord/av/PIL are imported inside functions (import-light CLIs).
+decode_failed, bad_image, bad_shape. decord/av/PIL are imported inside functions (import-light CLIs).
 """
 from __future__ import annotations
 
@@ -63,6 +63,25 @@ class MediaSpool:
 
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+
+
+MAX_ASPECT_RATIO = 20.0
+"""Long side / short side of a frame above which it is refused (`bad_shape`) before it is resized.
+
+The default path resizes the short side to 224 on float32 frames, so a frame's resize output is 224 × 224·ratio: a
+1×4000 PNG would become 224 × 896000 (2.4 GB of floats, minutes of bicubic), a 1024×2 video 224 × 114688 per
+frame. At 20 (ultra-wide video is ~2.4, panoramas ~4–10) the resize output of a frame is at most 224 × 4480, 12 MB."""
+
+
+def check_shape(height: int, width: int, what: str) -> None:
+    """Refuse frames whose resize output would be absurd (MAX_ASPECT_RATIO) or that have no pixels."""
+    if height < 1 or width < 1:
+        raise MediaError("bad_shape", f"{what} is {width}x{height} pixels")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise MediaError("bad_shape", f"{what} is {width}x{height} pixels (aspect ratio {ratio:.0f}:1, more than "
+                                      f"{MAX_ASPECT_RATIO:g}:1): resizing its short side to 224 would cost "
+                                      f"{224 * 224 * ratio * 12 / 1e6:.0f} MB per frame")
 
 
 def check_exists(path: str) -> None:
@@ -200,6 +219,8 @@ def image_size(path: str) -> tuple[int, int]:
 
     try:
         with Image.open(path) as im:
-            return im.height, im.width
+            height, width = im.height, im.width
     except Exception as e:
         raise MediaError("bad_image", f"{type(e).__name__}: {e}") from e
+    check_shape(height, width, "the image")
+    return height, width

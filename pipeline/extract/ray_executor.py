@@ -14,7 +14,9 @@ Each task marker records the node the task ran on (`node`), its encoder's node a
 """
 from __future__ import annotations
 
+import os
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 from pipeline.extract.executors import Job, Stats, run_task
@@ -23,6 +25,7 @@ from pipeline.extract.tasks import Task
 
 ENCODER_RESTARTS = 3
 CALL_ATTEMPTS = 8  # per encoder call, across encoders, before the task gives up
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ClusterJoinError(RuntimeError):
@@ -154,6 +157,7 @@ class RayExecutor:
         self.task_retries = task_retries
         self.actors: list = []
         self.actor_nodes: list = []
+        self.watchdog = None
 
     def init(self) -> None:
         import ray
@@ -163,7 +167,7 @@ class RayExecutor:
         if not self.address:
             # "local": always a fresh Ray on this machine, never a cluster someone else started here (ray.init()
             # with no address would join one it finds through /tmp/ray)
-            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False)
+            self._start_local()
             return
         check_address(self.address)
         try:  # an existing cluster (or Ray Client for ray://): its own resources, no local options
@@ -172,6 +176,19 @@ class RayExecutor:
             raise ClusterJoinError(f"cannot join the Ray cluster at {self.address}: {e}. If the cluster uses token "
                                    "authentication, set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here as on its nodes "
                                    "(docs/cluster.md)") from None
+
+    def _start_local(self) -> None:
+        """A Ray on this machine that listens on 127.0.0.1 only (docs/reliability.md lists what still binds
+        elsewhere) and dies with this driver (pipeline/extract/ray_watchdog.py)."""
+        import ray
+
+        from pipeline.extract import ray_watchdog
+
+        with _loopback_only():
+            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        node = getattr(ray._private.worker, "_global_node", None)  # private: without it, no watchdog
+        if node is not None:
+            self.watchdog = ray_watchdog.start(node.get_session_dir_path())
 
     def gpus(self) -> int:
         import ray
@@ -256,6 +273,27 @@ class RayExecutor:
         for a in self.actors:
             ray.kill(a)
         self.actors, self.actor_nodes = [], []
+
+
+@contextmanager
+def _loopback_only():
+    """While a local Ray starts: its node address is 127.0.0.1, so gcs_server, raylet, the workers and the runtime-env
+    agent listen there only. ray.init turns `_node_ip_address="127.0.0.1"` back into the machine's address unless Ray
+    believes clusters are disabled (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read by `ray._private.ray_constants` at
+    import; the attribute too, for a driver that imported ray already). The processes it starts inherit the variable;
+    both are restored afterwards."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = before_env
 
 
 def _delta(now: Stats, before: Stats) -> Stats:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.contract import timing
-from pipeline.contract.shards import ErrorRecord, Sample, ShardWriter, write_errors
-from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, image_size, open_video, read_image
+from pipeline.contract.shards import DURATION_MISMATCH, ErrorRecord, Sample, ShardWriter, write_errors
+from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, check_shape, image_size, open_video, read_image
 
 
 @dataclass
@@ -124,8 +124,11 @@ class SampleFrames(Step):
             indices = timing.frame_indices(src.num_frames, src.fps, tuple(window) if window else None)
         except ValueError as e:
             raise MediaError("window_outside_file", str(e)) from e
+        if self.fast_resize:  # the decoder resizes: its output size must be bounded before it reads
+            check_shape(*src.frame_shape(), "the video's frame")
         size = short_side_size(*src.frame_shape()) if self.fast_resize else None
         item.frames = src.read(indices, size)
+        check_shape(*item.frames.shape[1:3], "the video's frame")  # before Preprocess resizes them
         item.meta = sample_meta(row, fps=src.fps, num_frames=src.num_frames, indices=indices,
                                 times=timing.frame_times(indices, src.fps), decoder=src.decoder)
         item.source = None  # decoder handles stay in this process; items may travel to an encoder actor
@@ -135,19 +138,26 @@ class SampleFrames(Step):
 def sample_meta(row: dict, *, fps: float | None, num_frames: int, indices: list[int], times: list[float],
                 decoder: str) -> dict:
     """meta.json of a sample (pipeline.contract.shards.META_FIELDS + decoder). The manifest's duration is the annotations'
-    time base and wins; without one, the window's length, else the decoded file's num_frames / fps."""
+    time base and wins; without one, the window's length, else the decoded file's num_frames / fps. When that duration
+    and the decoded length of the media disagree (pipeline.contract.timing.duration_mismatch), `duration_mismatch`
+    records both."""
     window = row.get("window")
     window = [float(window[0]), float(window[1])] if window else None
     duration = row.get("duration")
     if duration is None and row["kind"] == "video":
         duration = window[1] - window[0] if window else (num_frames / fps if fps else None)
-    return {
+    meta = {
         "key": row["key"], "dataset": row["dataset"], "source_id": row.get("source_id"), "media": row["media"],
         "kind": row["kind"], "window": window, "duration": duration, "fps": fps, "num_frames": num_frames,
         "frame_indices": [int(i) for i in indices], "frame_times": [float(t) for t in times],
         "events": [{"start": e["start"], "end": e["end"], "caption": e["caption"]} for e in row.get("events") or ()],
         "caption": row.get("caption"), "encoder": None, "decoder": decoder,
     }
+    if row["kind"] == "video":  # a window past the file's end, or an annotated duration the file does not have
+        flag = timing.duration_mismatch(duration, timing.decoded_span(num_frames, fps, window))
+        if flag:
+            meta[DURATION_MISMATCH] = flag
+    return meta
 
 
 class Preprocess(Step):

@@ -17,7 +17,7 @@ from pipeline.contract.checked import BadSample, ShardError, iter_checked, load_
 from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_form, record_stage
-from pipeline.contract.shards import ERRORS, Sample
+from pipeline.contract.shards import DURATION_MISMATCH, ERRORS, Sample, duration_mismatch_of
 from pipeline.inspect.show import printable
 
 
@@ -68,6 +68,8 @@ class Stats:
     conversations: int = 0
     unreadable: Counter = field(default_factory=Counter)
     """Samples whose members do not decode, by reason (e.g. a `.npy` header that lies about its size)."""
+    duration_mismatch: int = 0
+    """Samples whose annotated duration disagrees with the decoded length of their media (meta.json flag)."""
 
     def add(self, s: Sample | BadSample) -> None:
         if isinstance(s, BadSample):
@@ -81,6 +83,7 @@ class Stats:
         self.dtypes[str(s.features.dtype)] += 1
         self.frames[int(s.features.shape[0]) if s.features.ndim else 0] += 1
         self.events += len(meta.get("events") or [])
+        self.duration_mismatch += duration_mismatch_of(meta) is not None
         if isinstance(meta.get("duration"), (int, float)):
             self.duration_total += meta["duration"]
         conv = s.conversation
@@ -193,6 +196,9 @@ def print_summary(console, summary: dict) -> None:
                 console.print(_counts_table(f"QA {name} (index)", value))
             elif value not in ({}, [], None):
                 console.print(printable(f"QA {name} (index): {json.dumps(value, default=str)}"), markup=False)
+    if scanned["duration_mismatch"]:
+        console.print(f"[yellow]{DURATION_MISMATCH}[/]: {scanned['duration_mismatch']} sample(s) whose annotated "
+                      "duration disagrees with the decoded length of their media (build-qa --on-duration-mismatch)")
     if scanned["unreadable"]:
         console.print(_counts_table("unreadable samples (see --verify)", scanned["unreadable"]))
     if summary["errors_by_reason"]:

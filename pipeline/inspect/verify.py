@@ -19,6 +19,7 @@ from pipeline.contract import storage
 from pipeline.contract.checked import ShardError, read_errors_checked
 from pipeline.contract.record import record_problem
 from pipeline.contract.shards import (
+    DURATION_MISMATCH,
     ERRORS,
     FEATURE_DTYPE,
     MEMBERS,
@@ -26,6 +27,7 @@ from pipeline.contract.shards import (
     SHARD_SUFFIX,
     Sample,
     decode_sample,
+    duration_mismatch_of,
     iter_tar_members,
 )
 
@@ -52,6 +54,9 @@ class VerifyResult:
     warnings: list[str] = field(default_factory=list)
     shards_checked: int = 0
     samples_checked: int = 0
+    duration_mismatch: int = 0
+    """Samples whose meta.json flags a duration that disagrees with the decoded length (a warning, not a problem:
+    the shards are intact; build-qa --on-duration-mismatch decides what becomes of them)."""
 
     @property
     def ok(self) -> bool:
@@ -136,6 +141,7 @@ def _verify_shard(path: str, entry: dict, index: dict, seen: dict[str, str], res
                 problems.extend(Problem(code, detail, name, key)
                                 for code, detail in check_sample(sample, index.get("num_frames"), index.get("dim")))
                 result.samples_checked += 1
+                result.duration_mismatch += duration_mismatch_of(sample.meta) is not None
                 if on_sample is not None:
                     on_sample(sample)
         except (tarfile.TarError, OSError, EOFError) as e:
@@ -188,4 +194,7 @@ def verify(shard_dir: str | Path, index: dict, on_sample: Callable[[Sample], Non
             result.problems.append(Problem("missing_shard", "listed in index.json but not on disk", entry["name"]))
             continue
         _verify_shard(storage.join(shard_dir, entry["name"]), entry, index, seen, result, on_sample)
+    if result.duration_mismatch:
+        result.warnings.append(f"{result.duration_mismatch} sample(s) flagged {DURATION_MISMATCH}: their annotated "
+                               "duration disagrees with the decoded length of their media (meta.json)")
     return result

@@ -18,6 +18,7 @@ from pipeline.contract.checked import BadSample, iter_checked, load_index
 from pipeline.contract.conversation import FORMATS, turns_problem
 from pipeline.contract.queries import BENCHMARKS
 from pipeline.contract.shards import Sample
+from pipeline.qa import durations
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import RecordError, assign_keys, load_records, record_duration, record_label, render_dialogue
@@ -82,6 +83,9 @@ class BuildQaConfig:
     top_p: float = 0.9
     overwrite: bool = False
     progress: bool = True
+    on_duration_mismatch: str = "skip"
+    """Samples whose meta.json flags an annotated duration the media does not have (`duration_mismatch`): skip
+    (error records), flag (kept and counted) or refuse (stop before writing); pipeline.qa.durations."""
     timestamp_shift: int = 0
     """Test-only misalignment switch: every rendered timestamp of stages 2-3 moves by this many positions (clamped to
     00..99). The end-to-end test uses it to show that a 10-position shift stops the model from learning grounding."""
@@ -101,6 +105,9 @@ class BuildQaConfig:
         for name in ("dense_ratio", "grounding_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be within [0, 1], got {getattr(self, name)}")
+        if self.on_duration_mismatch not in durations.RULES:
+            raise ValueError(f"--on-duration-mismatch must be one of {', '.join(durations.RULES)}, "
+                             f"got {self.on_duration_mismatch!r}")
         if self.overlap not in qa.OVERLAP_RULES:
             raise ValueError(f"--overlap must be one of {qa.OVERLAP_RULES}, got {self.overlap!r}")
         if self.max_tokens < 1 or self.samples_per_shard < 1:
@@ -227,6 +234,8 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     index_in = load_index(cfg.features)
     records = load_records(cfg.dialogues) if cfg.dialogues else None  # a bad file stops before any output
     budget = _make_budget(cfg)
+    if cfg.on_duration_mismatch == "refuse":
+        durations.refuse_if_flagged(cfg.features, index_in)  # before any output exists
     stats = QaStats(stage=int(cfg.stage) if cfg.stage else None, benchmark=cfg.benchmark, source="build-qa",
                     seed=cfg.seed if cfg.stage == "2" or cfg.generate else None)
     prefix = f"eval-{cfg.benchmark}" if cfg.benchmark else f"stage{cfg.stage}"
@@ -256,7 +265,7 @@ def _fill(cfg: BuildQaConfig, out: QaOutput, index_in: dict, records: list | Non
     total = index_in.get("totals", {}).get("samples")
     label = f"build-qa stage {cfg.stage}" if cfg.stage else f"build-qa {cfg.benchmark}"
     checked = progress_iter(iter_checked(cfg.features, index_in), total, label, cfg.progress)
-    samples = _decodable(checked, out)
+    samples = durations.apply(_decodable(checked, out), cfg.on_duration_mismatch, out)
     made = generate_samples(samples, cfg, stats, budget) if cfg.generate else _made(samples, make, cfg, stats)
     for sample, key, conv, reason, detail in made:
         if conv is None:

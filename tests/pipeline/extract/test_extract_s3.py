@@ -146,3 +146,45 @@ def test_bad_storage_stops_before_work_with_one_line(s3, s3_server, media, tmp_p
         lines = [ln for ln in stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (out, stderr[-2000:])
     assert storage.listdir(f"{s3}/features") == [] and storage.listdir(f"{s3}/features/tasks") == []
+
+
+def test_a_second_run_on_a_busy_s3_out_is_refused(s3, media, tmp_path, monkeypatch):
+    """The --out lock on an object store (issue 15 item 4): the lock object is created with a conditional PUT
+    (If-None-Match, which moto honours), so a second extract on the same prefix, in another process, is refused in
+    one line while the first holds it; a lock whose holder is gone (dead pid here, no heartbeat from elsewhere) is
+    taken over, and a finished run removes its lock."""
+    import json
+    import socket
+
+    from pipeline.extract import lock
+
+    manifest = str(write_rows(good_rows(media)[:1], tmp_path / "manifest.parquet"))
+    out = f"{s3}/features"
+    lock_url = f"{out}/{lock.LOCK}"
+    cmd = _cli("extract", "--manifest", manifest, "--out", out, "--executor", "local", "--tasks", "1",
+               "--clip-model", "tiny-random", "--no-progress")
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.2)
+    with lock.run_lock(out):  # the first run, in this process
+        holder = json.loads(storage.read_bytes(lock_url))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        time.sleep(0.6)
+        assert json.loads(storage.read_bytes(lock_url))["heartbeat"] > holder["heartbeat"], "the holder beats"
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "being written by another extract run" in lines[0] and f"pid {os.getpid()}" in lines[0]
+    assert not storage.exists(lock_url) and not storage.exists(f"{out}/index.json")
+
+    fresh = {"host": "elsewhere", "pid": 1, "started": "now", "heartbeat": time.time()}
+    storage.write_bytes_atomic(lock_url, json.dumps(fresh).encode())
+    with pytest.raises(lock.RunLocked, match="host elsewhere"):
+        with lock.run_lock(out):
+            pass
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for stale in ({**fresh, "heartbeat": time.time() - lock.STALE_S - 1},
+                  {"host": socket.gethostname(), "pid": gone.pid, "started": "before", "heartbeat": time.time()}):
+        storage.write_bytes_atomic(lock_url, json.dumps(stale).encode())
+        with lock.run_lock(out):
+            assert json.loads(storage.read_bytes(lock_url))["pid"] == os.getpid()
+    assert run_extract(config(manifest, out, executor="local", tasks=1)).samples == 1
+    assert storage.exists(f"{out}/index.json") and not storage.exists(lock_url)
