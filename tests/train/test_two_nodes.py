@@ -36,6 +36,19 @@ def upload_folder(local: Path, prefix: str) -> str:
     return prefix
 
 
+_LAUNCHED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_stray_nodes():
+    """A failed assertion must not leave launchers or workers running on the shared machine."""
+    yield
+    while _LAUNCHED:
+        proc = _LAUNCHED.pop()
+        if proc.poll() is None:
+            _kill_node(proc)
+
+
 @pytest.fixture
 def shards(s3, tmp_path) -> str:
     return upload_folder(write_training_shards(tmp_path / "local-shards", n=48, stage=1, per_shard=8, rows=1),
@@ -51,7 +64,7 @@ def node_env(tmp_path: Path) -> dict[str, str]:
 
 
 def start_nodes(tmp_path: Path, shards: str, out: Path, steps: int, *extra: str) -> list[subprocess.Popen]:
-    """Two torchrun launches, as two machines would start them; each in its own session (kill one = a node dies)."""
+    """Two torchrun launches, as two machines would start them."""
     port, procs = free_port(), []
     for node in (0, 1):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
@@ -61,9 +74,9 @@ def start_nodes(tmp_path: Path, shards: str, out: Path, steps: int, *extra: str)
                "--num-workers", "1", "--shuffle-buffer", "8", "--log-keys", "--no-progress",
                "--no-gradient-checkpointing", "--token-cache", str(tmp_path / f"node{node}-token-cache"), *extra]
         log = open(tmp_path / f"node{node}.{len(list(tmp_path.glob(f'node{node}.*.log')))}.log", "w")
-        procs.append(subprocess.Popen(cmd, env=node_env(tmp_path), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        procs.append(subprocess.Popen(cmd, env=node_env(tmp_path), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         log.close()
+    _LAUNCHED.extend(procs)
     return procs
 
 
@@ -81,10 +94,19 @@ def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:
 
 
 def _kill_node(proc: subprocess.Popen) -> None:
+    """kill -9 of the launcher and everything under it: the whole "machine" (torchrun puts its workers in their own
+    process groups, so killing its group alone would leave them running)."""
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers: the whole "machine"
-    except ProcessLookupError:
-        pass
+        tree = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
     proc.wait()
 
 
