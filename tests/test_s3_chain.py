@@ -35,9 +35,9 @@ def dist_env(monkeypatch):
 
 
 def annotations(s3: str, tmp_path: Path) -> str:
-    """Four small videos and a files-reader JSONL naming them by URL, with a caption and two events each."""
+    """Two small videos and a files-reader JSONL naming them by URL, with a caption and two events each."""
     lines = []
-    for i in range(4):
+    for i in range(2):
         url = f"{s3}/media/clip{i}.mp4"
         storage.upload(frame_counter_video(tmp_path / f"clip{i}.mp4", 40 + 5 * i, 10.0), url)
         lines.append(json.dumps({"media": url, "caption": f"a grey clip number {i}", "events": EVENTS}))
@@ -46,6 +46,7 @@ def annotations(s3: str, tmp_path: Path) -> str:
 
 
 def test_the_chain_runs_on_s3(s3, tmp_path, monkeypatch, dist_env):
+    """~60 s on 2 busy cores (load 8-14), most of it imports (open_clip, DeepSpeed) and extract's preprocessing."""
     from eval.cli import app as eval_app
     from pipeline.cli import app as pipeline_app
     from train.cli import app as train_app
@@ -55,15 +56,15 @@ def test_the_chain_runs_on_s3(s3, tmp_path, monkeypatch, dist_env):
     manifest, feats, qa, evals = (f"{s3}/manifest.parquet", f"{s3}/features", f"{s3}/qa1", f"{s3}/eval-grounding")
     invoke(pipeline_app, "manifest", "--dataset", "files", "--annotations", annotations(s3, tmp_path),
            "--out", manifest)
-    invoke(pipeline_app, "extract", "--manifest", manifest, "--out", feats, "--executor", "local", "--tasks", "2",
-           "--samples-per-shard", "2", "--clip-model", "tiny-random", "--no-progress")
-    assert read_index(feats)["totals"] == {**read_index(feats)["totals"], "samples": 4, "errors": 0}
+    invoke(pipeline_app, "extract", "--manifest", manifest, "--out", feats, "--executor", "local", "--tasks", "1",
+           "--samples-per-shard", "1", "--clip-model", "tiny-random", "--fast-resize", "--no-progress")
+    assert read_index(feats)["totals"] == {**read_index(feats)["totals"], "samples": 2, "errors": 0}
     invoke(pipeline_app, "inspect", feats, "--verify")
-    invoke(pipeline_app, "build-qa", "--stage", "1", "--features", feats, "--out", qa, "--samples-per-shard", "2",
+    invoke(pipeline_app, "build-qa", "--stage", "1", "--features", feats, "--out", qa, "--samples-per-shard", "1",
            "--no-progress")
     invoke(pipeline_app, "build-qa", "--benchmark", "grounding", "--features", feats, "--out", evals,
            "--no-progress")
-    assert len(list(iter_samples(qa))) == 4 and len(read_index(evals)["shards"]) >= 1
+    assert len(list(iter_samples(qa))) == 2 and len(read_index(evals)["shards"]) >= 1
 
     ckpt = tmp_path / "ckpt"
     invoke(train_app, "--stage", "1", "--shards", qa, "--llm", "tiny-random", "--out", str(ckpt), "--max-steps", "2",
@@ -82,8 +83,8 @@ def test_the_chain_runs_on_s3(s3, tmp_path, monkeypatch, dist_env):
     finally:
         torch.set_num_threads(threads)
     lines = [json.loads(x) for x in storage.read_text(f"{out}/predictions.jsonl").splitlines()]
-    assert len(lines) == 8 and {x["key"] for x in lines} == {"clip0", "clip1", "clip2", "clip3"}
-    assert storage.read_json(f"{out}/metrics.json")["n"] == 8
+    assert len(lines) == 4 and {x["key"] for x in lines} == {"clip0", "clip1"}
+    assert storage.read_json(f"{out}/metrics.json")["n"] == 4
     assert storage.read_json(f"{out}/run_config.json")["config"]["out"] == out
     assert {"grounding.png", "timeline.png"} <= set(storage.listdir(out))
     assert not list(tmp_path.glob("s3*")) and not list(tmp_path.glob("vtl-*")), "no ./s3: folder, spool cleaned"
