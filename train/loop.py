@@ -229,6 +229,8 @@ class _MetricsLog:
             self.key_file.write(json.dumps({"step": step, "keys": keys}) + "\n")
 
     def write(self, row: dict) -> None:
+        if self.key_file:  # on disk by the step's engine save, so a killed rank's record survives up to it
+            self.key_file.flush()
         if self.metrics is None:
             return
         self.metrics.write(json.dumps(row) + "\n")

@@ -152,7 +152,7 @@ def assert_one_checkpoint(tmp_path: Path, out: Path, steps: int) -> None:
 
 
 def test_two_nodes_stream_s3_shards(shards, tmp_path):
-    """~25 s on 2 cores: the smallest two-node run (4 steps)."""
+    """The smallest two-node run (4 steps), in the default suite: ~45 s on 2 shared cores (load ~8)."""
     out = tmp_path / "ckpt"
     codes = wait_all(start_nodes(tmp_path, shards, out, 4), timeout=240)
     assert codes == [0, 0], logs(tmp_path, 0)[-3000:] + logs(tmp_path, 1)[-3000:]
@@ -161,8 +161,10 @@ def test_two_nodes_stream_s3_shards(shards, tmp_path):
     assert list((tmp_path / "node0-token-cache").glob("*.npz")) and list((tmp_path / "node1-token-cache").glob("*.npz"))
 
 
-@pytest.mark.slow  # three two-node launches: see the test's docstring for its time
+@pytest.mark.slow  # two two-node launches of 12 steps: ~135 s on 2 shared cores (load ~10)
 def test_a_killed_node_stops_the_other_and_both_resume(shards, tmp_path):
+    """kill -9 of node 1 after an engine save: node 0 must stop by itself (not hang), then --resume on both
+    finishes, with each rank's key record complete (flushed every step, so it survives the kill up to the save)."""
     out, steps = tmp_path / "ckpt", 12
     procs = start_nodes(tmp_path, shards, out, steps, "--save-every", "2")
     deadline = time.time() + 240
