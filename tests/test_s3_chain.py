@@ -105,4 +105,7 @@ def test_object_store_checkpoints_are_refused_before_any_work(s3, tmp_path, monk
     res = CliRunner().invoke(eval_app, ["grounding", "--checkpoint", f"{s3}/ckpt", "--shards", f"{s3}/e", "--out",
                                         str(tmp_path / "e")])
     assert res.exit_code == 2 and "--checkpoint s3://" in res.output
+    res = CliRunner().invoke(eval_app, ["grounding", "--checkpoint", str(tmp_path), "--shards", f"{s3}/e", "--out",
+                                        "s3://no-such-bucket-vtl/results"])
+    assert res.exit_code == 2 and "--out s3://no-such-bucket-vtl/results: bucket" in res.output, res.output
     assert not list(tmp_path.iterdir()), "nothing written, no ./s3: folder"
