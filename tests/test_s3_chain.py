@@ -1,5 +1,5 @@
 """The whole chain on s3:// against the local S3 server, through the real commands: manifest → extract → inspect →
-build-qa (training and evaluation shards) → vtl-train (two steps) → vtl-eval. Annotations, media, the manifest,
+build-qa (training and evaluation shards) → vtl-train (two steps) → vtl-eval (grounding, then score). Annotations, media, the manifest,
 every shard folder and the evaluation outputs are s3:// URLs; the checkpoint is a local path, the one thing vtl-train
 keeps out of object storage (an s3:// --out is refused in one line: the last test)."""
 from __future__ import annotations
@@ -87,6 +87,15 @@ def test_the_chain_runs_on_s3(s3, tmp_path, monkeypatch, dist_env):
     assert storage.read_json(f"{out}/metrics.json")["n"] == 4
     assert storage.read_json(f"{out}/run_config.json")["config"]["out"] == out
     assert {"grounding.png", "timeline.png"} <= set(storage.listdir(out))
+    # `score` reads local files and may write to the store: the same metrics from the downloaded predictions
+    local = {name: storage.fetch(f"{where}/{name}", str(tmp_path / "fetched"))
+             for where, name in ((out, "predictions.jsonl"), (f"{s3}/ann", "clips.jsonl"))}
+    durations = tmp_path / "durations.csv"  # the annotations have none: extract measured them
+    durations.write_text("id,duration\n" + "".join(f"{x['key']},{x['duration']}\n" for x in lines))
+    invoke(eval_app, "score", "--benchmark", "grounding", "--predictions", local["predictions.jsonl"],
+           "--annotations", local["clips.jsonl"], "--dataset", "files", "--durations", str(durations),
+           "--out", f"{s3}/rescored")
+    assert storage.read_json(f"{s3}/rescored/metrics.json") == storage.read_json(f"{out}/metrics.json")
     assert not list(tmp_path.glob("s3*")) and not list(tmp_path.glob("vtl-*")), "no ./s3: folder, spool cleaned"
 
 
