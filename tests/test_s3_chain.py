@@ -1,7 +1,7 @@
 """The whole chain on s3:// against the local S3 server, through the real commands: manifest → extract → inspect →
-build-qa (training and evaluation shards) → vtl-train (two steps) → vtl-eval (grounding, then score). Annotations, media, the manifest,
-every shard folder and the evaluation outputs are s3:// URLs; the checkpoint is a local path, the one thing vtl-train
-keeps out of object storage (an s3:// --out is refused in one line: the last test)."""
+build-qa (training and evaluation shards) → vtl-train (two steps) → vtl-eval (grounding, then score). Annotations,
+media, the manifest, every shard folder and the evaluation outputs are s3:// URLs; the checkpoint is a local path,
+the one thing vtl-train keeps out of object storage (an s3:// --out is refused in one line: the last test)."""
 from __future__ import annotations
 
 import json
