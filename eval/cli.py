@@ -38,13 +38,14 @@ _TLV = typer.Option(None, "--timeline-videos", help="Dense captioning: the first
 @app.command("score", cls=STRICT)
 def score_cmd(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", help="grounding or dvc (required)."),
-    predictions: Path = typer.Option(..., "--predictions", help="Predictions JSONL, one query a line."),
-    annotations: Path = typer.Option(..., "--annotations", help="Annotation file the manifest readers accept, "
+    predictions: str = typer.Option(..., "--predictions", help="Predictions JSONL, one query a line."),
+    annotations: str = typer.Option(..., "--annotations", help="Annotation file the manifest readers accept, "
                                      "or a manifest .parquet."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Reader name; guessed from the suffix "
                                           "(.txt charades, .json activitynet)."),
-    durations: Optional[Path] = typer.Option(None, "--durations", help="Durations file (Charades CSV)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: beside the predictions)."),
+    durations: Optional[str] = typer.Option(None, "--durations", help="Durations file (Charades CSV)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default: beside the predictions); path or "
+                                      "s3:// / gs:// URL."),
     timeline_queries: Optional[int] = _TLQ, timeline_videos: Optional[int] = _TLV,
     task: Optional[str] = typer.Option(None, "--task", hidden=True, help="Renamed: --benchmark."),
 ) -> None:
@@ -80,8 +81,8 @@ def _evaluate(benchmark: str, **options) -> None:
 
 
 _CKPT = typer.Option(..., "--checkpoint", help="vtl checkpoint folder.")
-_SHARDS = typer.Option(..., "--shards", help="Evaluation shards (build-qa --benchmark).")
-_OUT = typer.Option(..., "--out", help="Output folder.")
+_SHARDS = typer.Option(..., "--shards", help="Evaluation shards (build-qa --benchmark); path or s3:// / gs:// URL.")
+_OUT = typer.Option(..., "--out", help="Output folder; path or s3:// / gs:// URL.")
 _LLM = typer.Option(None, "--llm", help="Override the checkpoint's LLM (local path or hub name).")
 _BATCH = typer.Option(None, "--batch-size", help="Queries generated together (1 = one at a time; default 8).")
 _MAXNEW = typer.Option(None, "--max-new-tokens", help="Generation limit per answer, VTimeLLM's (default 1024).")
@@ -92,7 +93,7 @@ _FMT = typer.Option(None, "--conv-format", help="Prompt format (plain, v1, ...);
 
 
 @app.command("grounding", cls=STRICT)
-def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
+def grounding_cmd(checkpoint: str = _CKPT, shards: str = _SHARDS, out: str = _OUT, llm: Optional[str] = _LLM,
                   batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
                   device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
                   conv_format: Optional[str] = _FMT, timeline_queries: Optional[int] = _TLQ,
@@ -104,7 +105,7 @@ def grounding_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = 
 
 
 @app.command("dvc", cls=STRICT)
-def dvc_cmd(checkpoint: Path = _CKPT, shards: Path = _SHARDS, out: Path = _OUT, llm: Optional[str] = _LLM,
+def dvc_cmd(checkpoint: str = _CKPT, shards: str = _SHARDS, out: str = _OUT, llm: Optional[str] = _LLM,
             batch_size: Optional[int] = _BATCH, max_new_tokens: Optional[int] = _MAXNEW,
             device: Optional[str] = _DEVICE, dtype: Optional[str] = _DTYPE, limit: Optional[int] = _LIMIT,
             conv_format: Optional[str] = _FMT, timeline_queries: Optional[int] = _TLQ,

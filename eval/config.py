@@ -18,6 +18,19 @@ def _exists(path: Path | None, what: str) -> None:
         raise FileNotFoundError(f"{what} not found: {path}")
 
 
+def _location(value: str | Path, what: str, local_only: str | None = None) -> str | Path:
+    """A local path as a Path; an s3:// / gs:// URL kept a string (Path() would make s3://b/x a local s3:/b/x),
+    or refused in one line saying why (`local_only`) where only local files are read."""
+    from pipeline.contract import storage
+
+    if not storage.is_remote(value):
+        return Path(storage.local_path(str(value)))
+    if local_only:
+        raise ValueError(f"{what} {value}: must be a local or shared-filesystem path ({local_only}); copy it here "
+                         "first")
+    return storage.resolve(value)
+
+
 TIMELINE_MAX = {"timeline_queries": 200, "timeline_videos": 50}
 """Most rows / panels `timeline.png` takes (it grows by about 32 px a query and 100–200 px a video)."""
 
@@ -38,8 +51,9 @@ class ScoreConfig:
     """Predictions JSONL (one query a line)."""
     annotations: Path
     """Ground truth: any annotation file the manifest readers accept, or a manifest Parquet."""
-    out: Path | None = None
-    """Folder for metrics.json, the plots and run_config.json (default: the predictions file's folder)."""
+    out: str | Path | None = None
+    """Folder for metrics.json, the plots and run_config.json (default: the predictions file's folder); a path or an
+    s3:// / gs:// URL (written locally, then uploaded, run_config.json last)."""
     dataset: str | None = None
     """Manifest reader name (charades, activitynet, ...); guessed from the suffix (.txt charades, .json activitynet)."""
     durations: Path | None = None
@@ -52,12 +66,15 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
             raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
+        for name in ("predictions", "annotations", "durations"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _location(getattr(self, name), f"--{name}", "score reads local files"))
         _exists(self.predictions, "predictions file")
         _exists(self.annotations, "annotations")
         _exists(self.durations, "durations file")
         _check_timeline(self)
-        if self.out is None:
-            object.__setattr__(self, "out", Path(self.predictions).parent)
+        object.__setattr__(self, "out", Path(self.predictions).parent if self.out is None
+                           else _location(self.out, "--out"))
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -70,11 +87,12 @@ class EvalConfig:
     benchmark: str
     """grounding or dvc (the subcommand)."""
     checkpoint: Path
-    """A vtl checkpoint folder (vtl-train --out, or an imported VTimeLLM checkpoint)."""
-    shards: Path
-    """Evaluation shards (vtl-pipeline build-qa --benchmark BENCHMARK)."""
-    out: Path
-    """Folder for predictions.jsonl, metrics.json, the plots and run_config.json."""
+    """A vtl checkpoint folder (vtl-train --out, or an imported VTimeLLM checkpoint); a local path."""
+    shards: str | Path
+    """Evaluation shards (vtl-pipeline build-qa --benchmark BENCHMARK): a path or an s3:// / gs:// URL (streamed)."""
+    out: str | Path
+    """Folder for predictions.jsonl, metrics.json, the plots and run_config.json: a path, or an s3:// / gs:// URL
+    (written to a local spool folder, then uploaded file by file, run_config.json last)."""
     llm: str | None = None
     """Override of the checkpoint's LLM source (local path or hub name)."""
     batch_size: int = 8
@@ -99,8 +117,12 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
             raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
+        for name, local_only in (("checkpoint", "vtl-eval loads checkpoints from folders"), ("shards", None),
+                                 ("out", None)):
+            object.__setattr__(self, name, _location(getattr(self, name), f"--{name}", local_only))
         _exists(self.checkpoint, "checkpoint folder")
-        _exists(self.shards, "shard folder")
+        if not isinstance(self.shards, str):
+            _exists(self.shards, "shard folder")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("batch_size and max_new_tokens must be >= 1")
         if self.dtype not in DTYPES:

@@ -1,12 +1,16 @@
 """The two evaluation jobs: `run_eval` (checkpoint + evaluation shards → answers → scores) and `run_score`
 (predictions file + annotations → scores). Both write `metrics.json` (only the metric keys), PNG plots and
 `run_config.json` (resolved config, producer, counts) into the output folder; `run_eval` also `predictions.jsonl`.
+An object-store output folder (`--out s3://…`) is checked writable before any work, the job writes into a local
+spool folder, and its files are uploaded at the end, each as one finished object, `run_config.json` last.
 """
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -119,8 +123,34 @@ def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run
     write_json_atomic(out / RUN_CONFIG, {**run_config, "producer": producer()})
 
 
+def _local_out(job, cfg: EvalConfig | ScoreConfig) -> dict:
+    """`job(cfg)`, with an object-store `cfg.out` replaced by a spool folder whose files are uploaded afterwards."""
+    from pipeline.contract import storage
+    from pipeline.contract.preflight import preflight
+
+    if not storage.is_remote(cfg.out):
+        return job(cfg)
+    preflight(cfg.out, write=True, what="--out")  # credentials, bucket, a denied write: said before the model loads
+    local = Path(tempfile.mkdtemp(prefix="vtl-eval-", dir=storage.spool_dir()))
+    try:
+        metrics = job(replace(cfg, out=local))
+        run_config = json.loads((local / RUN_CONFIG).read_text())
+        run_config["config"]["out"] = cfg.out
+        for path in sorted(local.iterdir()):
+            if path.is_file() and path.name != RUN_CONFIG:
+                storage.upload(path, storage.join(cfg.out, path.name))
+        storage.write_json_atomic(storage.join(cfg.out, RUN_CONFIG), run_config)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    return metrics
+
+
 def run_score(cfg: ScoreConfig) -> dict:
     """Score an existing predictions file; returns the metrics."""
+    return _local_out(_run_score, cfg)
+
+
+def _run_score(cfg: ScoreConfig) -> dict:
     preds = read_predictions(cfg.predictions, cfg.benchmark)
     truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
     resolve_sentence_indices(preds, truth)
@@ -198,6 +228,10 @@ def _generate_into(cfg: EvalConfig, model, tmp: Path, lines: list, truth: dict, 
 
 def run_eval(cfg: EvalConfig, console=None) -> dict:
     """Generate answers for every query of the evaluation shards, write predictions.jsonl, score; returns metrics."""
+    return _local_out(lambda c: _run_eval(c, console), cfg)
+
+
+def _run_eval(cfg: EvalConfig, console=None) -> dict:
     lines, truth, timing = generate_predictions(cfg, console)
     # Scored by sample key (unique in shards); the file says `video` = source id so `vtl-eval score` can use the
     # original annotation file.

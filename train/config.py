@@ -133,6 +133,7 @@ class TrainConfig:
         if self.engine == "torch" and self.world_size > 1:
             raise ValueError("engine 'torch' runs one process; use engine 'deepspeed' for several")
         self.accumulation  # raises if the global batch cannot be kept
+        _check_locations(self)
 
     @property
     def token_cache_dir(self) -> str | None:
@@ -152,6 +153,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_locations(cfg: TrainConfig) -> None:
+    """`--shards` may be any storage location; what the trainer writes (and `--from`) must be a local path.
+
+    DeepSpeed saves and loads engine states as files in a folder it opens itself, each rank its own, and the loop
+    renames files into place; an object-store `--out` would need every node to stage and upload its part. Refused
+    here, before any work, instead of being written to a local `./s3:` folder (docs/cluster.md, "Multi-node training").
+    """
+    from pipeline.contract.storage import is_remote
+
+    is_remote(cfg.shards)  # an unknown scheme (hdfs://) is an error naming it
+    for flag, value in (("--out", cfg.out), ("--from", cfg.from_checkpoint), ("--token-cache", cfg.token_cache)):
+        if value and is_remote(value):
+            raise ValueError(f"{flag} {value}: vtl-train keeps checkpoints (--out, --from), engine states and the "
+                             "token cache on a local or shared filesystem, not in object storage; give a path (and copy "
+                             "the finished checkpoint to the store afterwards)")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -27,7 +27,7 @@ from train.engine import init_distributed, make_engine, resolve_precision
 from train.errors import NothingToResume, RefusedValue
 from train.guard import StepGuard, saving
 from train.packing import useful_and_padded
-from train.preflight import ENGINE_DIR, check_llm, check_out, check_shards
+from train.preflight import ENGINE_DIR, check_llm, check_out, check_shards, check_shards_location
 from train.progress import Progress
 from train.zero3 import log_share, partitioned_build, restore_linear
 
@@ -52,6 +52,7 @@ def run(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     check_out(cfg)
     precision = resolve_precision(cfg.precision)
+    check_shards_location(cfg.shards)
     index = read_index(cfg.shards)
     check_shards(index, world)
     check_llm(cfg)
@@ -228,6 +229,8 @@ class _MetricsLog:
             self.key_file.write(json.dumps({"step": step, "keys": keys}) + "\n")
 
     def write(self, row: dict) -> None:
+        if self.key_file:  # on disk by the step's engine save, so a killed rank's record survives up to it
+            self.key_file.flush()
         if self.metrics is None:
             return
         self.metrics.write(json.dumps(row) + "\n")

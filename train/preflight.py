@@ -2,7 +2,8 @@
 
 - `--out`: a new run refuses a folder holding a checkpoint or an interrupted run; `--resume` needs a saved engine state
   and the same options (those in RESUME_FREE may change).
-- `--shards`: at least as many shards as processes.
+- `--shards`: a reachable location (an object store's credentials, endpoint and bucket checked in one request) with
+  at least as many shards as processes.
 - `--llm` (or the LLM a `--from` checkpoint continues from): `tiny-random`, a local model folder, or a hub name that
   can be had: with the hub offline (HF_HUB_OFFLINE) it must be in the local cache, and an unreachable hub is said in
   three seconds instead of transformers' minute of retries ending in "Repo id must be in the form ...".
@@ -49,6 +50,17 @@ def check_out(cfg: TrainConfig) -> None:
         was = ", ".join(f"{k}: {saved.get(k)!r} → {cfg.to_dict()[k]!r}" for k in changed)
         raise RefusedValue(f"--resume with changed options ({was}): the run would not continue the same training; "
                            "use the original options")
+
+
+def check_shards_location(shards: str) -> None:
+    """The shard folder (local or s3:// / gs://) is there, said in one line (no credentials, missing bucket, ...)."""
+    from pipeline.contract.preflight import preflight
+    from pipeline.contract.storage import StorageError
+
+    try:
+        preflight(shards, what="--shards")
+    except StorageError as err:
+        raise RefusedValue(str(err)) from None
 
 
 def check_shards(index: dict, world: int) -> None:
