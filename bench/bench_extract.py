@@ -198,8 +198,9 @@ def run_all(args, paths: list[Path]) -> tuple[dict, dict]:
                           str(args.workdir / "paths.json"), str(npz)], capture_output=True, text=True, check=True)
     runs = {"VTimeLLM-style sequential baseline": json.loads(res.stdout.strip().splitlines()[-1])}
     extra = {"base": dict(np.load(npz, allow_pickle=False))}
-    if not args.no_ceiling:
-        runs["ceiling: decode + preprocess only, all cores"] = parts.ceiling([str(p) for p in paths], os.cpu_count())
+    if not args.no_ceiling:  # measured before and after vtl: the machine's other load moves it
+        runs["ceiling (before vtl): decode + preprocess only, all cores"] = parts.ceiling([str(p) for p in paths],
+                                                                                         os.cpu_count())
     s3 = parts.start_s3() if args.media == "s3" else None
     try:
         if s3:
@@ -215,6 +216,8 @@ def run_all(args, paths: list[Path]) -> tuple[dict, dict]:
         if args.fast_resize:
             runs["vtl extract --fast-resize"] = run_vtl(manifest, args.workdir / "out_fast", args, fast=True)
         ray.shutdown()
+        if not args.no_ceiling:
+            runs["ceiling (after vtl)"] = parts.ceiling([str(p) for p in paths], os.cpu_count())
     finally:
         if s3:
             s3[0].terminate()
@@ -237,9 +240,10 @@ def report(args, runs: dict, extra: dict) -> None:
         print(f"| {name} | {r['seconds']:.1f} | {n / r['seconds']:.2f} | {frames / r['seconds']:.0f} | "
               f"{r['cpu_seconds'] / n:.2f} | {mem} | {base['seconds'] / r['seconds']:.2f}x |")
     vtl = runs["vtl extract (default path)"]
-    ceil = runs.get("ceiling: decode + preprocess only, all cores")
-    if ceil:
-        print(f"vtl share of the ceiling: {ceil['seconds'] / vtl['seconds'] * 100:.0f} % (target ≥ 90 %)")
+    ceils = [r["seconds"] for name, r in runs.items() if name.startswith("ceiling")]
+    if ceils:  # the faster of the two ceiling runs is the ceiling
+        print(f"vtl share of the ceiling: {min(ceils) / vtl['seconds'] * 100:.0f} % (target ≥ 90 %; ceiling runs "
+              f"{' and '.join(f'{c:.1f}' for c in ceils)} s)")
     print(f"vtl peak RSS / baseline peak RSS: {vtl['peak_rss_mb'] / base['peak_rss_mb']:.2f} "
           f"(PSS {vtl['peak_pss_mb'] / base['peak_pss_mb']:.2f})")
     for name, r in runs.items():
