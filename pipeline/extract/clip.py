@@ -225,14 +225,22 @@ def normalise(x):
     return TF.normalize(x.float().div_(255.0), CLIP_MEAN, CLIP_STD)
 
 
+def _nchw_float(frames: np.ndarray):
+    """uint8 NHWC → float32 NCHW / 255 in one strided copy plus an in-place divide (the same values as
+    `.contiguous().float().div_(255)`, which makes two full-resolution copies: ~45 % of the conversion's CPU)."""
+    import torch
+
+    x = torch.from_numpy(np.require(frames, requirements=("C", "W"))).permute(0, 3, 1, 2)
+    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
 def _preprocess_chunk(frames: np.ndarray, resize: bool):
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    x = _nchw(frames)
     if not resize:  # cropping uint8 then converting equals converting then cropping: a crop only selects pixels
-        return normalise(TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE]))
-    x = x.float().div_(255.0)
+        return normalise(TF.center_crop(_nchw(frames), [IMAGE_SIZE, IMAGE_SIZE]))
+    x = _nchw_float(frames)
     x = TF.resize(x, [IMAGE_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=False)
     x = TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE])
     return TF.normalize(x, CLIP_MEAN, CLIP_STD)

@@ -100,6 +100,7 @@ class VideoSource:
     height: int = 0
     width: int = 0
     threads: int = 1
+    strategy: str | None = None  # decord: "seek" | "sequential" | None (chosen per clip, pipeline/extract/read_plan.py)
     _reader: object = None
 
     def frame_shape(self) -> tuple[int, int]:
@@ -148,7 +149,9 @@ def _decord_read(src: VideoSource, indices: list[int], size: tuple[int, int] | N
     vr = src._reader
     if size is not None and size != src.frame_shape():
         vr = decord.VideoReader(src.path, ctx=decord.cpu(0), width=size[1], height=size[0], num_threads=src.threads)
-    return vr.get_batch(list(indices)).asnumpy()
+    from pipeline.extract import read_plan
+
+    return read_plan.read(vr, list(indices), src.strategy)
 
 
 def _pyav_open(path: str) -> VideoSource:

@@ -124,9 +124,12 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
         report(stats)
 
     for rows in batches(task.rows, job.batch_frames):
-        items = [Item(row=r) for r in rows]
-        for step in pre:
-            items = timed(step.name, step, items)
+        items = []
+        for row in rows:  # one row through all CPU steps at a time: one video's full-resolution frames in memory
+            one = [Item(row=row)]
+            for step in pre:
+                one = timed(step.name, step, one)
+            items += one
         sent.append(payload_bytes(items) if shared is not None else 0)
         future = timed(shared.name, call_shared, items) if shared is not None else _Done(items)
         if pending is not None:

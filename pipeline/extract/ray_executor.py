@@ -76,6 +76,8 @@ class _EncoderCall:
 
         self.actors, self.index, self.attempt = actors, first, 0
         self.items = ray.put(items)
+        for item in items:  # the object store holds them now; the task's heap copy would only add to its peak RSS
+            item.pixels = None
         self.ref = self.actors[self.index].call.remote(self.items)
 
     def result(self) -> list[Item]:

@@ -71,8 +71,9 @@ class Step:
 class Decode(Step):
     """Open the media: decord (PyAV fallback) for videos, a header check for images.
 
-    Media in an object store is first copied to a local spool (decord needs a local file); the previous batch's
-    copies are removed when the next batch starts (its frames are decoded by then), the rest when the task ends.
+    Media in an object store is first copied to a local spool (decord needs a local file); the previous call's
+    copies are removed when the next call starts (their frames are decoded by then; `run_task` calls the CPU steps
+    one row at a time, so at most one video is spooled), the rest when the task ends.
     """
 
     name = "decode"

@@ -6,6 +6,7 @@ draws grounding videos: coloured shapes and scene colours on screen over known s
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,23 +15,29 @@ from pathlib import Path
 import numpy as np
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264") -> Path:
-    """Encode `frames` (T, H, W, 3) uint8 RGB at `fps` frames per second; H and W must be even for yuv420p."""
+def write_video(path: str | Path, frames, fps: float, codec: str = "libx264", gop: int | None = None) -> Path:
+    """Encode `frames` (T, H, W, 3) uint8 RGB (an array, or an iterable of (H, W, 3) frames for long clips) at `fps`
+    frames per second; H and W must be even for yuv420p. `gop`: a keyframe exactly every `gop` frames (libx264)."""
     import av
 
-    frames = np.asarray(frames, dtype=np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    if isinstance(frames, (np.ndarray, list)):
+        frames = np.asarray(frames, dtype=np.uint8)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    frames = iter(frames)
+    first = np.asarray(next(frames), dtype=np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.width, stream.height = first.shape[1], first.shape[0]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
             stream.options = {"preset": "veryfast", "crf": "18"}
-        for frame in frames:
+            if gop:  # fixed GOP: no scene-cut keyframes, none closer than `gop`
+                stream.options = {**stream.options, "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for frame in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
