@@ -14,9 +14,7 @@ Each task marker records the node the task ran on (`node`), its encoder's node a
 """
 from __future__ import annotations
 
-import os
 import time
-from contextlib import contextmanager
 from typing import Callable
 
 from pipeline.extract.executors import Job, Stats, run_task
@@ -25,7 +23,6 @@ from pipeline.extract.tasks import Task
 
 ENCODER_RESTARTS = 3
 CALL_ATTEMPTS = 8  # per encoder call, across encoders, before the task gives up
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ClusterJoinError(RuntimeError):
@@ -180,17 +177,10 @@ class RayExecutor:
                                    "(docs/cluster.md)") from None
 
     def _start_local(self) -> None:
-        """A Ray on this machine that listens on 127.0.0.1 only (docs/reliability.md lists what still binds
-        elsewhere) and dies with this driver (pipeline/extract/ray_watchdog.py)."""
-        import ray
+        """A Ray on this machine, on 127.0.0.1 only, that dies with this driver (pipeline.contract.local_ray)."""
+        from pipeline.contract.local_ray import start_local_ray
 
-        from pipeline.extract import ray_watchdog
-
-        with _loopback_only():
-            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-        node = getattr(ray._private.worker, "_global_node", None)  # private: without it, no watchdog
-        if node is not None:
-            self.watchdog = ray_watchdog.start(node.get_session_dir_path())
+        self.watchdog = start_local_ray(self.num_cpus)
 
     def gpus(self) -> int:
         import ray
@@ -275,27 +265,6 @@ class RayExecutor:
         for a in self.actors:
             ray.kill(a)
         self.actors, self.actor_nodes = [], []
-
-
-@contextmanager
-def _loopback_only():
-    """While a local Ray starts: its node address is 127.0.0.1, so gcs_server, raylet, the workers and the runtime-env
-    agent listen there only. ray.init turns `_node_ip_address="127.0.0.1"` back into the machine's address unless Ray
-    believes clusters are disabled (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read by `ray._private.ray_constants` at
-    import; the attribute too, for a driver that imported ray already). The processes it starts inherit the variable;
-    both are restored afterwards."""
-    from ray._private import ray_constants
-
-    before_env, before = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[LOOPBACK_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
-        if before_env is None:
-            os.environ.pop(LOOPBACK_ENV, None)
-        else:
-            os.environ[LOOPBACK_ENV] = before_env
 
 
 def _delta(now: Stats, before: Stats) -> Stats:

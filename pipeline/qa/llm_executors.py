@@ -46,13 +46,17 @@ class RayLLMExecutor:
     def __init__(self, step: DialogueLLM, actors: int = 1, address: str | None = None):
         self.step, self.n, self.address = step, actors, address
         self.actors: list = []
+        self.watchdog = None
 
     def setup(self) -> None:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False) if self.address else \
-                ray.init(include_dashboard=False)
+        if not ray.is_initialized() and self.address:
+            ray.init(address=self.address, include_dashboard=False)
+        elif not ray.is_initialized():  # on 127.0.0.1 only, dying with this process (pipeline.contract.local_ray)
+            from pipeline.contract.local_ray import start_local_ray
+
+            self.watchdog = start_local_ray()
         gpus = int(ray.cluster_resources().get("GPU", 0))
         resources = dict(self.step.resources) if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(_LLMActor).options(**resources, max_restarts=1, max_task_retries=1)
