@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py --out data/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout 900
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" --timeout 900 --durations=25
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow" --timeout 1800
