@@ -213,16 +213,47 @@ def _nchw(frames: np.ndarray):
 def center_crop_uint8(frames: np.ndarray) -> np.ndarray:
     """Decoder-resized uint8 (N, H, W, 3) frames (short side 224) → uint8 (N, 3, 224, 224): what the fast path ships
     to the encoder, 4× fewer bytes than float32 pixels; `normalise` there gives the same pixels as `preprocess`."""
-    from torchvision.transforms import functional as TF
+    return _center_crop(_nchw(frames)).numpy()
 
-    return TF.center_crop(_nchw(frames), [IMAGE_SIZE, IMAGE_SIZE]).numpy()
+
+# The default path in torch alone, op for op what torchvision's functional resize / center_crop / normalize run on
+# a float tensor (tests/pipeline/extract/test_clip.py checks equality against torchvision itself). Decode workers
+# then never import torchvision: 1.6 CPU s and ~170 MB less per worker (docs/extract.md, memory).
+
+def _resize_short_side(x):
+    """torchvision `resize(x, [224], BICUBIC, antialias=False)`: same output size, same interpolate call."""
+    import torch
+
+    h, w = x.shape[-2:]
+    size = short_side_size(h, w)
+    if (h, w) == size:
+        return x
+    return torch.nn.functional.interpolate(x, size=list(size), mode="bicubic", align_corners=False, antialias=False)
+
+
+def _center_crop(x):
+    """torchvision `center_crop(x, [224, 224])` for frames at least 224 on each side (offsets rounded half to even)."""
+    h, w = x.shape[-2:]
+    if h < IMAGE_SIZE or w < IMAGE_SIZE:  # torchvision pads first; never the case after the short-side resize
+        from torchvision.transforms import functional as TF
+
+        return TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE])
+    top, left = int(round((h - IMAGE_SIZE) / 2.0)), int(round((w - IMAGE_SIZE) / 2.0))
+    return x[..., top:top + IMAGE_SIZE, left:left + IMAGE_SIZE]
+
+
+def _normalize(x):
+    """torchvision `normalize(x, CLIP_MEAN, CLIP_STD)`: a copy, minus the mean, divided by the std, in x's dtype."""
+    import torch
+
+    mean = torch.as_tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.clone().sub_(mean).div_(std)
 
 
 def normalise(x):
     """uint8 NCHW tensor → /255 → CLIP mean/std, float32 (element-wise ops: the same on any device)."""
-    from torchvision.transforms import functional as TF
-
-    return TF.normalize(x.float().div_(255.0), CLIP_MEAN, CLIP_STD)
+    return _normalize(x.float().div_(255.0))
 
 
 def _nchw_float(frames: np.ndarray):
@@ -235,30 +266,45 @@ def _nchw_float(frames: np.ndarray):
 
 
 def _preprocess_chunk(frames: np.ndarray, resize: bool):
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
     if not resize:  # cropping uint8 then converting equals converting then cropping: a crop only selects pixels
-        return normalise(TF.center_crop(_nchw(frames), [IMAGE_SIZE, IMAGE_SIZE]))
-    x = _nchw_float(frames)
-    x = TF.resize(x, [IMAGE_SIZE], interpolation=InterpolationMode.BICUBIC, antialias=False)
-    x = TF.center_crop(x, [IMAGE_SIZE, IMAGE_SIZE])
-    return TF.normalize(x, CLIP_MEAN, CLIP_STD)
+        return normalise(_center_crop(_nchw(frames)))
+    return _normalize(_center_crop(_resize_short_side(_nchw_float(frames))))
+
+
+def frame_chunks(arrays: list[np.ndarray], size: int):
+    """Consecutive chunks of `size` frames across `arrays` (the last may be shorter): a chunk inside one array is a
+    view of it, only a chunk spanning arrays is copied. The same chunks as slicing their concatenation, without the
+    copy of a whole batch."""
+    parts, have = [], 0
+    for a in arrays:
+        start = 0
+        while start < len(a):
+            take = min(size - have, len(a) - start)
+            parts.append(a[start:start + take])
+            have, start = have + take, start + take
+            if have == size:
+                yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+                parts, have = [], 0
+    if parts:
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def encode(model, pixels, batch_size: int) -> np.ndarray:
     """Projected CLS features, in chunks of `batch_size` frames → float16 (N, 768). `pixels`: preprocessed float
-    pixels (float32, or already in the model's dtype), or uint8 centre crops (the fast path), normalised here."""
+    pixels (float32, or already in the model's dtype), or uint8 centre crops (the fast path), normalised here; one
+    array, or a list of them (one per item: chunks then cross items as in their concatenation)."""
     import torch
 
+    arrays = list(pixels) if isinstance(pixels, (list, tuple)) else [pixels]
     param = next(model.parameters())
-    if pixels.dtype not in (np.uint8, np.float32) and torch.as_tensor(pixels[:0]).dtype != param.dtype:
-        raise RuntimeError(f"{pixels.dtype} pixels for a {param.dtype} encoder: features would differ; "
-                           "the decode side must ship float32, the model's dtype or uint8")
+    for a in arrays:
+        if a.dtype not in (np.uint8, np.float32) and torch.as_tensor(a[:0]).dtype != param.dtype:
+            raise RuntimeError(f"{a.dtype} pixels for a {param.dtype} encoder: features would differ; "
+                               "the decode side must ship float32, the model's dtype or uint8")
     out = []
     with torch.inference_mode():
-        for i in range(0, len(pixels), batch_size):
-            chunk = torch.as_tensor(pixels[i:i + batch_size]).to(param.device)
+        for part in frame_chunks(arrays, batch_size):
+            chunk = torch.as_tensor(part).to(param.device)
             chunk = (normalise(chunk) if chunk.dtype == torch.uint8 else chunk).to(param.dtype)
             out.append(model.encode_image(chunk).float().cpu().numpy())
     if not out:

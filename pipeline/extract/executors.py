@@ -98,9 +98,12 @@ class _Done:
 
 
 def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
-             report: Callable[[Stats], None], where: dict | None = None) -> Stats:
+             report: Callable[[Stats], None], where: dict | None = None,
+             stage: Callable[[list[Item]], None] | None = None) -> Stats:
     """All rows of one task through all steps; `call_shared(items)` returns a future with `.result()`.
-    `where` (the Ray node of the task and of its encoder) goes into the task's marker with the bytes sent."""
+    `where` (the Ray node of the task and of its encoder) goes into the task's marker with the bytes sent.
+    `stage(items)`, when given, moves one row's payload out of this process as soon as it is ready (Ray: into the
+    object store), so the task holds one video's pixels at a time instead of a whole batch's."""
     pre, shared, post = job.split()
     job.on_task_start(task.task_id)
     for step in job.steps:
@@ -124,13 +127,17 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
         report(stats)
 
     for rows in batches(task.rows, job.batch_frames):
-        items = []
+        items, nbytes = [], 0
         for row in rows:  # one row through all CPU steps at a time: one video's full-resolution frames in memory
             one = [Item(row=row)]
             for step in pre:
                 one = timed(step.name, step, one)
+            if shared is not None:
+                nbytes += payload_bytes(one)
+                if stage is not None:
+                    stage(one)
             items += one
-        sent.append(payload_bytes(items) if shared is not None else 0)
+        sent.append(nbytes)
         future = timed(shared.name, call_shared, items) if shared is not None else _Done(items)
         if pending is not None:
             finish(pending)

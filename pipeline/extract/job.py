@@ -104,6 +104,7 @@ class ExtractSummary:
     seconds: float
     failed: dict = field(default_factory=dict)
     step_seconds: Counter = field(default_factory=Counter)
+    startup_seconds: float = 0.0  # of `seconds`: reading the manifest, starting/joining Ray, loading the encoders
 
 
 def default_tasks(rows: int) -> int:
@@ -176,7 +177,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
             todo = store.todo(split_tasks(rows, plan["num_tasks"]))
             executor, use_gpu = make_executor(cfg)
             job = build_job(cfg, store, encoder, use_gpu)
-            outcomes = _run(cfg, executor, job, store, todo, use_gpu, console)
+            outcomes, ready = _run(cfg, executor, job, store, todo, use_gpu, console)
             failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
             counts = RunCounts(0, Counter())
             if not failed:
@@ -187,12 +188,13 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
         raise ExtractError(str(e)) from e
     step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
     return ExtractSummary(cfg.out_dir, len(rows), counts.samples, counts.errors, len(todo),
-                          plan["num_tasks"] - len(todo), time.time() - t0, failed, step_seconds)
+                          plan["num_tasks"] - len(todo), time.time() - t0, failed, step_seconds, ready - t0)
 
 
 def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Task], use_gpu: bool,
-         console) -> dict:
-    """Load the models (a broken encoder stops the job before anything is written), record the plan, run the tasks."""
+         console) -> tuple[dict, float]:
+    """Load the models (a broken encoder stops the job before anything is written), record the plan, run the tasks.
+    Returns the tasks' outcomes and the time the workers were ready."""
     from pipeline.extract.clip import ModelLoadError
 
     try:
@@ -201,11 +203,12 @@ def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Ta
     except ModelLoadError as e:
         executor.shutdown()
         raise ExtractError(str(e)) from e
+    ready = time.time()
     store.start()
     write_run_config(cfg, store.plan, use_gpu)
     try:
         with _progress(cfg, store.plan["rows"], sum(len(t.rows) for t in todo), console) as report:
-            return executor.run(job, todo, report) if todo else {}
+            return (executor.run(job, todo, report) if todo else {}), ready
     finally:
         executor.shutdown()
 
@@ -283,8 +286,11 @@ def print_summary(s: ExtractSummary, console=None) -> int:
 
     console = console or Console()
     rate = s.rows / s.seconds if s.seconds else 0.0
+    running = s.seconds - s.startup_seconds
+    after = f", {s.rows / running:.2f} rows/s after {s.startup_seconds:.1f} s of start-up" if s.tasks_run and \
+        s.startup_seconds and running > 0 else ""
     console.print(f"extract: {s.rows} rows, {s.tasks_run} tasks run, {s.tasks_skipped} already done, "
-                  f"{s.seconds:.1f} s ({rate:.2f} rows/s)")
+                  f"{s.seconds:.1f} s ({rate:.2f} rows/s{after})")
     if s.failed:
         for task_id, why in sorted(s.failed.items()):
             console.print(f"  task {task_id} failed: {why}")

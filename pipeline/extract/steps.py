@@ -176,7 +176,7 @@ class Preprocess(Step):
         self.dtype = dtype
 
     def setup(self) -> None:
-        import torchvision.transforms.functional  # noqa: F401  (torch + torchvision: seconds on a cold worker)
+        import torch  # noqa: F401  (seconds on a cold worker; the preprocess path needs no torchvision)
 
     def process(self, item: Item) -> Item:
         import torch
@@ -216,8 +216,7 @@ class Encode(Step):
 
         ok = [i for i in items if i.error is None]
         if ok:
-            pixels = np.concatenate([i.pixels for i in ok])
-            feats = encode(self.model, pixels, self.batch_size)
+            feats = encode(self.model, [i.pixels for i in ok], self.batch_size)
             start = 0
             for item in ok:
                 n = len(item.pixels)

@@ -185,3 +185,56 @@ def test_smaller_payloads_give_bit_identical_features(tmp_path):
         assert np.array_equal(encode(half, old_fast, 50), encode(half, crops, 50))
     with pytest.raises(RuntimeError, match="features would differ"):
         encode(model, fp16, 50)  # fp16 pixels into a float32 encoder would be a silent change
+
+
+@pytest.mark.parametrize("hw", [(360, 640), (481, 641), (225, 1000), (1000, 225), (224, 224), (300, 224), (226, 227)])
+def test_preprocess_equals_torchvision_op_for_op(hw):
+    """The decode side runs resize / crop / normalise in torch alone (no torchvision import in decode workers); on
+    odd sizes (crop offsets rounded half to even, no-op resizes) it gives torchvision's pixels bit for bit, and the
+    uint8 crop of the fast path is torchvision's crop."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    from pipeline.extract.clip import center_crop_uint8, normalise
+
+    frames = np.random.RandomState(hw[0] + hw[1]).randint(0, 256, (3, *hw, 3), dtype=np.uint8)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    want = TF.normalize(TF.center_crop(TF.resize(x.float() / 255.0, [224], interpolation=InterpolationMode.BICUBIC,
+                                                 antialias=False), [224, 224]), CLIP_MEAN, CLIP_STD)
+    assert torch.equal(preprocess(frames), want)
+    if min(hw) == 224:  # what the decoder hands the fast path: short side already 224
+        crop = TF.center_crop(x, [224, 224])
+        assert np.array_equal(center_crop_uint8(frames), crop.numpy())
+        assert torch.equal(normalise(torch.from_numpy(center_crop_uint8(frames))),
+                           TF.normalize(crop.float() / 255.0, CLIP_MEAN, CLIP_STD))
+        assert torch.equal(preprocess(frames, resize=False), want)
+
+
+def test_decode_workers_do_not_import_torchvision():
+    """Preprocess (setup and a call) in a fresh interpreter leaves torchvision unimported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\nfrom pipeline.extract.steps import Item, Preprocess\n"
+            "p = Preprocess(); p.setup()\nit = Item(row={'key': 'k'}); it.frames = np.zeros((2, 360, 640, 3), np.uint8)\n"
+            "p([it]); assert it.pixels.shape == (2, 3, 224, 224)\nprint('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_frame_chunks_cut_like_the_concatenation():
+    """Chunks across items equal slices of their concatenation; a chunk inside one item is a view, not a copy."""
+    from pipeline.extract.clip import frame_chunks
+
+    arrays = [np.arange(n * 2).reshape(n, 2) + 100 * i for i, n in enumerate((5, 1, 7, 3))]
+    whole = np.concatenate(arrays)
+    for size in (1, 2, 3, 5, 16, 100):
+        got = list(frame_chunks(arrays, size))
+        want = [whole[i:i + size] for i in range(0, len(whole), size)]
+        assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    first = next(frame_chunks(arrays, 5))
+    assert np.shares_memory(first, arrays[0])
+    assert list(frame_chunks([], 4)) == [] and list(frame_chunks([np.zeros((0, 2))], 4)) == []
+    model = load_model(ClipConfig(model="tiny-random"))
+    x = preprocess(np.random.RandomState(6).randint(0, 256, (9, 240, 320, 3), dtype=np.uint8)).numpy()
+    assert np.array_equal(encode(model, [x[:4], x[4:5], x[5:]], 3), encode(model, x, 3))
