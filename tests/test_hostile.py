@@ -452,6 +452,10 @@ def test_extract_with_every_row_failed_exits_nonzero(tmp_path):
                             tasks_skipped=0, seconds=1.0)
     assert print_summary(failed, console) == 1 and "no sample extracted" in console.file.getvalue()
     assert print_summary(ExtractSummary(tmp_path, 3, 2, Counter(missing_file=1), 1, 0, 1.0), console) == 0
+    done, wide = ExtractSummary(tmp_path, 40, 40, Counter(), 2, 0, 30.0, startup_seconds=10.0), Console(
+        file=io.StringIO(), width=200)
+    assert print_summary(done, wide) == 0 and "(1.33 rows/s, 2.00 rows/s after 10.0 s of start-up)" in \
+        wide.file.getvalue()
 
 
 def test_stage3_malformed_dialogue_turns_are_error_records(tmp_path):

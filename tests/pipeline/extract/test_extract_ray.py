@@ -43,6 +43,7 @@ def test_ray_equals_in_process_and_real_clips_verify(ray_local, media, tmp_path)
     local = run_extract(config(manifest, tmp_path / "local", executor="local", tasks=2))
     on_ray = run_extract(config(manifest, tmp_path / "ray", executor="ray", tasks=2, samples_per_shard=3))
     assert not on_ray.failed and on_ray.errors == local.errors
+    assert 0 < on_ray.startup_seconds < on_ray.seconds  # Ray workers and the encoder ready before the tasks ran
     a, _ = assert_exact(tmp_path / "local", rows)
     b, _ = assert_exact(tmp_path / "ray", rows)
     assert set(a) == set(b) and len(b) == len(real) + 5
