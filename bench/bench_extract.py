@@ -1,20 +1,23 @@
 """Benchmark: `vtl-pipeline extract` (Ray, local) vs a VTimeLLM-style sequential extractor and vs the cores' ceiling.
 
     .venv/bin/python bench/bench_extract.py [--videos 48] [--seconds 10] [--size 640x360] [--fps 30] [--tasks 8]
-        [--media local|s3] [--long-clips 60,120] [--no-ceiling]
+        [--batch-size 100] [--media local|s3] [--long-clips 60,120] [--memory-scale 480] [--no-ceiling]
 
 The baseline is what VTimeLLM's inference path does, in one process: decord `VideoReader` (default threads) →
 `get_batch` of the 100 sampled indices at full resolution → one float tensor → torchvision Resize(224, bicubic, no
 antialias) / CenterCrop / Normalize → `encode_image` of the 100 frames (one video per encoder batch) → float16.
-vtl runs `run_extract` on a local Ray (started before timing, like the baseline's imports) with decode tasks on the
-cores and the encoder as an actor. Both use the same encoder (`--clip-model`, tiny-random by default: the only one
-that runs on a CPU box in reasonable time). The ceiling is every core doing only our decode + sample + preprocess of
-the same videos (a process pool, no Ray, no encoder, imports paid before the clock); vtl's share of it is printed.
+vtl runs `run_extract` on a fresh local Ray per run (started before the clock, like the baseline's imports) with
+decode tasks on the cores and the encoder as an actor. Both use the same encoder (`--clip-model`, tiny-random by
+default: the only one that runs on a CPU box in reasonable time). The ceilings are every core doing only our decode
++ sample + preprocess of the same videos (a process pool, no Ray, imports paid before the clock), without and with
+the encoder (each process its own copy); vtl's share of each is printed end to end and after vtl's start-up.
+Timing runs read the tree's CPU before and after; a separate memory run samples summed RSS/PSS every 0.5 s
+(`_tree_memory.py`), and `--memory-scale N` repeats it on N rows cycling over the videos (flatness).
 `--media s3` also runs vtl on the same videos in a local moto S3 server (`moto_server` on 127.0.0.1) and measures
 the spool (copy, then decord) against ranged reads (PyAV on an s3fs file). `--long-clips` times seeking vs one
-forward pass on generated long clips (30 fps, GOP 250 and 30). Peak RSS/PSS is summed over the process tree; the
-biggest processes are listed. The benchmark asserts per-frame cosine ≥ 0.9999 between vtl and the baseline and
-reports the max abs difference. Not a test. Last line: `ratio=X.XX` (vtl videos/s over baseline videos/s).
+forward pass on generated long clips (30 fps, GOP 250 and 30). The benchmark asserts per-frame cosine ≥ 0.9999
+between vtl and the baseline and reports the max abs difference. Not a test. Last line: `ratio=X.XX` (vtl
+videos/s over baseline videos/s).
 """
 from __future__ import annotations
 
