@@ -51,12 +51,13 @@ class RayLLMExecutor:
     def setup(self) -> None:
         import ray
 
-        if not ray.is_initialized() and self.address:
-            ray.init(address=self.address, include_dashboard=False)
-        elif not ray.is_initialized():  # on 127.0.0.1 only, dying with this process (pipeline.contract.local_ray)
-            from pipeline.contract.local_ray import start_local_ray
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, include_dashboard=False)
+            else:  # on 127.0.0.1 only, dying with this process (pipeline.contract.local_ray)
+                from pipeline.contract.local_ray import start_local_ray
 
-            self.watchdog = start_local_ray()
+                self.watchdog = start_local_ray()
         gpus = int(ray.cluster_resources().get("GPU", 0))
         resources = dict(self.step.resources) if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(_LLMActor).options(**resources, max_restarts=1, max_task_retries=1)
