@@ -26,6 +26,17 @@ def _family(pid: int) -> dict[int, psutil.Process]:
         return {}
 
 
+def _alive_attr(procs, attr: str) -> list:
+    """`p.name()` / `p.cmdline()` of the processes still there (a Ray worker may exit between listing and asking)."""
+    out = []
+    for p in procs:
+        try:
+            out.append(getattr(p, attr)())
+        except psutil.Error:
+            continue
+    return out
+
+
 def _listening(procs) -> set[tuple[str, str]]:
     found = set()
     for p in procs:
@@ -51,7 +62,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_and_ray_listens_on_loopback(
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and driver.poll() is None:
         family.update(_family(driver.pid))
-        names = {p.name() for p in family.values() if p.is_running()}
+        names = set(_alive_attr(family.values(), "name"))
         if {"raylet", "gcs_server"} <= names and any(n.startswith("ray::_") for n in names):
             break  # Ray is up and a task or the encoder is running
         time.sleep(0.3)
@@ -59,7 +70,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_and_ray_listens_on_loopback(
     family.update(_family(driver.pid))
     listening = _listening(family.values())
     assert listening and all(ip in LOOPBACK for _, ip in listening), listening
-    assert any("ray_watchdog" in " ".join(p.cmdline()) for p in family.values())
+    assert any("ray_watchdog" in " ".join(cmd) for cmd in _alive_attr(family.values(), "cmdline"))
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     killed = time.monotonic()
