@@ -81,8 +81,9 @@ def _stage(items: list[Item]) -> None:
 
 
 def _trim_heap() -> None:
-    """Hand the heap a row's frames and temporaries left free back to the OS (glibc keeps it otherwise: measured
-    ~90 MB less peak memory per decode worker at no measurable cost, docs/extract.md). No-op without glibc."""
+    """Hand the heap a row's frames and temporaries left free back to the OS (glibc keeps it otherwise). Its effect
+    on peak memory and speed was within this machine's noise across three A/B measurements (docs/extract.md).
+    No-op without glibc."""
     import ctypes
 
     try:
