@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -222,8 +221,3 @@ def object_reads(urls: list[str], limit: int = 6) -> dict:
 
 def encoder_bytes(out: Path) -> int:
     return sum(json.loads(p.read_text()).get("encoder_bytes", 0) for p in (out / "tasks").glob("*.done.json"))
-
-
-def self_usage() -> tuple[float, float]:
-    u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_utime + u.ru_stime, u.ru_maxrss / 1024

@@ -14,6 +14,7 @@ Each task marker records the node the task ran on (`node`), its encoder's node a
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable
 
@@ -84,12 +85,20 @@ def _trim_heap() -> None:
     """Hand the heap a row's frames and temporaries left free back to the OS (glibc keeps it otherwise). Its effect
     on peak memory and speed was within this machine's noise across three A/B measurements (docs/extract.md).
     No-op without glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's `malloc_trim`, looked up once per worker (None without glibc)."""
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 class _EncoderCall:
