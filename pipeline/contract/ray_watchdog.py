@@ -96,7 +96,9 @@ def watch(driver: int, session_dir: str) -> None:
     import psutil
 
     session = os.path.basename(session_dir.rstrip("/"))
-    noted: dict[int, float] = {}
+    # At once, before the first wait: Ray's agents started during ray.init retitle themselves (`ray::DashboardAgent`),
+    # so once the driver is gone only this snapshot finds them (a driver killed within a second left them alive).
+    noted: dict[int, float] = _descendants(driver, session)
     while True:
         ready, _, _ = select.select([sys.stdin.fileno()], [], [], SNAPSHOT_S)
         if ready and not os.read(sys.stdin.fileno(), 4096):
