@@ -82,7 +82,7 @@ def run_vtl(manifest: Path, out: Path, args, fast: bool, memory: bool = False) -
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = ExtractConfig(manifest=str(manifest), out=str(out), executor="ray", tasks=args.tasks,
-                        batch_size=args.batch_size, encoders=1, progress=False,
+                        batch_size=args.batch_size, encoders=args.encoders, progress=False,
                         clip=ClipConfig(model=args.clip_model, fast_resize=fast))
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     sampler = TreeSampler()
@@ -120,6 +120,8 @@ def parse_args():
     ap.add_argument("--batch-size", type=int, default=100,
                     help="frames per encoder call and forward pass (100: one video, as the baseline's forward pass)")
     ap.add_argument("--clip-model", default="tiny-random")
+    ap.add_argument("--encoders", type=int, default=None,
+                    help="encoder actors (default: extract's; 0 on a CPU-only machine: each decode task encodes)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vtl-bench-extract"))
     ap.add_argument("--fast-resize", action="store_true", help="also time --fast-resize (cosine reported only)")
     ap.add_argument("--media", choices=("local", "s3"), default="local",

@@ -280,8 +280,8 @@ def extract_cmd(
     tasks: Optional[int] = typer.Option(None, "--tasks", help="Fixed number of manifest slices (default: from "
                                         "the row count). A rerun must use the same."),
     samples_per_shard: Optional[int] = _PER_SHARD,
-    encoders: Optional[int] = typer.Option(None, "--encoders", help="CLIP encoder actors (one GPU each when GPUs "
-                                           "exist; default 1)."),
+    encoders: Optional[int] = typer.Option(None, "--encoders", help="CLIP encoder actors, one GPU each (default: 1 "
+                                           "with GPUs; 0 without: every decode task encodes its own rows)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Frames per encoder forward pass "
                                              "(default 256)."),
     decode_threads: Optional[int] = typer.Option(None, "--decode-threads", help="Decoder threads per decode task "

@@ -67,7 +67,7 @@ class Stats:
     frames: int = 0
     errors: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)
-    encoder_bytes: int = 0  # array bytes sent to the shared step (through the object store on Ray)
+    encoder_bytes: int = 0  # array bytes sent to the shared step through the object store (0 when it runs in place)
 
     def add(self, other: "Stats") -> None:
         self.items += other.items
@@ -87,7 +87,7 @@ def batch_stats(items: list[Item]) -> Stats:
     return Stats(len(items), frames, Counter(i.error.reason for i in items if i.error is not None))
 
 
-class _Done:
+class Resolved:
     """A future that is already resolved (the in-process executor calls the shared step directly)."""
 
     def __init__(self, value):
@@ -132,13 +132,12 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
             one = [Item(row=row)]
             for step in pre:
                 one = timed(step.name, step, one)
-            if shared is not None:
+            if shared is not None and stage is not None:  # bytes counted as they leave the process
                 nbytes += payload_bytes(one)
-                if stage is not None:
-                    stage(one)
+                stage(one)
             items += one
         sent.append(nbytes)
-        future = timed(shared.name, call_shared, items) if shared is not None else _Done(items)
+        future = timed(shared.name, call_shared, items) if shared is not None else Resolved(items)
         if pending is not None:
             finish(pending)
         pending = future
@@ -159,7 +158,7 @@ class InProcessExecutor:
     def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
         self.setup(job)
         shared = job.shared
-        return {t.task_id: run_task(job, t, lambda items: _Done(shared(items)), report, {"node": None})
+        return {t.task_id: run_task(job, t, lambda items: Resolved(shared(items)), report, {"node": None})
                 for t in tasks}
 
     def shutdown(self) -> None:

@@ -45,7 +45,9 @@ class ExtractConfig:
         out = data_root/dataset/features. `manifest` / `out` override either.
     executor: "ray" (default; local Ray when `address` is None, else join that cluster) or "local" (in-process).
     tasks: fixed number of manifest slices (None: derived from the row count, stored in the plan for reruns).
-    samples_per_shard: samples per tar. encoders: encoder actors. batch_size: frames per encoder forward pass.
+    samples_per_shard: samples per tar. batch_size: frames per encoder forward pass.
+    encoders: encoder actors; 0 runs the encoder inside every decode task (CPU only); None: one actor when the
+        cluster has GPUs, else 0 (`encoder_placement`).
     decode_threads: decoder threads per decode task. num_cpus: CPUs of a local Ray (None: all).
     clip: the encoder (model, weights, fast_resize, device).
     """
@@ -58,7 +60,7 @@ class ExtractConfig:
     address: str | None = None
     tasks: int | None = None
     samples_per_shard: int = 1000
-    encoders: int = 1
+    encoders: int | None = None
     batch_size: int = 256
     decode_threads: int = 1
     num_cpus: int | None = None
@@ -76,9 +78,11 @@ class ExtractConfig:
             raise ValueError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.address and self.executor != "ray":
             raise ValueError("--address needs the ray executor")
-        for name in ("samples_per_shard", "encoders", "batch_size", "decode_threads"):
+        for name in ("samples_per_shard", "batch_size", "decode_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if self.encoders is not None and self.encoders < 0:
+            raise ValueError(f"--encoders must be ≥ 0 (0: in the decode tasks), got {self.encoders}")
         if self.tasks is not None and self.tasks < 1:
             raise ValueError(f"--tasks must be ≥ 1, got {self.tasks}")
 
@@ -149,17 +153,32 @@ def build_job(cfg: ExtractConfig, store: TaskStore, encoder: str, use_gpu: bool)
     return Job(steps, batch_frames=cfg.batch_size, on_task_start=store.discard, on_task_done=store.mark_done)
 
 
+def encoder_placement(encoders: int | None, use_gpu: bool) -> int:
+    """Encoder actors to start: as asked, else one per run with GPUs (`--encoders` = the GPU count spreads them)
+    and none without: on CPUs each decode task encodes its own rows, which skips the pixel copy through the object
+    store and the actor hop and lets encoding grow with the CPU slots (docs/extract.md: one model copy per CPU slot).
+    """
+    if encoders is None:
+        return 1 if use_gpu else 0
+    if encoders == 0 and use_gpu:
+        raise ExtractError("--encoders 0 runs the encoder inside the CPU decode tasks; with GPUs give --encoders N "
+                           "(one GPU each) or --device cpu")
+    return encoders
+
+
 def make_executor(cfg: ExtractConfig):
     if cfg.executor == "local":
         import torch
 
         return InProcessExecutor(), torch.cuda.is_available() and cfg.clip.device != "cpu"
-    ex = RayExecutor(address=cfg.address, encoders=cfg.encoders, num_cpus=cfg.num_cpus)
+    ex = RayExecutor(address=cfg.address, num_cpus=cfg.num_cpus)
     try:
         gpus = ex.gpus()
     except Exception as e:
         raise ExtractError(f"cannot start or join Ray (address={cfg.address!r}): {type(e).__name__}: {e}") from e
-    return ex, gpus > 0 and cfg.clip.device != "cpu"
+    use_gpu = gpus > 0 and cfg.clip.device != "cpu"
+    ex.encoders = encoder_placement(cfg.encoders, use_gpu)
+    return ex, use_gpu
 
 
 def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
@@ -205,7 +224,7 @@ def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Ta
         raise ExtractError(str(e)) from e
     ready = time.time()
     store.start()
-    write_run_config(cfg, store.plan, use_gpu)
+    write_run_config(cfg, store.plan, use_gpu, getattr(executor, "encoders", None))
     try:
         with _progress(cfg, store.plan["rows"], sum(len(t.rows) for t in todo), console) as report:
             return (executor.run(job, todo, report) if todo else {}), ready
@@ -213,10 +232,11 @@ def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Ta
         executor.shutdown()
 
 
-def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool) -> str | Path:
+def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool, encoder_actors: int | None) -> str | Path:
     resolved = {**asdict(cfg), "manifest": cfg.manifest_path, "out": cfg.out_dir}
     return storage.write_json_atomic(storage.join(cfg.out_dir, RUN_CONFIG), {
-        "command": "extract", "config": resolved, "plan": plan, "gpu_encoders": use_gpu, "producer": producer(),
+        "command": "extract", "config": resolved, "plan": plan, "gpu_encoders": use_gpu,
+        "encoder_actors": encoder_actors, "producer": producer(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 

@@ -3,7 +3,9 @@
 One Ray task per manifest task runs the CPU steps (`run_task`); the shared step (the encoder) lives in `encoders`
 actors, spread over the nodes, loaded once each and shared by all tasks. A task sends its batches to an encoder on
 its own node when there is one (the pixels then stay in that node's shared-memory object store), else to encoder
-t mod E. What can fail on a cluster, and what happens:
+t mod E. With `encoders=0` (extract's default without GPUs) there are no actors: every task worker loads the shared
+step once and calls it in place, so the pixels never leave the process and encoding grows with the CPU slots.
+What can fail on a cluster, and what happens:
 - a worker process or node dies: Ray retries the task (`task_retries`), which starts again by discarding what it
   left; a rerun resumes whatever still failed.
 - an encoder's node dies: Ray restarts the actor elsewhere (`max_restarts`); a call that was in flight, or whose
@@ -18,7 +20,7 @@ import functools
 import time
 from typing import Callable
 
-from pipeline.extract.executors import Job, Stats, run_task
+from pipeline.extract.executors import Job, Resolved, Stats, run_task
 from pipeline.extract.steps import Item, Step
 from pipeline.extract.tasks import Task
 
@@ -129,9 +131,25 @@ class _EncoderCall:
                 self.ref = self.actors[self.index].call.remote(self.items)
 
 
-def _warm_worker(steps: list[Step]) -> None:
+def _warm_worker(steps: list[Step], shared: Step | None = None) -> None:
     for step in steps:
         step.setup()
+    if shared is not None:
+        _in_task(shared)
+
+
+_LOADED: dict[str, Step] = {}  # per worker process: the in-task shared step, loaded once, used by later tasks
+
+
+def _in_task(step: Step) -> Step:
+    """This worker's loaded copy of a shared step (`encoders=0`). Every task brings its own unloaded copy of the
+    job; the first one with a given configuration is set up and kept for the tasks this worker runs later."""
+    key = f"{type(step).__qualname__}:{sorted(step.__getstate__().items())!r}"
+    if key not in _LOADED:
+        step.setup()
+        _LOADED.clear()  # one job's model at a time per worker
+        _LOADED[key] = step
+    return _LOADED[key]
 
 
 def pick_encoder(task_id: int, node: str, actor_nodes: list[str | None]) -> int:
@@ -141,10 +159,14 @@ def pick_encoder(task_id: int, node: str, actor_nodes: list[str | None]) -> int:
 
 
 def _ray_task(job: Job, task: Task, actors: list, actor_nodes: list, progress) -> Stats:
-    pre, _, post = job.split()
+    pre, shared, post = job.split()
     for step in pre + post:
         step.setup()
     node = _node_id()
+    if shared is not None and not actors:  # in-task: no object store, no actor hop
+        local = _in_task(shared)
+        return run_task(job, task, lambda items: Resolved(local(items)), progress.add.remote,
+                        {"node": node, "encoder_node": node})
     first = pick_encoder(task.task_id, node, actor_nodes)
     where = {"node": node, "encoder_node": actor_nodes[first]}
     return run_task(job, task, lambda items: _EncoderCall(actors, first, items), progress.add.remote, where,
@@ -182,7 +204,8 @@ class RayExecutor:
     """One Ray task per manifest task (CPU steps inside), `encoders` actors for the shared step.
 
     `address=None` starts Ray on this machine (or reuses an initialised one); "auto", "HOST:PORT" or
-    "ray://host:port" joins a cluster. Paths in the job must be absolute (the driver resolves them) and on storage
+    "ray://host:port" joins a cluster. `encoders=0`: no actors, each task worker runs the shared step itself.
+    Paths in the job must be absolute (the driver resolves them) and on storage
     every node reaches: workers run in the folder where their node's `ray start` ran.
     """
 
@@ -195,6 +218,7 @@ class RayExecutor:
         self.actors: list = []
         self.actor_nodes: list = []
         self.watchdog = None
+        self.ready = False
 
     def init(self) -> None:
         import ray
@@ -227,13 +251,19 @@ class RayExecutor:
         return int(ray.cluster_resources().get("GPU", 0))
 
     def setup(self, job: Job) -> None:
-        """Start the shared-step actors and load their models; a failure here stops the job before any task."""
-        import ray
-
+        """Start the shared-step actors and load their models (in-task: in every task worker); a failure here stops
+        the job before any task."""
         self.init()
         shared = job.shared
-        if shared is None:
-            return
+        if shared is not None and self.encoders == 0:
+            self._warm(job, shared)  # the model loads in every task worker, while they import
+        elif shared is not None:
+            self._start_actors(job, shared)
+        self.ready = True
+
+    def _start_actors(self, job: Job, shared: Step) -> None:
+        import ray
+
         # Calls are not retried by Ray (max_task_retries=0): `_EncoderCall` sends a failed call to the next encoder
         # at once instead of waiting for this one's restart (and a single encoder's calls wait for its restart).
         actor_cls = ray.remote(_StepActor).options(**shared.resources, max_restarts=ENCODER_RESTARTS,
@@ -241,15 +271,21 @@ class RayExecutor:
         self.actors = [actor_cls.remote(shared) for _ in range(self.encoders)]
         loading = [a.setup.remote() for a in self.actors]
         # While the models load, let the CPU workers pay their imports too (Ray reuses workers for later tasks).
+        warm = self._warm(job, None, wait=False)
+        self.actor_nodes = _raise_cause(loading)
+        ray.get(warm)
+
+    def _warm(self, job: Job, shared: Step | None, wait: bool = True) -> list:
+        """One warm-up task per CPU slot: imports, the CPU steps' setup and, in-task, the shared step's model."""
+        import ray
+
         pre, _, post = job.split()
         cpus = self._task_cpus(job)
         slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 0
-        warm = [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post) for _ in range(slots)]
-        try:
-            self.actor_nodes = ray.get(loading)
-        except ray.exceptions.RayTaskError as e:
-            raise (e.cause if isinstance(e.cause, Exception) else e.as_instanceof_cause()) from None
-        ray.get(warm)
+        warm = [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post, shared) for _ in range(slots)]
+        if wait:
+            _raise_cause(warm)
+        return warm
 
     @staticmethod
     def _task_cpus(job: Job) -> float:
@@ -267,11 +303,11 @@ class RayExecutor:
     def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
         import ray
 
-        if not self.actors:
+        if not self.ready:
             self.setup(job)
         progress = self._progress_actor()
         remote = ray.remote(_ray_task).options(num_cpus=self._task_cpus(job), max_retries=self.task_retries)
-        job_ref, actors, nodes = ray.put(job), self.actors or [None], self.actor_nodes or [None]
+        job_ref, actors, nodes = ray.put(job), self.actors, self.actor_nodes or [None]
         # A task blocked on its encoder result lends its CPU back to Ray, which would then start every queued task
         # at once, each in a fresh worker paying the torch imports. Keep at most one task per CPU slot in flight.
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // max(self._task_cpus(job), 1e-9)))
@@ -303,7 +339,17 @@ class RayExecutor:
 
         for a in self.actors:
             ray.kill(a)
-        self.actors, self.actor_nodes = [], []
+        self.actors, self.actor_nodes, self.ready = [], [], False
+
+
+def _raise_cause(refs: list) -> list:
+    """ray.get, re-raising a remote exception as itself (a ModelLoadError stays one for the CLI's message)."""
+    import ray
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        raise (e.cause if isinstance(e.cause, Exception) else e.as_instanceof_cause()) from None
 
 
 def _delta(now: Stats, before: Stats) -> Stats:

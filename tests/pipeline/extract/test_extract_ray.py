@@ -36,13 +36,23 @@ def media(tmp_path_factory) -> dict[str, Path]:
     return make_media(tmp_path_factory.mktemp("media"))
 
 
-def test_ray_equals_in_process_and_real_clips_verify(ray_local, media, tmp_path):
+@pytest.mark.parametrize("encoders", [None, 1], ids=["in-task (CPU default)", "one encoder actor"])
+def test_ray_equals_in_process_and_real_clips_verify(ray_local, media, tmp_path, encoders):
+    import json
+
+    import psutil
+
     real = [ManifestRow(key=make_key(Path(p).stem), dataset="real", kind="video", media=p) for p in REAL]
     rows = real + good_rows(media) + bad_rows(media, tmp_path)
     manifest = write_rows(rows, tmp_path / "manifest.parquet")
     local = run_extract(config(manifest, tmp_path / "local", executor="local", tasks=2))
-    on_ray = run_extract(config(manifest, tmp_path / "ray", executor="ray", tasks=2, samples_per_shard=3))
+    on_ray = run_extract(config(manifest, tmp_path / "ray", executor="ray", tasks=2, samples_per_shard=3,
+                                encoders=encoders))
     assert not on_ray.failed and on_ray.errors == local.errors
+    run = json.loads((tmp_path / "ray" / "run_config.json").read_text())
+    assert run["encoder_actors"] == (0 if encoders is None else 1)  # no GPU here: in the tasks by default
+    actors = [p for p in psutil.process_iter(["cmdline"]) if "ray::_StepActor" in " ".join(p.info["cmdline"] or ())]
+    assert not actors  # killed at the end of a run either way
     assert 0 < on_ray.startup_seconds < on_ray.seconds  # Ray workers and the encoder ready before the tasks ran
     a, _ = assert_exact(tmp_path / "local", rows)
     b, _ = assert_exact(tmp_path / "ray", rows)

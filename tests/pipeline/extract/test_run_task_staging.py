@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.extract.executors import Job, _Done, run_task
+from pipeline.extract.executors import Job, Resolved, run_task
 from pipeline.extract.steps import Step
 from pipeline.extract.tasks import Task
 
@@ -47,7 +47,7 @@ def test_each_row_is_staged_before_its_batch_is_sent():
         assert all(isinstance(i.pixels, tuple) for i in items)  # every row of the batch staged already
         for i in items:
             i.pixels = held[i.pixels[1]]
-        return _Done(job.shared(items))
+        return Resolved(job.shared(items))
 
     stats = run_task(job, Task(0, rows), call, lambda s: None, stage=stage)
     assert [e for e in log if e[0] != "done"] == [
