@@ -34,9 +34,9 @@ class TreeSampler(threading.Thread):
     """Samples this process and all its descendants every `interval` s: peak summed RSS and PSS (MB), each process's
     peak PSS with its last name (Ray workers rename themselves after what they run), CPU seconds used."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 0.5, skip: frozenset[int] = frozenset()):
         super().__init__(daemon=True)
-        self.interval = interval
+        self.interval, self.skip = interval, skip  # skip: bench fixtures in the tree (the moto S3 server)
         self.peak_rss = self.peak_pss = 0.0
         self.stop = threading.Event()
         self.cpu_start: dict[int, float] = {}
@@ -49,6 +49,8 @@ class TreeSampler(threading.Thread):
         me = psutil.Process()
         rss = pss = 0.0
         for p in [me] + me.children(recursive=True):
+            if p.pid in self.skip:
+                continue
             try:
                 mem, cpu, name = rollup(p.pid), p.cpu_times(), _name(p)
             except (OSError, psutil.Error):
