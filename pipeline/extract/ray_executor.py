@@ -9,56 +9,26 @@ What can fail on a cluster, and what happens:
 - a worker process or node dies: Ray retries the task (`task_retries`), which starts again by discarding what it
   left; a rerun resumes whatever still failed.
 - an encoder's node dies: Ray restarts the actor elsewhere (`max_restarts`); a call that was in flight, or whose
-  result was lost with the node, is sent again to the next encoder (`_EncoderCall`): the task moves to another
-  encoder, or with one encoder waits for its restart; it fails only after `CALL_ATTEMPTS` failed sends.
+  result was lost with the node, is sent again to the next encoder (`EncoderCall` in pipeline/extract/
+  ray_encoders.py): the task moves to another encoder, or with one encoder waits for its restart; it fails only
+  after `CALL_ATTEMPTS` failed sends.
 - the progress actor lives on the driver's node, and a driver that cannot reach it goes on without progress.
 Each task marker records the node the task ran on (`node`), its encoder's node and the bytes sent to it.
 """
 from __future__ import annotations
 
-import functools
-import time
 from typing import Callable
 
 from pipeline.extract.executors import Job, Resolved, Stats, run_task
-from pipeline.extract.steps import Item, Step
+from pipeline.extract.ray_encoders import EncoderCall, StepActor, in_task_step, node_id, pick_encoder, stage_pixels
+from pipeline.extract.steps import Step
 from pipeline.extract.tasks import Task
 
 ENCODER_RESTARTS = 3
-CALL_ATTEMPTS = 8  # per encoder call, across encoders, before the task gives up
 
 
 class ClusterJoinError(RuntimeError):
     """`--address` names a cluster we cannot join (nothing there, or it wants a token we do not have)."""
-
-
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
-class _StepActor:
-    """Holds one shared step; the model loads in `setup()` (and again, lazily, after Ray restarts the actor)."""
-
-    def __init__(self, step: Step):
-        self.step = step
-        self.ready = False
-
-    def setup(self) -> str:
-        if not self.ready:
-            self.step.setup()
-            self.ready = True
-        return _node_id()
-
-    def call(self, items: list[Item]) -> list[Item]:
-        import ray
-
-        self.setup()
-        staged = [i for i in items if isinstance(i.pixels, ray.ObjectRef)]  # put by the task one row at a time
-        for item, pixels in zip(staged, ray.get([i.pixels for i in staged])):
-            item.pixels = pixels
-        return self.step(items)
 
 
 class _ProgressActor:
@@ -72,105 +42,26 @@ class _ProgressActor:
         return self.stats
 
 
-def _stage(items: list[Item]) -> None:
-    """A row's pixels into the object store as soon as they are ready: the task's heap holds one video's pixels,
-    not a batch's; the batch object sent to the encoder holds the references (which keep the pixels alive)."""
-    import ray
-
-    for item in items:
-        if item.pixels is not None:
-            item.pixels = ray.put(item.pixels)
-    _trim_heap()
-
-
-def _trim_heap() -> None:
-    """Hand the heap a row's frames and temporaries left free back to the OS (glibc keeps it otherwise). Its effect
-    on peak memory and speed was within this machine's noise across three A/B measurements (docs/extract.md).
-    No-op without glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    """glibc's `malloc_trim`, looked up once per worker (None without glibc)."""
-    import ctypes
-
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-class _EncoderCall:
-    """A future for one batch at the encoders: `actors[first]` first; when an actor is gone, or the node holding
-    the result died, the same batch (kept once, as an object the task owns) goes to the next encoder."""
-
-    def __init__(self, actors: list, first: int, items: list[Item]):
-        import ray
-
-        self.actors, self.index, self.attempt = actors, first, 0
-        self.items = ray.put(items)
-        for item in items:  # the batch object holds them now (staged refs, or copies of heap pixels)
-            item.pixels = None
-        self.ref = self.actors[self.index].call.remote(self.items)
-
-    def result(self) -> list[Item]:
-        import ray
-
-        while True:
-            try:
-                return ray.get(self.ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
-                self.attempt += 1
-                if self.attempt >= CALL_ATTEMPTS:
-                    raise
-                time.sleep(min(2.0, 0.25 * (self.attempt - 1)))  # time for Ray to restart it or notice the loss
-                self.index = (self.index + 1) % len(self.actors)
-                self.ref = self.actors[self.index].call.remote(self.items)
-
-
 def _warm_worker(steps: list[Step], shared: Step | None = None) -> None:
     for step in steps:
         step.setup()
     if shared is not None:
-        _in_task(shared)
-
-
-_LOADED: dict[str, Step] = {}  # per worker process: the in-task shared step, loaded once, used by later tasks
-
-
-def _in_task(step: Step) -> Step:
-    """This worker's loaded copy of a shared step (`encoders=0`). Every task brings its own unloaded copy of the
-    job; the first one with a given configuration is set up and kept for the tasks this worker runs later."""
-    key = f"{type(step).__qualname__}:{sorted(step.__getstate__().items())!r}"
-    if key not in _LOADED:
-        step.setup()
-        _LOADED.clear()  # one job's model at a time per worker
-        _LOADED[key] = step
-    return _LOADED[key]
-
-
-def pick_encoder(task_id: int, node: str, actor_nodes: list[str | None]) -> int:
-    """Encoder index for a task: one on the task's own node when any (spread by task id), else task_id mod E."""
-    local = [i for i, n in enumerate(actor_nodes) if n == node]
-    return local[task_id % len(local)] if local else task_id % len(actor_nodes)
+        in_task_step(shared)
 
 
 def _ray_task(job: Job, task: Task, actors: list, actor_nodes: list, progress) -> Stats:
     pre, shared, post = job.split()
     for step in pre + post:
         step.setup()
-    node = _node_id()
+    node = node_id()
     if shared is not None and not actors:  # in-task: no object store, no actor hop
-        local = _in_task(shared)
+        local = in_task_step(shared)
         return run_task(job, task, lambda items: Resolved(local(items)), progress.add.remote,
                         {"node": node, "encoder_node": node})
     first = pick_encoder(task.task_id, node, actor_nodes)
     where = {"node": node, "encoder_node": actor_nodes[first]}
-    return run_task(job, task, lambda items: _EncoderCall(actors, first, items), progress.add.remote, where,
-                    stage=_stage)
+    return run_task(job, task, lambda items: EncoderCall(actors, first, items), progress.add.remote, where,
+                    stage=stage_pixels)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -264,9 +155,9 @@ class RayExecutor:
     def _start_actors(self, job: Job, shared: Step) -> None:
         import ray
 
-        # Calls are not retried by Ray (max_task_retries=0): `_EncoderCall` sends a failed call to the next encoder
+        # Calls are not retried by Ray (max_task_retries=0): `EncoderCall` sends a failed call to the next encoder
         # at once instead of waiting for this one's restart (and a single encoder's calls wait for its restart).
-        actor_cls = ray.remote(_StepActor).options(**shared.resources, max_restarts=ENCODER_RESTARTS,
+        actor_cls = ray.remote(StepActor).options(**shared.resources, max_restarts=ENCODER_RESTARTS,
                                                    max_task_retries=0, scheduling_strategy="SPREAD")
         self.actors = [actor_cls.remote(shared) for _ in range(self.encoders)]
         loading = [a.setup.remote() for a in self.actors]
@@ -297,7 +188,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # On the driver's node: a worker node that dies must not take the run's progress with it.
-        here = NodeAffinitySchedulingStrategy(node_id=_node_id(), soft=True)
+        here = NodeAffinitySchedulingStrategy(node_id=node_id(), soft=True)
         return ray.remote(_ProgressActor).options(num_cpus=0, scheduling_strategy=here).remote()
 
     def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:

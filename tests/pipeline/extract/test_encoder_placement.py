@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from pipeline.extract import ray_executor
+from pipeline.extract import ray_encoders
 from pipeline.extract.job import ExtractError, encoder_placement
 from pipeline.extract.steps import Step
 
@@ -41,12 +41,12 @@ def test_negative_encoders_is_refused():
 
 
 def test_in_task_step_loads_once_per_worker_and_again_for_another_config(monkeypatch):
-    monkeypatch.setattr(ray_executor, "_LOADED", {})
+    monkeypatch.setattr(ray_encoders, "_LOADED", {})
     first = _Model("a")
     tasks = [copy.copy(first) for _ in range(3)]  # each task deserialises its own unloaded copy of the job
     for t in tasks:
         t.loads = 0
-    loaded = [ray_executor._in_task(t) for t in tasks]
+    loaded = [ray_encoders.in_task_step(t) for t in tasks]
     assert all(step is loaded[0] for step in loaded) and loaded[0].loads == 1
-    other = ray_executor._in_task(_Model("b"))  # a different configuration: its own load, the old one released
-    assert other is not loaded[0] and other.loads == 1 and len(ray_executor._LOADED) == 1
+    other = ray_encoders.in_task_step(_Model("b"))  # a different configuration: its own load, the old one released
+    assert other is not loaded[0] and other.loads == 1 and len(ray_encoders._LOADED) == 1
