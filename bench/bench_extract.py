@@ -220,9 +220,9 @@ def report(args, runs: dict, extra: dict) -> None:
         ceils = [r["seconds"] for k, r in runs.items() if k.startswith("ceiling (")]
         if ceils:  # the same videos cycled: the ceiling's work scales with the rows
             scaled = min(ceils) * args.memory_scale / n
-            print(f"vtl share of the decode + preprocess ceiling at {args.memory_scale} rows: {scaled / big['seconds'] * 100:.0f} % "
-                  f"end to end (its {big['startup']:.1f} s start-up included, memory sampled every 2 s; ceiling "
-                  f"{min(ceils):.1f} s × {args.memory_scale / n:g})")
+            print(f"vtl share of the decode + preprocess ceiling at {args.memory_scale} rows: "
+                  f"{scaled / big['seconds'] * 100:.0f} % end to end (its {big['startup']:.1f} s start-up included, "
+                  f"memory sampled every 2 s; ceiling {min(ceils):.1f} s × {args.memory_scale / n:g})")
         print(f"{args.memory_scale} rows vs {n}: summed PSS {big['peak_pss_mb']:.0f} vs {vmem['peak_pss_mb']:.0f} MB "
               f"({(big['peak_pss_mb'] / vmem['peak_pss_mb'] - 1) * 100:+.1f} %), summed RSS {big['peak_rss_mb']:.0f} "
               f"vs {vmem['peak_rss_mb']:.0f} MB ({(big['peak_rss_mb'] / vmem['peak_rss_mb'] - 1) * 100:+.1f} %)")
