@@ -1,4 +1,5 @@
-"""The local Ray that `extract` and `build-qa --executor ray` start when given no `--address`.
+"""The local Ray that `extract` and `build-qa --executor ray` start when given no `--address`, and `get_cause`, the
+`ray.get` both use where a remote failure must reach the CLI as its own exception.
 
 It listens on 127.0.0.1 only and dies with its driver (pipeline.contract.ray_watchdog); docs/reliability.md says
 what was measured. Both use private Ray attributes: if a Ray upgrade moves them, Ray still starts, without the
@@ -44,3 +45,13 @@ def _loopback_only():
             os.environ.pop(LOOPBACK_ENV, None)
         else:
             os.environ[LOOPBACK_ENV] = before_env
+
+
+def get_cause(refs):
+    """`ray.get(refs)`, re-raising a remote exception as itself (a ModelLoadError stays one for the CLI's message)."""
+    import ray
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        raise (e.cause if isinstance(e.cause, Exception) else e.as_instanceof_cause()) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from pipeline.contract.local_ray import get_cause
 from pipeline.extract.executors import Job, Resolved, Stats, run_task
 from pipeline.extract.ray_encoders import EncoderCall, StepActor, in_task_step, node_id, pick_encoder, stage_pixels
 from pipeline.extract.steps import Step
@@ -147,7 +148,7 @@ class RayExecutor:
         self.init()
         shared = job.shared
         if shared is not None and self.encoders == 0:
-            self._warm(job, shared)  # the model loads in every task worker, while they import
+            get_cause(self._warm(job, shared))  # the model loads in every task worker, while they import
         elif shared is not None:
             self._start_actors(job, shared)
         self.ready = True
@@ -158,25 +159,23 @@ class RayExecutor:
         # Calls are not retried by Ray (max_task_retries=0): `EncoderCall` sends a failed call to the next encoder
         # at once instead of waiting for this one's restart (and a single encoder's calls wait for its restart).
         actor_cls = ray.remote(StepActor).options(**shared.resources, max_restarts=ENCODER_RESTARTS,
-                                                   max_task_retries=0, scheduling_strategy="SPREAD")
+                                                  max_task_retries=0, scheduling_strategy="SPREAD")
         self.actors = [actor_cls.remote(shared) for _ in range(self.encoders)]
         loading = [a.setup.remote() for a in self.actors]
         # While the models load, let the CPU workers pay their imports too (Ray reuses workers for later tasks).
-        warm = self._warm(job, None, wait=False)
-        self.actor_nodes = _raise_cause(loading)
-        ray.get(warm)
+        warm = self._warm(job, None)
+        self.actor_nodes = get_cause(loading)
+        get_cause(warm)
 
-    def _warm(self, job: Job, shared: Step | None, wait: bool = True) -> list:
-        """One warm-up task per CPU slot: imports, the CPU steps' setup and, in-task, the shared step's model."""
+    def _warm(self, job: Job, shared: Step | None) -> list:
+        """One warm-up task per CPU slot (their refs): imports, the CPU steps' setup and, in-task, the shared step's
+        model."""
         import ray
 
         pre, _, post = job.split()
         cpus = self._task_cpus(job)
         slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 0
-        warm = [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post, shared) for _ in range(slots)]
-        if wait:
-            _raise_cause(warm)
-        return warm
+        return [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post, shared) for _ in range(slots)]
 
     @staticmethod
     def _task_cpus(job: Job) -> float:
@@ -231,16 +230,6 @@ class RayExecutor:
         for a in self.actors:
             ray.kill(a)
         self.actors, self.actor_nodes, self.ready = [], [], False
-
-
-def _raise_cause(refs: list) -> list:
-    """ray.get, re-raising a remote exception as itself (a ModelLoadError stays one for the CLI's message)."""
-    import ray
-
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as e:
-        raise (e.cause if isinstance(e.cause, Exception) else e.as_instanceof_cause()) from None
 
 
 def _delta(now: Stats, before: Stats) -> Stats:

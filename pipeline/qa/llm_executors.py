@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from pipeline.contract.local_ray import get_cause
 from pipeline.qa.generate import DialogueLLM, Generation, Request
 
 
@@ -62,10 +63,7 @@ class RayLLMExecutor:
         resources = dict(self.step.resources) if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(_LLMActor).options(**resources, max_restarts=1, max_task_retries=1)
         self.actors = [actor_cls.remote(self.step) for _ in range(self.n)]
-        try:
-            ray.get([a.setup.remote() for a in self.actors])
-        except ray.exceptions.RayTaskError as exc:  # a model that does not load stops the run with its own error
-            raise (exc.cause if isinstance(exc.cause, Exception) else exc.as_instanceof_cause()) from None
+        get_cause([a.setup.remote() for a in self.actors])  # a model that does not load: its own error, at once
 
     def __call__(self, batches: list[list[Request]]) -> Iterator[list[Generation]]:
         import ray
