@@ -109,6 +109,7 @@ class ExtractSummary:
     failed: dict = field(default_factory=dict)
     step_seconds: Counter = field(default_factory=Counter)
     startup_seconds: float = 0.0  # of `seconds`: reading the manifest, starting/joining Ray, loading the encoders
+    notes: list = field(default_factory=list)  # what the executor said about the run (e.g. CPU slots left idle)
 
 
 def default_tasks(rows: int) -> int:
@@ -207,7 +208,8 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
         raise ExtractError(str(e)) from e
     step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
     return ExtractSummary(cfg.out_dir, len(rows), counts.samples, counts.errors, len(todo),
-                          plan["num_tasks"] - len(todo), time.time() - t0, failed, step_seconds, ready - t0)
+                          plan["num_tasks"] - len(todo), time.time() - t0, failed, step_seconds, ready - t0,
+                          list(getattr(executor, "notes", [])))
 
 
 def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Task], use_gpu: bool,
@@ -224,7 +226,8 @@ def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Ta
         raise ExtractError(str(e)) from e
     ready = time.time()
     store.start()
-    write_run_config(cfg, store.plan, use_gpu, getattr(executor, "encoders", None))
+    write_run_config(cfg, store.plan, use_gpu, getattr(executor, "encoders", None),
+                     job.shared.resources.get("memory") if job.shared is not None else None)
     try:
         with _progress(cfg, store.plan["rows"], sum(len(t.rows) for t in todo), console) as report:
             return (executor.run(job, todo, report) if todo else {}), ready
@@ -232,11 +235,12 @@ def _run(cfg: ExtractConfig, executor, job: Job, store: TaskStore, todo: list[Ta
         executor.shutdown()
 
 
-def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool, encoder_actors: int | None) -> str | Path:
+def write_run_config(cfg: ExtractConfig, plan: dict, use_gpu: bool, encoder_actors: int | None,
+                     encoder_memory: int | None = None) -> str | Path:
     resolved = {**asdict(cfg), "manifest": cfg.manifest_path, "out": cfg.out_dir}
     return storage.write_json_atomic(storage.join(cfg.out_dir, RUN_CONFIG), {
         "command": "extract", "config": resolved, "plan": plan, "gpu_encoders": use_gpu,
-        "encoder_actors": encoder_actors, "producer": producer(),
+        "encoder_actors": encoder_actors, "encoder_memory_bytes": encoder_memory, "producer": producer(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
@@ -311,6 +315,8 @@ def print_summary(s: ExtractSummary, console=None) -> int:
         s.startup_seconds and running > 0 else ""
     console.print(f"extract: {s.rows} rows, {s.tasks_run} tasks run, {s.tasks_skipped} already done, "
                   f"{s.seconds:.1f} s ({rate:.2f} rows/s{after})")
+    for note in s.notes:
+        console.print(f"  [yellow]{note}")
     if s.failed:
         for task_id, why in sorted(s.failed.items()):
             console.print(f"  task {task_id} failed: {why}")

@@ -32,6 +32,7 @@ class StepActor:
     def setup(self) -> str:
         if not self.ready:
             self.step.setup()
+            _trim_heap()  # what loading left free (the text tower, a checkpoint's tensors) back to the OS
             self.ready = True
         return node_id()
 
@@ -113,6 +114,7 @@ def in_task_step(step: Step) -> Step:
     key = f"{type(step).__qualname__}:{sorted(step.__getstate__().items())!r}"
     if key not in _LOADED:
         step.setup()
+        _trim_heap()
         _LOADED.clear()  # one job's model at a time per worker
         _LOADED[key] = step
     return _LOADED[key]

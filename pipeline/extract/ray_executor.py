@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pipeline.contract.local_ray import get_cause
+from pipeline.extract.clip import ModelLoadError
 from pipeline.extract.executors import Job, Resolved, Stats, run_task
 from pipeline.extract.ray_encoders import EncoderCall, StepActor, in_task_step, node_id, pick_encoder, stage_pixels
 from pipeline.extract.steps import Step
@@ -111,6 +112,7 @@ class RayExecutor:
         self.actor_nodes: list = []
         self.watchdog = None
         self.ready = False
+        self.notes: list[str] = []
 
     def init(self) -> None:
         import ray
@@ -147,11 +149,40 @@ class RayExecutor:
         the job before any task."""
         self.init()
         shared = job.shared
+        if shared is not None:
+            self._check_memory(job, shared)
         if shared is not None and self.encoders == 0:
             get_cause(self._warm(job, shared))  # the model loads in every task worker, while they import
         elif shared is not None:
             self._start_actors(job, shared)
         self.ready = True
+
+    def _check_memory(self, job: Job, shared: Step) -> None:
+        """A CPU encoder asks Ray for the memory one copy holds (`Encode.resources`): Ray then runs no more copies on
+        a node than its memory resource has room for. One that fits on no node would wait for ever: stop here. Fewer
+        copies than CPU slots is said in `notes`."""
+        import ray
+
+        need = shared.resources.get("memory", 0)
+        if not need:
+            return
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        most = max((r.get("memory", 0) for r in nodes), default=0)
+        if need > most:
+            raise ModelLoadError(f"one CPU copy of the encoder needs ~{need / 2**30:.1f} GiB (its weights and one "
+                                 f"forward pass of --batch-size frames), more than the {most / 2**30:.1f} GiB of Ray "
+                                 "memory on any node: lower --batch-size, or run on GPUs")
+        fit = sum(int(r.get("memory", 0) // need) for r in nodes)
+        if self.encoders > fit:
+            raise ModelLoadError(f"--encoders {self.encoders}: Ray memory on the nodes holds {fit} CPU copies of the "
+                                 f"encoder (~{need / 2**30:.1f} GiB each); ask for at most {fit}")
+        if self.encoders == 0:
+            cpus = max(self._task_cpus(job), 1e-9)
+            copies = sum(min(int(r.get("CPU", 0) // cpus), int(r.get("memory", 0) // need)) for r in nodes)
+            slots = sum(int(r.get("CPU", 0) // cpus) for r in nodes)
+            if copies < slots:
+                self.notes.append(f"memory for {copies} in-task encoder copies (~{need / 2**30:.1f} GiB each) on "
+                                  f"{slots} CPU slots: {slots - copies} slot(s) idle; lower --batch-size to use them")
 
     def _start_actors(self, job: Job, shared: Step) -> None:
         import ray
@@ -175,7 +206,13 @@ class RayExecutor:
         pre, _, post = job.split()
         cpus = self._task_cpus(job)
         slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 0
-        return [ray.remote(_warm_worker).options(num_cpus=cpus).remote(pre + post, shared) for _ in range(slots)]
+        warm = ray.remote(_warm_worker).options(**self._task_options(job) if shared else {"num_cpus": cpus})
+        return [warm.remote(pre + post, shared) for _ in range(slots)]
+
+    def _task_options(self, job: Job) -> dict:
+        """A task's Ray resources: its CPU steps' CPUs, and in-task the memory of the encoder copy it holds."""
+        memory = job.shared.resources.get("memory") if job.shared is not None and not self.encoders else None
+        return {"num_cpus": self._task_cpus(job), **({"memory": int(memory)} if memory else {})}
 
     @staticmethod
     def _task_cpus(job: Job) -> float:
@@ -196,7 +233,7 @@ class RayExecutor:
         if not self.ready:
             self.setup(job)
         progress = self._progress_actor()
-        remote = ray.remote(_ray_task).options(num_cpus=self._task_cpus(job), max_retries=self.task_retries)
+        remote = ray.remote(_ray_task).options(**self._task_options(job), max_retries=self.task_retries)
         job_ref, actors, nodes = ray.put(job), self.actors, self.actor_nodes or [None]
         # A task blocked on its encoder result lends its CPU back to Ray, which would then start every queued task
         # at once, each in a fresh worker paying the torch imports. Keep at most one task per CPU slot in flight.

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.contract import timing
 from pipeline.contract.shards import DURATION_MISMATCH, ErrorRecord, Sample, ShardWriter, write_errors
+from pipeline.extract.clip import cpu_memory_bytes
 from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, check_shape, image_size, open_video, read_image
 
 
@@ -201,8 +202,10 @@ class Encode(Step):
         self.clip_config = clip_config
         self.batch_size = batch_size
         self.encoder = encoder
-        # On a CPU-only machine the encoder shares the cores with the decode tasks and mostly waits for them.
-        self.resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 0}
+        # On a CPU-only machine the encoder shares the cores with the decode tasks (it takes no CPU of its own) and
+        # asks Ray for the memory a copy holds: a node then never runs more copies than its memory has room for.
+        self.resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {
+            "num_cpus": 0, "memory": cpu_memory_bytes(clip_config, batch_size)}
         self.model = None
 
     def setup(self) -> None:
