@@ -66,6 +66,34 @@ def _ray_task(job: Job, task: Task, actors: list, actor_nodes: list, progress) -
                     stage=stage_pixels)
 
 
+def memory_bound(need: int, nodes: list[dict], encoders: int, task_cpus: float) -> tuple[bool, list[str]]:
+    """Whether CPU encoder copies of `need` bytes ask Ray for that memory, and what to tell the user. Asking makes
+    Ray run no more copies on a node than its `memory` resource holds. A copy that fits on no node would wait for
+    ever, as would `encoders` actors beyond what fits: ModelLoadError, before any work. Nodes that report no memory
+    resource cannot bound anything: nothing is asked (it would never be granted)."""
+    gib = need / 2**30
+    if not any(r.get("memory") for r in nodes):
+        return False, ["the Ray nodes report no memory resource: encoder copies are not bounded by memory"]
+    most = max(r.get("memory", 0) for r in nodes)
+    if need > most:
+        raise ModelLoadError(f"one CPU copy of the encoder needs ~{gib:.1f} GiB (its weights and one forward pass "
+                             f"of --batch-size frames), more than the {most / 2**30:.1f} GiB of Ray memory on any "
+                             "node: lower --batch-size, or run on GPUs")
+    fit = sum(int(r.get("memory", 0) // need) for r in nodes)
+    if encoders > fit:
+        raise ModelLoadError(f"--encoders {encoders}: Ray memory on the nodes holds {fit} CPU copies of the encoder "
+                             f"(~{gib:.1f} GiB each); ask for at most {fit}")
+    if encoders:
+        return True, []
+    cpus = max(task_cpus, 1e-9)
+    slots = sum(int(r.get("CPU", 0) // cpus) for r in nodes)
+    copies = sum(min(int(r.get("CPU", 0) // cpus), int(r.get("memory", 0) // need)) for r in nodes)
+    if copies >= slots:
+        return True, []
+    return True, [f"memory for {copies} in-task encoder copies (~{gib:.1f} GiB each) on {slots} CPU slots: "
+                  f"{slots - copies} slot(s) idle; lower --batch-size to use them"]
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """Before `ray.init(address=HOST:PORT)`: is anything listening, and does its GCS accept our token? Ray itself
     only says `ConnectionError` after ~20 s in both cases. Other forms (auto, ray://) are left to Ray."""
@@ -158,31 +186,16 @@ class RayExecutor:
         self.ready = True
 
     def _check_memory(self, job: Job, shared: Step) -> None:
-        """A CPU encoder asks Ray for the memory one copy holds (`Encode.resources`): Ray then runs no more copies on
-        a node than its memory resource has room for. One that fits on no node would wait for ever: stop here. Fewer
-        copies than CPU slots is said in `notes`."""
+        """A CPU encoder asks Ray for the memory one copy holds (`Encode.resources`); see `memory_bound`."""
         import ray
 
         need = shared.resources.get("memory", 0)
-        if not need:
-            return
-        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
-        most = max((r.get("memory", 0) for r in nodes), default=0)
-        if need > most:
-            raise ModelLoadError(f"one CPU copy of the encoder needs ~{need / 2**30:.1f} GiB (its weights and one "
-                                 f"forward pass of --batch-size frames), more than the {most / 2**30:.1f} GiB of Ray "
-                                 "memory on any node: lower --batch-size, or run on GPUs")
-        fit = sum(int(r.get("memory", 0) // need) for r in nodes)
-        if self.encoders > fit:
-            raise ModelLoadError(f"--encoders {self.encoders}: Ray memory on the nodes holds {fit} CPU copies of the "
-                                 f"encoder (~{need / 2**30:.1f} GiB each); ask for at most {fit}")
-        if self.encoders == 0:
-            cpus = max(self._task_cpus(job), 1e-9)
-            copies = sum(min(int(r.get("CPU", 0) // cpus), int(r.get("memory", 0) // need)) for r in nodes)
-            slots = sum(int(r.get("CPU", 0) // cpus) for r in nodes)
-            if copies < slots:
-                self.notes.append(f"memory for {copies} in-task encoder copies (~{need / 2**30:.1f} GiB each) on "
-                                  f"{slots} CPU slots: {slots - copies} slot(s) idle; lower --batch-size to use them")
+        if need:
+            nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+            keep, notes = memory_bound(need, nodes, self.encoders, self._task_cpus(job))
+            if not keep:
+                shared.resources = {k: v for k, v in shared.resources.items() if k != "memory"}
+            self.notes += notes
 
     def _start_actors(self, job: Job, shared: Step) -> None:
         import ray

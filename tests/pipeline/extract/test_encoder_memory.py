@@ -13,7 +13,15 @@ import pytest
 import torch
 from _extract_helpers import TINY, assert_exact, config, good_rows, make_media, write_rows
 
-from pipeline.extract.clip import ClipConfig, _tiny_model, cpu_memory_bytes, encode, load_model, preprocess
+from pipeline.extract.clip import (
+    ClipConfig,
+    ModelLoadError,
+    _tiny_model,
+    cpu_memory_bytes,
+    encode,
+    load_model,
+    preprocess,
+)
 from pipeline.extract.job import ExtractError, run_extract
 
 BATCH = 100
@@ -106,3 +114,28 @@ def test_an_encoder_no_node_can_hold_stops_before_any_work(ray_one_copy, manifes
     assert not (out / "run_config.json").exists() and not list(out.glob("*.tar"))
     with pytest.raises(ExtractError, match=r"--encoders 2: Ray memory on the nodes holds 1 CPU copies"):
         run_extract(config(manifest, tmp_path / "out2", executor="ray", tasks=2, batch_size=BATCH, encoders=2))
+
+
+GIB = 2**30
+
+
+def test_memory_bound_counts_copies_per_node():
+    from pipeline.extract.ray_executor import memory_bound
+
+    nodes = [{"CPU": 16, "memory": 32 * GIB}, {"CPU": 4, "memory": 64 * GIB}]
+    keep, notes = memory_bound(5 * GIB, nodes, encoders=0, task_cpus=1)  # 6 on the first node, 4 on the second
+    assert keep and notes == ["memory for 10 in-task encoder copies (~5.0 GiB each) on 20 CPU slots: 10 slot(s) idle; "
+                              "lower --batch-size to use them"]
+    assert memory_bound(1 * GIB, nodes, encoders=0, task_cpus=1) == (True, [])  # room for one copy per slot
+    assert memory_bound(5 * GIB, nodes, encoders=18, task_cpus=1) == (True, [])  # 6 + 12 actors fit
+    with pytest.raises(ModelLoadError, match=r"--encoders 19: Ray memory on the nodes holds 18 CPU copies"):
+        memory_bound(5 * GIB, nodes, encoders=19, task_cpus=1)
+    with pytest.raises(ModelLoadError, match=r"needs ~65.0 GiB .* than the 64.0 GiB of Ray memory on any node"):
+        memory_bound(65 * GIB, nodes, encoders=0, task_cpus=1)
+
+
+def test_nodes_without_a_memory_resource_are_not_asked_for_memory():
+    from pipeline.extract.ray_executor import memory_bound
+
+    keep, notes = memory_bound(5 * GIB, [{"CPU": 8}], encoders=0, task_cpus=1)
+    assert not keep and "report no memory resource" in notes[0]
