@@ -72,8 +72,9 @@ def _ceiling_init(clip_model: str | None = None, batch_size: int = 100) -> None:
 
 def _ceiling_one(path: str) -> float:
     from pipeline.contract import timing
-    from pipeline.extract.clip import encode, preprocess
+    from pipeline.extract.clip import encode
     from pipeline.extract.decode import open_video
+    from pipeline.extract.pixels import preprocess
 
     t0 = time.process_time()
     src = open_video(path)
@@ -103,8 +104,8 @@ def preprocess_split(paths: list[str]) -> dict:
     import torch
 
     from pipeline.contract import timing
-    from pipeline.extract.clip import preprocess
     from pipeline.extract.decode import open_video
+    from pipeline.extract.pixels import preprocess
 
     torch.set_num_threads(1)
     dec = pre = 0.0

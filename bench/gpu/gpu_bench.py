@@ -46,8 +46,9 @@ from eval.generate import Query, generate  # noqa: E402
 from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, generation_prompt  # noqa: E402
 from pipeline.contract.shards import FEATURE_DIM  # noqa: E402
 from pipeline.contract.timing import frame_indices  # noqa: E402
-from pipeline.extract.clip import TINY_CONFIG, encode, preprocess, short_side_size  # noqa: E402
+from pipeline.extract.clip import TINY_CONFIG, encode  # noqa: E402
 from pipeline.extract.decode import open_video  # noqa: E402
+from pipeline.extract.pixels import preprocess, short_side_size  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.engine import DeepSpeedEngine, TorchEngine, init_distributed  # noqa: E402
 from train.model import VideoLLM, attention_implementation, new_projector, prepare_tokenizer  # noqa: E402

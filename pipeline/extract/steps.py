@@ -112,7 +112,7 @@ class SampleFrames(Step):
         self.fast_resize = fast_resize
 
     def process(self, item: Item) -> Item:
-        from pipeline.extract.clip import short_side_size
+        from pipeline.extract.pixels import short_side_size
 
         row = item.row
         if row["kind"] == "image":
@@ -182,7 +182,7 @@ class Preprocess(Step):
     def process(self, item: Item) -> Item:
         import torch
 
-        from pipeline.extract.clip import center_crop_uint8, preprocess
+        from pipeline.extract.pixels import center_crop_uint8, preprocess
 
         if self.fast_resize:
             item.pixels = center_crop_uint8(item.frames)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.extract.clip import ClipConfig, encode, load_model, preprocess
+from pipeline.extract.clip import ClipConfig, encode, load_model
+from pipeline.extract.pixels import preprocess
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -5,18 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.extract.clip import (
-    CLIP_MEAN,
-    CLIP_STD,
-    ClipConfig,
-    ModelLoadError,
-    _tiny_model,
-    encode,
-    encoder_id,
-    load_model,
-    preprocess,
-    short_side_size,
-)
+from pipeline.extract.clip import ClipConfig, ModelLoadError, _tiny_model, encode, encoder_id, load_model
+from pipeline.extract.pixels import CLIP_MEAN, CLIP_STD, preprocess, short_side_size
 
 
 def test_preprocess_by_hand_when_no_resize_is_needed():
@@ -161,8 +151,8 @@ def test_smaller_payloads_give_bit_identical_features(tmp_path):
     """What the decode side now ships to the encoder (fp16 pixels for an fp16 encoder; uint8 crops on the fast path)
     gives exactly the features of the float32 pixels it shipped before, on generated videos."""
     from pipeline.contract import timing
-    from pipeline.extract.clip import center_crop_uint8
     from pipeline.extract.decode import open_video
+    from pipeline.extract.pixels import center_crop_uint8
     from pipeline.extract.steps import Item, Preprocess
     from pipeline.synth.media import frame_counter_video
 
@@ -195,7 +185,7 @@ def test_preprocess_equals_torchvision_op_for_op(hw):
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    from pipeline.extract.clip import center_crop_uint8, normalise
+    from pipeline.extract.pixels import center_crop_uint8, normalise
 
     frames = np.random.RandomState(hw[0] + hw[1]).randint(0, 256, (3, *hw, 3), dtype=np.uint8)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()

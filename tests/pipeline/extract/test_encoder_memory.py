@@ -20,9 +20,9 @@ from pipeline.extract.clip import (
     cpu_memory_bytes,
     encode,
     load_model,
-    preprocess,
 )
 from pipeline.extract.job import ExtractError, run_extract
+from pipeline.extract.pixels import preprocess
 
 BATCH = 100
 
