@@ -195,7 +195,7 @@ class RayExecutor:
             keep, notes = memory_bound(need, nodes, self.encoders, self._task_cpus(job))
             if not keep:
                 shared.resources = {k: v for k, v in shared.resources.items() if k != "memory"}
-            self.notes += notes
+            self.notes = notes
 
     def _start_actors(self, job: Job, shared: Step) -> None:
         import ray
@@ -219,7 +219,7 @@ class RayExecutor:
         pre, _, post = job.split()
         cpus = self._task_cpus(job)
         slots = int(ray.available_resources().get("CPU", 0) // cpus) if cpus else 0
-        warm = ray.remote(_warm_worker).options(**self._task_options(job) if shared else {"num_cpus": cpus})
+        warm = ray.remote(_warm_worker).options(**self._task_options(job))  # as the tasks that will reuse them
         return [warm.remote(pre + post, shared) for _ in range(slots)]
 
     def _task_options(self, job: Job) -> dict:
