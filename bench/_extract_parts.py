@@ -178,7 +178,7 @@ def start_s3() -> tuple[subprocess.Popen, str]:
 
 
 def upload(paths: list[Path], bucket: str) -> list[str]:
-    from pipeline.contract import storage
+    from infra import storage
 
     urls = []
     for p in paths:
@@ -191,7 +191,8 @@ def upload(paths: list[Path], bucket: str) -> list[str]:
 def object_reads(urls: list[str], limit: int = 6) -> dict:
     """Per video, in this process: (a) the spool: copy the object to a local file, decode with decord, remove it;
     (b) ranged reads: PyAV decodes straight from an s3fs file object (one forward pass). Wall s and bytes fetched."""
-    from pipeline.contract import storage, timing
+    from infra import storage
+    from pipeline.contract import timing
     from pipeline.extract.decode import MediaSpool, open_video
 
     out = {}

@@ -1,6 +1,6 @@
 """`vtl-eval`: temporal grounding and dense-captioning evaluation, and scoring of existing predictions.
 
-Options default to None ("not set"): `eval.config` holds every default (pipeline.contract.usage).
+Options default to None ("not set"): `eval.config` holds every default (infra.usage).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.contract.usage import fail, given, strict_command_class
+from infra.usage import fail, given, strict_command_class
 
 app = typer.Typer(help="Evaluate a checkpoint (grounding, dvc) or score a predictions file.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)

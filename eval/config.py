@@ -21,7 +21,7 @@ def _exists(path: Path | None, what: str) -> None:
 def _location(value: str | Path, what: str, local_only: str | None = None) -> str | Path:
     """A local path as a Path; an s3:// / gs:// URL kept a string (Path() would make s3://b/x a local s3:/b/x),
     or refused in one line saying why (`local_only`) where only local files are read."""
-    from pipeline.contract import storage
+    from infra import storage
 
     if not storage.is_remote(value):
         return Path(storage.local_path(str(value)))

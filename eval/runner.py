@@ -17,10 +17,10 @@ from typing import Iterator
 from eval.config import EvalConfig, ScoreConfig, resolve_device
 from eval.prediction_formats import resolve_sentence_indices
 from eval.score import Truth, read_predictions, read_truth, score
+from infra.storage import fsync_file
 from pipeline.contract.conversation import video_turn
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_stage
-from pipeline.contract.storage import fsync_file
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
@@ -114,8 +114,8 @@ def read_eval_shards(shards: Path, benchmark: str, limit: int | None = None) -> 
 def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run_config: dict,
                   cfg: EvalConfig | ScoreConfig) -> None:
     from eval.figures import write_figures
+    from infra.storage import write_json_atomic
     from pipeline.contract.provenance import producer
-    from pipeline.contract.storage import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / METRICS, metrics)
@@ -125,8 +125,8 @@ def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run
 
 def _local_out(job, cfg: EvalConfig | ScoreConfig) -> dict:
     """`job(cfg)`, with an object-store `cfg.out` replaced by a spool folder whose files are uploaded afterwards."""
-    from pipeline.contract import storage
-    from pipeline.contract.preflight import preflight
+    from infra import storage
+    from infra.preflight import preflight
 
     if not storage.is_remote(cfg.out):
         return job(cfg)

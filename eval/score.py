@@ -82,7 +82,7 @@ def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
 def read_truth(annotations: str | Path, dataset: str | None = None, durations: str | Path | None = None
                ) -> dict[str, Truth]:
     """Ground truth by video id (both the source id and the manifest key) from annotations or a manifest."""
-    from pipeline.contract import storage
+    from infra import storage
 
     if storage.is_remote(annotations):  # never let Path() turn s3://b/x into a local s3:/b/x
         raise storage.StorageError(f"{annotations}: vtl-eval score reads ground truth from a local file; copy it "

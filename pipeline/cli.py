@@ -2,7 +2,7 @@
 
 Thin by design: each command parses its options into the frozen config of its module, calls one function and prints
 where the outputs went. Options default to None ("not set"): the config dataclass holds every default
-(pipeline.contract.usage). Heavy libraries (torch, ray, decord, open_clip) are imported inside the called functions, so
+(infra.usage). Heavy libraries (torch, ray, decord, open_clip) are imported inside the called functions, so
 `vtl-pipeline --help` stays instant.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.contract.usage import fail, given, strict_command_class
+from infra.usage import fail, given, strict_command_class
 
 app = typer.Typer(help="vtl data pipeline: manifests → CLIP feature shards → training shards.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -80,7 +80,7 @@ def manifest(
     from manifests.build import ManifestConfig, build_manifest
     from manifests.report import summary_table
     from pipeline.contract.provenance import producer
-    from pipeline.contract.staging import staged_manifest
+    from pipeline.staging import staged_manifest
 
     try:
         with staged_manifest(annotations, out, durations, media_root) as staged:

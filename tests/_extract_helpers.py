@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infra import storage
 from manifests.schema import Event, ManifestRow, ReadResult, write_manifest
-from pipeline.contract import storage
 from pipeline.contract.shards import iter_samples, read_errors, read_index
 from pipeline.extract.clip import ClipConfig
 from pipeline.extract.job import ExtractConfig

@@ -71,8 +71,10 @@ def read_only_user(endpoint: str, bucket: str) -> dict[str, str]:
                        region_name="us-east-1")
     name = f"reader-{uuid.uuid4().hex[:6]}"
     iam.create_user(UserName=name)
+    # Wildcard read actions, not the exact names: moto 5.2 maps ListObjectsV2 to an action name of its own that
+    # `s3:ListBucket` no longer matches (it did in moto 5.1). `s3:Get*`/`s3:List*` grant no write in AWS or moto.
     policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject", "s3:ListAllMyBuckets"],
+        {"Effect": "Allow", "Action": ["s3:Get*", "s3:List*"],
          "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
     iam.put_user_policy(UserName=name, PolicyName="read-only", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=name)["AccessKey"]

@@ -3,7 +3,7 @@
 An option that is not required defaults to None, meaning "not set": the dataclass holds the only default, and a help
 text that states a default states the dataclass's. The few
 names on either side that have no partner are listed per command below, each with the reason. Every CLI reports a
-wrong option the same way: one red line `error: ...` and exit code 2 (pipeline.contract.usage.fail).
+wrong option the same way: one red line `error: ...` and exit code 2 (infra.usage.fail).
 """
 from __future__ import annotations
 

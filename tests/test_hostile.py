@@ -417,8 +417,8 @@ def test_score_accepts_vtimellm_log_and_names_the_expected_shapes(tmp_path):
 # ---------------------------------------------------------------- small files and media
 
 def test_json_files_hold_no_nan_and_leave_no_tmp(tmp_path):
+    from infra.storage import write_json_atomic
     from pipeline.contract.shards import Sample, decode_sample, encode_sample
-    from pipeline.contract.storage import write_json_atomic
 
     path = write_json_atomic(tmp_path / "metrics.json", {"mIoU": float("nan"), "x": [float("inf"), 1.5]})
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {"mIoU": None, "x": [None, 1.5]}

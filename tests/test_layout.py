@@ -1,8 +1,9 @@
 """The package layout of docs/architecture.md, checked on the source: every import of every module of ours (module
 level and inside functions, read from the AST, nothing imported) obeys the table of who may import whom.
 
+- `infra/` (storage, preflight, usage, local Ray) imports nothing of ours but itself.
 - `manifests/` imports nothing of ours.
-- `pipeline/contract/` (the contract floor) imports only itself and `manifests`.
+- `pipeline/contract/` (the contract floor) imports only itself, `infra` and `manifests`; never Ray lifecycle code.
 - a pipeline wing (`extract`, `qa`, `inspect`, `synth`) imports only itself, the contract floor and `manifests`;
   never another wing. Only `pipeline/cli.py` sits above the wings.
 - `train/` imports only `pipeline.contract` from `pipeline`, and nothing of `eval`.
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("manifests", "pipeline", "train", "eval")
+PACKAGES = ("infra", "manifests", "pipeline", "train", "eval")
 WINGS = ("extract", "qa", "inspect", "synth")
 EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.job", "pipeline.extract.clip", "pipeline.extract.decode")
 KNOWN_CYCLES: set[frozenset] = set()
@@ -79,29 +80,35 @@ def test_the_walk_sees_the_tree():
     assert "pipeline.contract.conversation" in GRAPH["eval.runner"]  # an import inside a function counts
 
 
+def test_infra_imports_nothing_of_ours_but_itself():
+    assert _violations(lambda src, dst: _part(src) != "infra" or _part(dst) == "infra") == []
+
+
 def test_manifests_import_nothing_of_ours():
     assert _violations(lambda src, dst: _part(src) != "manifests" or _part(dst) == "manifests") == []
 
 
 def test_the_contract_floor_imports_only_itself_and_manifests():
-    assert _violations(lambda src, dst: _part(src) != "contract" or _part(dst) in ("contract", "manifests")) == []
+    assert _violations(lambda src, dst: _part(src) != "contract" or _part(dst) in ("contract", "infra", "manifests")) == []
+    assert not any(dst in ("infra.local_ray", "infra.ray_watchdog") for src, dsts in GRAPH.items()
+                   if _part(src) == "contract" for dst in dsts)
 
 
 @pytest.mark.parametrize("wing", WINGS)
 def test_a_wing_imports_no_other_wing(wing):
-    assert _violations(lambda src, dst: _part(src) != wing or _part(dst) in (wing, "contract", "manifests")) == []
+    assert _violations(lambda src, dst: _part(src) != wing or _part(dst) in (wing, "contract", "infra", "manifests")) == []
 
 
 def test_train_imports_only_the_contract_from_pipeline():
     def allowed(src, dst):
-        return _part(src) != "train" or _part(dst) in ("train", "contract", "manifests")
+        return _part(src) != "train" or _part(dst) in ("train", "contract", "infra", "manifests")
 
     assert _violations(allowed) == []
 
 
 def test_eval_imports_train_the_contract_and_extracts_single_file_entry():
     def allowed(src, dst):
-        if _part(src) != "eval" or _part(dst) in ("eval", "train", "contract", "manifests"):
+        if _part(src) != "eval" or _part(dst) in ("eval", "train", "contract", "infra", "manifests"):
             return True
         return dst.startswith(EVAL_FROM_PIPELINE)
 

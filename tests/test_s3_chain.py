@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.contract import storage
+from infra import storage
 from pipeline.contract.shards import iter_samples, read_index
 from pipeline.synth.media import frame_counter_video
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from infra.storage import write_json_atomic
 from pipeline.contract.provenance import TINY_RANDOM, producer
-from pipeline.contract.storage import write_json_atomic
 from train.model import VideoLLM, hidden_size, load_llm
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.contract.usage import fail
+from infra.usage import fail
 
 app = typer.Typer(help="Train a time-aware video LLM (VTimeLLM recipe), stage 1, 2 or 3.", add_completion=False,
                   pretty_exceptions_enable=False)

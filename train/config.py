@@ -162,7 +162,7 @@ def _check_locations(cfg: TrainConfig) -> None:
     renames files into place; an object-store `--out` would need every node to stage and upload its part. Refused
     here, before any work, instead of being written to a local `./s3:` folder (docs/cluster.md, "Multi-node training").
     """
-    from pipeline.contract.storage import is_remote
+    from infra.storage import is_remote
 
     is_remote(cfg.shards)  # an unknown scheme (hdfs://) is an error naming it
     for flag, value in (("--out", cfg.out), ("--from", cfg.from_checkpoint), ("--token-cache", cfg.token_cache)):

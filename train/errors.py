@@ -1,6 +1,6 @@
 """Run-time refusals of `vtl-train`: an input or a state the run cannot start or continue from.
 
-They are not bugs, so the CLI prints them as one `error: ...` line and exits 2 (pipeline.contract.usage), without a
+They are not bugs, so the CLI prints them as one `error: ...` line and exits 2 (infra.usage), without a
 traceback. Each also subclasses the builtin a caller would expect (`FileExistsError` for an occupied `--out`, ...).
 Anything else raised during a run is a broken system and keeps its traceback.
 """

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.contract.usage import fail, given
+from infra.usage import fail, given
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from infra.storage import write_json_atomic
 from pipeline.contract.provenance import producer
-from pipeline.contract.storage import write_json_atomic
 from train.checkpoint import (
     BASE_ADAPTERS_DIR,
     CHECKPOINT_JSON,

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from infra.storage import write_json_atomic
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.shards import FEATURE_DIM, read_index
-from pipeline.contract.storage import write_json_atomic
 from train.config import TrainConfig
 from train.data.loader import TrainLoader
 from train.engine import init_distributed, make_engine, resolve_precision

@@ -54,8 +54,8 @@ def check_out(cfg: TrainConfig) -> None:
 
 def check_shards_location(shards: str) -> None:
     """The shard folder (local or s3:// / gs://) is there, said in one line (no credentials, missing bucket, ...)."""
-    from pipeline.contract.preflight import preflight
-    from pipeline.contract.storage import StorageError
+    from infra.preflight import preflight
+    from infra.storage import StorageError
 
     try:
         preflight(shards, what="--shards")

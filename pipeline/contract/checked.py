@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.contract import storage
+from infra import storage
 from pipeline.contract.shards import (
     INDEX,
     SHARD_SUFFIX,

@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from pipeline.contract import storage
+from infra import storage
 from pipeline.contract.shards import FEATURES, group_by_key, member_name, require_regular_file
 
 BLOCK = 512

@@ -17,11 +17,11 @@ from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
+from infra import storage
+from infra.storage import fsync_file, json_text
 from manifests.schema import KEY_RE, file_sha256
-from pipeline.contract import storage
 from pipeline.contract.npy import load_npy_bytes
 from pipeline.contract.provenance import producer
-from pipeline.contract.storage import fsync_file, json_text
 
 FORMAT_VERSION = 1
 FEATURES = "features.npy"

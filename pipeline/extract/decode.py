@@ -22,7 +22,7 @@ class MediaError(Exception):
 class MediaSpool:
     """Local copies of object-store media, for decoders that need a file (decord, PyAV's seeks, PIL).
 
-    One folder per task under the spool root (pipeline.contract.storage.spool_dir); `release` removes the copies
+    One folder per task under the spool root (infra.storage.spool_dir); `release` removes the copies
     made so far (the caller does it once their frames are decoded: at most one batch of media is on disk), `close`
     removes the folder. Local media is used in place.
     """
@@ -32,7 +32,7 @@ class MediaSpool:
         self.files: list[str] = []
 
     def local(self, media: str) -> str:
-        from pipeline.contract import storage
+        from infra import storage
 
         if not storage.is_remote(media):
             return media

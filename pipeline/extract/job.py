@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.contract import storage
-from pipeline.contract.preflight import preflight
+from infra import storage
+from infra.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.clip import ClipConfig, encoder_id

@@ -25,7 +25,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from pipeline.contract import storage
+from infra import storage
 
 LOCK = ".extract.lock"
 HEARTBEAT_S = 30.0

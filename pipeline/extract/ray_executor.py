@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pipeline.contract.local_ray import get_cause
+from infra.local_ray import get_cause
 from pipeline.extract.clip import ModelLoadError
 from pipeline.extract.executors import Job, Resolved, Stats, run_task
 from pipeline.extract.ray_encoders import EncoderCall, StepActor, in_task_step, node_id, pick_encoder, stage_pixels
@@ -161,8 +161,8 @@ class RayExecutor:
                                    "(docs/cluster.md)") from None
 
     def _start_local(self) -> None:
-        """A Ray on this machine, on 127.0.0.1 only, that dies with this driver (pipeline.contract.local_ray)."""
-        from pipeline.contract.local_ray import start_local_ray
+        """A Ray on this machine, on 127.0.0.1 only, that dies with this driver (infra.local_ray)."""
+        from infra.local_ray import start_local_ray
 
         self.watchdog = start_local_ray(self.num_cpus)
 

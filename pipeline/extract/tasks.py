@@ -6,7 +6,7 @@ marker `tasks/task-00007.done.json` listing its shards and error count. A task w
 files are discarded and it runs again from the start. `errors.jsonl` and `index.json` are written after every task
 has its marker, so every manifest row ends up exactly once in shards or errors.
 
-The folder is a storage location (pipeline/contract/storage.py): a local path or an `s3://`/`gs://` prefix. Every
+The folder is a storage location (infra/storage.py): a local path or an `s3://`/`gs://` prefix. Every
 file here is committed atomically there (local rename, or one PUT of the finished object), so a marker, a shard or
 the index is either complete or absent, on disk and in an object store alike.
 """
@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline.contract import storage
+from infra import storage
 from pipeline.contract.shards import ERRORS, ShardInfo, write_index
 
 TASKS_DIR = "tasks"

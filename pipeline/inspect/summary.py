@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 
-from pipeline.contract import storage
+from infra import storage
+from infra.preflight import preflight
 from pipeline.contract.checked import BadSample, ShardError, iter_checked, load_index, read_errors_checked
-from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG
 from pipeline.contract.record import record_benchmark, record_form, record_stage
 from pipeline.contract.shards import DURATION_MISMATCH, ERRORS, Sample, duration_mismatch_of

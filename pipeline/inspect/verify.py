@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infra import storage
 from manifests.schema import KEY_RE
-from pipeline.contract import storage
 from pipeline.contract.checked import ShardError, read_errors_checked
 from pipeline.contract.record import record_problem
 from pipeline.contract.shards import (

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from infra import storage
 from manifests.schema import make_key
-from pipeline.contract import storage
 from pipeline.contract.checked import BadSample, iter_checked, load_index
 from pipeline.contract.conversation import FORMATS, turns_problem
 from pipeline.contract.queries import BENCHMARKS

@@ -37,7 +37,7 @@ class KeyedRecord:
 
 def load_records(path: str | Path) -> list[dict]:
     """The JSON list of a VTimeLLM/LLaVA data file. A file that is not a JSON list is a wrong input: raise."""
-    from pipeline.contract import storage
+    from infra import storage
 
     try:
         data = json.loads(storage.read_bytes(path))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from infra import storage
+from infra.preflight import preflight
 from manifests.schema import file_sha256
-from pipeline.contract import storage
 from pipeline.contract.conversation import FORMATS
 from pipeline.contract.npy import load_npy_bytes
-from pipeline.contract.preflight import preflight
 from pipeline.contract.shards import FEATURE_DIM, FEATURE_DTYPE
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked

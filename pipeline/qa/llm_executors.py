@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from pipeline.contract.local_ray import get_cause
+from infra.local_ray import get_cause
 from pipeline.qa.generate import DialogueLLM, Generation, Request
 
 
@@ -55,8 +55,8 @@ class RayLLMExecutor:
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, include_dashboard=False)
-            else:  # on 127.0.0.1 only, dying with this process (pipeline.contract.local_ray)
-                from pipeline.contract.local_ray import start_local_ray
+            else:  # on 127.0.0.1 only, dying with this process (infra.local_ray)
+                from infra.local_ray import start_local_ray
 
                 self.watchdog = start_local_ray()
         gpus = int(ray.cluster_resources().get("GPU", 0))

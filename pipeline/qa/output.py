@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from infra import storage
+from infra.preflight import preflight
 from manifests.schema import KEY_RE
-from pipeline.contract import storage
-from pipeline.contract.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.record import record_form
 from pipeline.contract.shards import (

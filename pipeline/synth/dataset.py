@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.storage import write_json_atomic
 from pipeline.contract.provenance import producer
-from pipeline.contract.storage import write_json_atomic
 from pipeline.synth.dialogue import dialogues_for
 from pipeline.synth.media import (
     BACKGROUND,

@@ -137,7 +137,7 @@ def test_manifest_command_stays_light(tmp_path):
 
 def test_manifest_reads_and_writes_s3(s3, tmp_path):
     """Annotations and the manifest as s3:// URLs: nothing lands in a local ./s3: folder, provenance names the URL."""
-    from pipeline.contract import storage
+    from infra import storage
 
     storage.upload(REAL / "didemo_test_sample.json", f"{s3}/ann/didemo.json")
     res = run("--dataset", "didemo", "--annotations", f"{s3}/ann/didemo.json", "--out", f"{s3}/m/didemo.parquet")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _train_helpers import conversation, tokenizer_for_tests
 
-from pipeline.contract import storage
+from infra import storage
 from pipeline.contract.shard_refs import iter_sample_refs
 from pipeline.contract.shards import Sample, ShardWriter, iter_samples, iter_tar_members, write_index
 from train.data.loader import TrainLoader

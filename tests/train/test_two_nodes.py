@@ -20,7 +20,7 @@ import pytest
 from _storage_helpers import free_port, s3_env
 from _train_helpers import write_training_shards
 
-from pipeline.contract import storage
+from infra import storage
 from train.config import resolve_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")

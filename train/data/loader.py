@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.contract import storage
+from infra import storage
 from pipeline.contract.shard_refs import FeatureRef, read_features_into
 from pipeline.contract.shards import read_index
 from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX

@@ -14,8 +14,8 @@ import pytest
 from _extract_helpers import assert_exact, bad_rows, config, good_rows, make_media, upload_media, write_rows
 from _storage_helpers import read_only_user, s3_env
 
+from infra import storage
 from manifests.schema import ManifestRow
-from pipeline.contract import storage
 from pipeline.contract.shards import read_index
 from pipeline.extract.job import run_extract
 

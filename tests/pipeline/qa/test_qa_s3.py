@@ -6,8 +6,8 @@ from pathlib import Path
 from _qa_helpers import shard_hashes, video_meta, write_feature_shards
 from typer.testing import CliRunner
 
+from infra import storage
 from pipeline.cli import app
-from pipeline.contract import storage
 from pipeline.contract.shards import iter_samples, read_errors
 
 

@@ -1,6 +1,6 @@
 """Preflight of a storage location: one clear line about what is wrong before any work starts.
 
-Part of the storage layer (pipeline/contract/storage.py). The usual causes, each its own message: a missing input,
+Part of the storage layer (infra/storage.py). The usual causes, each its own message: a missing input,
 a read-only output folder, no credentials, an unreachable endpoint, a missing bucket, a denied write.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import builtins
 import os
 import uuid
 
-from pipeline.contract.storage import StorageError, _open_fs, is_remote, resolve, scheme
+from infra.storage import StorageError, _open_fs, is_remote, resolve, scheme
 
 
 def preflight(location: str | os.PathLike, *, write: bool = False, what: str = "location") -> str:

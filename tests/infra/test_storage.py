@@ -9,9 +9,9 @@ import sys
 import pytest
 from _storage_helpers import read_only_user, s3_env
 
-from pipeline.contract import storage
-from pipeline.contract.preflight import preflight
-from pipeline.contract.storage import StorageError
+from infra import storage
+from infra.preflight import preflight
+from infra.storage import StorageError
 
 
 def test_locations_are_parsed_not_mangled(tmp_path, monkeypatch):
@@ -60,7 +60,7 @@ def test_preflight_accepts_good_locations(s3, tmp_path):
 
 
 def _preflight_in_subprocess(url: str, env: dict, write: bool = True) -> subprocess.CompletedProcess:
-    code = ("import sys; from pipeline.contract import storage; from pipeline.contract.preflight import preflight\n"
+    code = ("import sys; from infra import storage; from infra.preflight import preflight\n"
             "try:\n    preflight(sys.argv[1], write=sys.argv[2] == '1', what='output')\n"
             "except storage.StorageError as e:\n    print(e); sys.exit(2)\n")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -1,7 +1,7 @@
 """The local Ray that `extract` and `build-qa --executor ray` start when given no `--address`, and `get_cause`, the
 `ray.get` both use where a remote failure must reach the CLI as its own exception.
 
-It listens on 127.0.0.1 only and dies with its driver (pipeline.contract.ray_watchdog); docs/reliability.md says
+It listens on 127.0.0.1 only and dies with its driver (infra.ray_watchdog); docs/reliability.md says
 what was measured. Both use private Ray attributes: if a Ray upgrade moves them, Ray still starts, without the
 loopback binding or the watchdog (tests/pipeline/extract/test_extract_ray_local.py then fails).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from pipeline.contract import ray_watchdog
+from infra import ray_watchdog
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 

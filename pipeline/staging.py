@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.contract import storage
-from pipeline.contract.preflight import preflight
+from infra import storage
+from infra.preflight import preflight
 
 
 @dataclass

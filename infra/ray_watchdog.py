@@ -8,7 +8,7 @@ write end only the driver has (not inherited by Ray's processes), notes the driv
 when the pipe reaches end-of-file (the driver is gone) it SIGKILLs every noted process still alive and every
 process whose command line names the Ray session folder. It touches nothing while the driver lives.
 
-Run as `python -m pipeline.contract.ray_watchdog DRIVER_PID SESSION_DIR` with the pipe on stdin (`start`).
+Run as `python -m infra.ray_watchdog DRIVER_PID SESSION_DIR` with the pipe on stdin (`start`).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def start(session_dir: str) -> Watchdog:
     """Start the watchdog for this process (the driver) and the Ray session in `session_dir`."""
     read_end, write_end = os.pipe()  # both non-inheritable: Ray's later children never hold the write end
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.contract.ray_watchdog", str(os.getpid()),
+        proc = subprocess.Popen([sys.executable, "-m", "infra.ray_watchdog", str(os.getpid()),
                                  session_dir], stdin=read_end, stdout=subprocess.DEVNULL, start_new_session=True)
     finally:
         os.close(read_end)
