@@ -53,7 +53,12 @@ def test_ray_equals_in_process_and_real_clips_verify(ray_local, media, tmp_path,
     assert run["encoder_actors"] == (0 if encoders is None else 1)  # no GPU here: in the tasks by default
     if encoders is None:  # no actor process was started (the module's first run: nothing earlier left one)
         # only this test's Ray (descendants of this process): other Ray instances may run on a shared machine
-        titles = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if p.is_running()]
+        titles = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                titles.append(" ".join(proc.cmdline()))
+            except psutil.Error:  # exited meanwhile
+                pass
         assert not [t for t in titles if "ray::StepActor" in t]
     assert 0 < on_ray.startup_seconds < on_ray.seconds  # Ray workers and the encoder ready before the tasks ran
     a, _ = assert_exact(tmp_path / "local", rows)
