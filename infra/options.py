@@ -158,7 +158,10 @@ def _parameter(spec: _Spec, show_defaults: bool) -> inspect.Parameter:
 
 def _specs(config: type, flags: dict[str, Flag], skip: tuple[str, ...]) -> list[_Spec]:
     hints, docs = typing.get_type_hints(config), field_docs(config)
-    return [_Spec(f.name, hints[f.name], f.default, docs.get(f.name, ""), flags.get(f.name, Flag()))
+    def default(f):  # a computed default (default_factory) is not shown, but the option is not required either
+        return None if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+    return [_Spec(f.name, hints[f.name], default(f), docs.get(f.name, ""), flags.get(f.name, Flag()))
             for f in fields(config) if f.name not in skip]
 
 

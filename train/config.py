@@ -96,7 +96,7 @@ class TrainConfig:
     crosses samples (train.packing); the loss is the unpacked loss of the same samples."""
     token_cache: str | None = None
     """Folder for the shards' token tables (tokenized once, reused by later epochs and runs with the same tokenizer
-    and format); default `OUT/token-cache`; `off` tokenizes every epoch."""
+    and format); default: `OUT/token-cache`; `off` tokenizes every epoch."""
     seed: int = 42
     """Seed of model init (tiny-random, LoRA), shard order, shuffle buffers and dropout."""
     save_every: int | None = None
