@@ -12,9 +12,10 @@ and docstrings are read from the source text, so `--help` stays instant.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
-import textwrap
+import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -67,10 +68,10 @@ def field_docs(config: type) -> dict[str, str]:
     docs: dict[str, str] = {}
     for cls in reversed([c for c in config.__mro__ if "__dataclass_fields__" in vars(c)]):
         docs.update(_class_doc_entries(cls.__doc__ or "", [f.name for f in fields(cls)]))
-        try:
-            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-        except (OSError, TypeError):  # no source (a class built at run time): the class docstring only
+        node = _class_node(cls)
+        if node is None:  # no source (a class built at run time): the class docstring only
             continue
+        body = node.body
         for node, after in zip(body, body[1:]):
             if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                     and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
@@ -79,13 +80,39 @@ def field_docs(config: type) -> dict[str, str]:
     return docs
 
 
+@functools.lru_cache(maxsize=None)
+def _source(filename: str | None) -> str:
+    try:
+        return Path(filename).read_text(encoding="utf-8")
+    except (OSError, TypeError):
+        return ""
+
+
+def _class_node(cls: type) -> ast.ClassDef | None:
+    """The class's syntax tree, parsed from its lines only (a whole module takes ~20 ms, `--help` would feel it)."""
+    source = _source(getattr(sys.modules.get(cls.__module__), "__file__", None))
+    start = source.find(f"\nclass {cls.__name__}") + 1
+    if not start:
+        return None
+    end = COLUMN_0.search(source, source.find("\n", start) + 1)  # the next line at column 0 ends the class
+    for text in (source[start:end.start() if end else len(source)], source):
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:  # a string running at column 0: parse the whole module
+            continue
+        return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__), None)
+    return None
+
+
+COLUMN_0 = re.compile(r"^\S", re.M)
+ENTRY = re.compile(r"(?<![\w.`])(\w+(?: / \w+)*): ")
+"""`name: ` or `a / b: ` in a class docstring; kept where every name is a field of the class."""
+
+
 def _class_doc_entries(doc: str, names: list[str]) -> dict[str, str]:
     """`name: text` (or `a / b: text`) entries of a class docstring; an entry runs to the next one."""
-    if not names:
-        return {}
     text = " ".join(doc.split())
-    alt = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    matches = list(re.finditer(rf"(?<![\w.`])((?:{alt})(?: / (?:{alt}))*): ", text))
+    matches = [m for m in ENTRY.finditer(text) if set(m.group(1).split(" / ")) <= set(names)]
     entries: dict[str, str] = {}
     for match, after in zip(matches, [*matches[1:], None]):
         entry = text[match.end():after.start() if after else len(text)].strip()
