@@ -1,12 +1,14 @@
 """One frozen config per command (`vtl-eval score`, `vtl-eval grounding|dvc`, `vtl-chat`), validated on creation.
 
-The CLIs map options 1:1 to these fields; nothing below the CLI sees typer.
+The CLIs generate their options from these fields and their docstrings (infra.options); nothing below the CLI
+sees typer.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from infra.options import Group
 from pipeline.contract.conversation import FORMATS
 from pipeline.contract.queries import BENCHMARKS
 
@@ -47,16 +49,16 @@ class ScoreConfig:
 
     benchmark: str
     """grounding or dvc."""
-    predictions: Path
+    predictions: str | Path
     """Predictions JSONL (one query a line)."""
-    annotations: Path
+    annotations: str | Path
     """Ground truth: any annotation file the manifest readers accept, or a manifest Parquet."""
     out: str | Path | None = None
     """Folder for metrics.json, the plots and run_config.json (default: the predictions file's folder); a path or an
     s3:// / gs:// URL (written locally, then uploaded, run_config.json last)."""
     dataset: str | None = None
     """Manifest reader name (charades, activitynet, ...); guessed from the suffix (.txt charades, .json activitynet)."""
-    durations: Path | None = None
+    durations: str | Path | None = None
     """Durations file the reader needs (Charades-STA: the Charades CSV with its `length` column)."""
     timeline_queries: int = 20
     """Grounding: the first N queries drawn in timeline.png (ground-truth vs predicted span, a row each); 0 = none."""
@@ -86,7 +88,7 @@ class EvalConfig:
 
     benchmark: str
     """grounding or dvc (the subcommand)."""
-    checkpoint: Path
+    checkpoint: str | Path
     """A vtl checkpoint folder (vtl-train --out, or an imported VTimeLLM checkpoint); a local path."""
     shards: str | Path
     """Evaluation shards (vtl-pipeline build-qa --benchmark BENCHMARK): a path or an s3:// / gs:// URL (streamed)."""
@@ -137,15 +139,22 @@ class EvalConfig:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
+LLM_OPTIONS = Group(EvalConfig, {"llm": "llm", "device": "device", "dtype": "dtype"})
+"""`--llm/--device/--dtype`, shared by `vtl-eval grounding|dvc` and `vtl-chat`."""
+
+
 @dataclass(frozen=True)
 class ChatConfig:
     """`vtl-chat VIDEO --checkpoint DIR`: features of one video, then questions in a loop or one-shot."""
 
     video: Path
+    """A video file."""
     checkpoint: Path
+    """A vtl checkpoint folder."""
     question: str | None = None
     """Ask this one question and exit; without it, read questions from the terminal until empty input / EOF."""
     llm: str | None = None
+    """Override of the checkpoint's LLM source (local path or hub name)."""
     clip_model: str = "ViT-L-14"
     """open_clip model name used for features (tiny-random for tests), as extract takes it."""
     clip_weights: str | None = None
@@ -153,8 +162,11 @@ class ChatConfig:
     clip_pretrained: str | None = None
     """open_clip hub tag (e.g. openai), exclusive with clip_weights."""
     max_new_tokens: int = 256
+    """Generation limit per answer."""
     device: str = "auto"
+    """cuda when available, else cpu; or name one."""
     dtype: str = "auto"
+    """auto = bfloat16 on GPU, float32 on CPU."""
     web: bool = False
     """Serve a web page (Gradio, `eval.web`) instead of the terminal loop: video, chat, answers' spans on a timeline."""
     host: str = "127.0.0.1"

@@ -1,8 +1,9 @@
 """How every vtl command line reads its options and reports a wrong one (vtl-pipeline, vtl-eval, vtl-chat,
 vtl-train, vtl-import-weights).
 
-- Options default to None, meaning "not set": `given` keeps the options that were set, and the command's config
-  dataclass supplies every other value, so each default is written once, in the dataclass.
+- Options default to None, meaning "not set": `given` keeps the options that were set (the one place that says so,
+  used by infra.options and train.config), and the command's config dataclass supplies every other value, so each
+  default is written once, in the dataclass.
 - A wrong option or an unusable input stops with `fail`: one red line `error: ...` on stderr and exit code 2, never a
   traceback.
 """
@@ -29,11 +30,9 @@ def fail(message: object, code: int = USAGE_ERROR):
 
 def repeated_option(params, args: list[str]) -> str | None:
     """The first option of `args` given twice although it takes one value (click would silently keep the last)."""
-    import click
-
     single = {}
-    for p in params:
-        if isinstance(p, click.Option) and not p.multiple and not p.count:
+    for p in params:  # duck-typed: typer ≥ 0.17 vendors its own click, whose Option is not `click.Option`
+        if getattr(p, "param_type_name", None) == "option" and not p.multiple and not getattr(p, "count", False):
             single.update({opt: p.name for opt in (*p.opts, *p.secondary_opts)})
     seen: set[str] = set()
     for arg in args:

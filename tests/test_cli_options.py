@@ -1,14 +1,16 @@
-"""Every command's options map 1:1 to the fields of its config dataclass, and none repeats a default (STYLE §6).
+"""The option generator (infra.options) and every CLI built with it.
 
-An option that is not required defaults to None, meaning "not set": the dataclass holds the only default, and a help
-text that states a default states the dataclass's. The few
-names on either side that have no partner are listed per command below, each with the reason. Every CLI reports a
-wrong option the same way: one red line `error: ...` and exit code 2 (infra.usage.fail).
+The generator: field types map to option types, options default to None ("not set") and the command receives only
+the options that were set, help comes from the field docstrings, overrides rename / hide / pair / parse, a repeated
+option is refused, fields without a default are required. The CLIs: each command's options are its config's fields
+(the exceptions listed, each with its reason), help stating a default states the dataclass's, and every CLI reports
+a wrong option in one red line `error: ...` with exit code 2 (infra.usage.fail).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import fields
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
 
 import pytest
 import typer
@@ -17,6 +19,8 @@ from typer.testing import CliRunner
 from eval.chat_cli import app as chat_app
 from eval.cli import app as eval_app
 from eval.config import ChatConfig, EvalConfig, ScoreConfig
+from infra.options import Group, cli_type, field_docs, flag, options
+from infra.usage import strict_command_class
 from manifests.build import ManifestConfig
 from pipeline.cli import app as pipeline_app
 from pipeline.extract.clip import ClipConfig
@@ -30,36 +34,135 @@ from train.config import TrainConfig
 from train.import_cli import ImportWeightsConfig
 from train.import_cli import app as import_weights_app
 
-CLIP_OPTIONS = {"model": "clip_model", "weights": "clip_weights", "pretrained": "clip_pretrained",
-                "fast_resize": "fast_resize", "device": "device"}
-"""extract: ClipConfig's fields, as extract's options name them (`--clip-model` ↔ ClipConfig.model)."""
+
+@dataclass(frozen=True)
+class Toy:
+    """A config for the generator's tests.
+
+    legacy: documented in the class docstring, as some configs are.
+    """
+
+    name: str
+    """The required one."""
+    where: str | Path | None = None
+    """A path or a URL."""
+    count: int = 3
+    """How many."""
+    ratio: float = 0.5
+    tags: tuple[str, ...] = ("a",)
+    """Tags."""
+    loud: bool = False
+    """Turn it on."""
+    bar: bool = True
+    """A switch."""
+    legacy: int = 0
+    span: tuple[int, int] | None = None
+    """Least and most."""
 
 
-def _names(config, drop=()) -> set[str]:
-    return {f.name for f in fields(config)} - set(drop)
+@dataclass(frozen=True)
+class Other:
+    size: int = 7
+    """Size of the other."""
 
 
-# command: (typer app, subcommand or None, the field names the options must match, options without a field)
+def _toy_app(received: list, **kw) -> typer.Typer:
+    app = typer.Typer(add_completion=False)
+
+    @app.command(cls=strict_command_class())
+    @options(Toy, **kw)
+    def run(given: dict) -> None:
+        """The toy command."""
+        received.append(given)
+
+    return app
+
+
+TOY_FLAGS = {"count": flag("--count", "-n"), "bar": flag(switch=True), "legacy": flag(hidden=True),
+             "span": flag(type=str, parse=lambda t: tuple(map(int, t.split("-"))))}
+
+
+def _run(args, **kw):
+    received: list = []
+    res = CliRunner().invoke(_toy_app(received, **{"flags": TOY_FLAGS, **kw}), args)
+    return res, (received[0] if received else None)
+
+
+def test_type_mapping():
+    assert cli_type(int) is int and cli_type(Path) is Path and cli_type(bool) is bool
+    assert cli_type(int | None) is int and cli_type(str | Path | None) is str
+    assert cli_type(tuple[float, ...]) == list[float]
+    for bad in (dict, tuple[int, int], int | float):
+        with pytest.raises(TypeError, match="Flag"):
+            cli_type(bad)
+
+
+def test_options_not_given_are_not_set_and_values_are_typed():
+    res, given = _run(["--name", "x"])
+    assert res.exit_code == 0, res.output
+    assert given == {"name": "x"}  # the dataclass supplies every other value
+    assert Toy(**given).count == 3
+    res, given = _run(["--name", "x", "-n", "5", "--ratio", "0.25", "--tags", "b", "--tags", "c", "--loud",
+                       "--no-bar", "--where", "s3://b/k", "--span", "1-2", "--legacy", "4"])
+    assert res.exit_code == 0, res.output
+    assert given == {"name": "x", "count": 5, "ratio": 0.25, "tags": ("b", "c"), "loud": True, "bar": False,
+                     "where": "s3://b/k", "span": (1, 2), "legacy": 4}
+
+
+def test_help_from_docstrings_with_the_dataclass_default():
+    res = CliRunner().invoke(_toy_app([], flags=TOY_FLAGS), ["--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.split())
+    for expected in ("The required one.", "How many. (default: 3)", "Tags. (repeatable) (default: a)",
+                     "A switch. (default: on)", "--no-bar", "-n", "(default: 0.5)", "The toy command."):
+        assert expected in text, expected
+    assert "--legacy" not in text  # hidden
+    assert field_docs(Toy)["legacy"] == "documented in the class docstring, as some configs are."
+    assert "ratio" not in field_docs(Toy)
+    plain = CliRunner().invoke(_toy_app([], flags=TOY_FLAGS, show_defaults=False), ["--help"]).output
+    assert "How many." in plain and "(default: 3)" not in plain
+
+
+def test_required_fields_and_a_repeated_option_are_refused():
+    res, given = _run([])
+    assert res.exit_code == 2 and given is None and "--name" in res.output
+    for args in (["--name", "x", "--count", "1", "-n", "2"], ["--name", "x", "--bar", "--no-bar"]):
+        res, given = _run(args)
+        assert res.exit_code == 2 and given is None and "given more than once" in res.output, res.output
+    res, given = _run(["--name", "x", "--tags", "a", "--tags", "a"])  # a repeatable option may repeat
+    assert res.exit_code == 0 and given["tags"] == ("a", "a")
+
+
+def test_groups_extra_options_skip_and_unknown_overrides():
+    group = Group(Other, {"size": "other_size"})
+    res, given = _run(["--name", "x", "--other-size", "9", "--old", "y"], groups=(group,), skip=("legacy",),
+                      flags={"span": TOY_FLAGS["span"]}, extra={"old": flag("--old", type=str)})
+    assert res.exit_code == 0, res.output
+    assert group.take(given) == {"size": 9} and given == {"name": "x", "old": "y"}
+    res, _ = _run(["--name", "x", "--legacy", "1"], skip=("legacy",), flags={"span": TOY_FLAGS["span"]})
+    assert res.exit_code == 2
+    with pytest.raises(TypeError, match="no field"):
+        options(Toy, flags={"nope": flag()})
+
+
+# command: (typer app, subcommand or None, the config, its fields with no option, options with no field)
 COMMANDS = {
-    "vtl-pipeline inspect": (pipeline_app, "inspect", _names(InspectConfig), set()),
-    "vtl-pipeline manifest": (pipeline_app, "manifest", _names(ManifestConfig), set()),
+    "vtl-pipeline inspect": (pipeline_app, "inspect", InspectConfig, set(), set()),
+    "vtl-pipeline manifest": (pipeline_app, "manifest", ManifestConfig, set(), set()),
     # --task: the retired spelling of --benchmark, kept only to stop with a message naming the new one.
-    "vtl-pipeline build-qa": (pipeline_app, "build-qa", _names(BuildQaConfig), {"task"}),
-    "vtl-pipeline import-vtimellm": (pipeline_app, "import-vtimellm", _names(ImportConfig), set()),
-    "vtl-pipeline synth": (pipeline_app, "synth", _names(SynthConfig), set()),
-    # ExtractConfig.clip is built from the clip options; ClipConfig.seed (tiny-random weights) is not an option.
-    "vtl-pipeline extract": (pipeline_app, "extract",
-                             _names(ExtractConfig, {"clip"}) | {CLIP_OPTIONS[n] for n in _names(ClipConfig, {"seed"})},
-                             set()),
-    # --task: retired spelling of --benchmark (an error naming it).
-    "vtl-eval score": (eval_app, "score", _names(ScoreConfig), {"task"}),
+    "vtl-pipeline build-qa": (pipeline_app, "build-qa", BuildQaConfig, set(), {"task"}),
+    "vtl-pipeline import-vtimellm": (pipeline_app, "import-vtimellm", ImportConfig, set(), set()),
+    "vtl-pipeline synth": (pipeline_app, "synth", SynthConfig, set(), set()),
+    # ExtractConfig.clip is built from the CLIP options (ClipConfig.seed, of the tiny-random weights, is not one).
+    "vtl-pipeline extract": (pipeline_app, "extract", ExtractConfig, {"clip"},
+                             {"clip_model", "clip_weights", "clip_pretrained", "fast_resize", "device"}),
+    "vtl-eval score": (eval_app, "score", ScoreConfig, set(), {"task"}),
     # EvalConfig.benchmark is the subcommand itself.
-    "vtl-eval grounding": (eval_app, "grounding", _names(EvalConfig, {"benchmark"}), set()),
-    "vtl-eval dvc": (eval_app, "dvc", _names(EvalConfig, {"benchmark"}), set()),
-    "vtl-chat": (chat_app, None, _names(ChatConfig), set()),
+    "vtl-eval grounding": (eval_app, "grounding", EvalConfig, {"benchmark"}, set()),
+    "vtl-eval dvc": (eval_app, "dvc", EvalConfig, {"benchmark"}, set()),
+    "vtl-chat": (chat_app, None, ChatConfig, set(), set()),
     # TrainConfig.world_size comes from the launcher's WORLD_SIZE; --local-rank is set by the deepspeed launcher.
-    "vtl-train": (train_app, None, _names(TrainConfig, {"world_size"}), {"local_rank"}),
-    "vtl-import-weights": (import_weights_app, None, _names(ImportWeightsConfig), set()),
+    "vtl-train": (train_app, None, TrainConfig, {"world_size"}, {"local_rank"}),
+    "vtl-import-weights": (import_weights_app, None, ImportWeightsConfig, set(), set()),
 }
 
 
@@ -69,53 +172,52 @@ def _params(app, sub):
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_options_map_one_to_one_to_config_fields(command):
-    app, sub, field_names, cli_only = COMMANDS[command]
-    names = {p.name for p in _params(app, sub)}
-    assert names - cli_only == field_names, (f"options without a field: {sorted(names - cli_only - field_names)}; "
-                                             f"fields without an option: {sorted(field_names - names)}")
+def test_every_cli_options_are_its_config_fields(command):
+    app, sub, config, no_option, no_field = COMMANDS[command]
+    params = _params(app, sub)
+    assert {p.name for p in params} - no_field == {f.name for f in fields(config)} - no_option
+    for p in params:
+        assert p.required or p.default is None, f"{command} --{p.name} repeats a default: {p.default!r}"
+        assert p.hidden if p.name in ("task", "local_rank", "timestamp_shift") else (p.help or "").strip(), p.name
+    required = {p.name for p in params if p.required}
+    # score's --benchmark is checked by the command, after the retired --task gets its own message
+    assert required == {f.name for f in fields(config) if f.default is MISSING is f.default_factory} - no_option \
+        - {"benchmark"}
+
+
+FLAG_NAMES = {  # names that are not `--field-name`: scripts and docs use them
+    ("vtl-pipeline inspect", "keys"): ["--key"], ("vtl-pipeline inspect", "as_json"): ["--json"],
+    ("vtl-pipeline manifest", "options"): ["--option", "-o"], ("vtl-chat", "question"): ["--question", "-q"],
+    ("vtl-train", "from_checkpoint"): ["--from"], ("vtl-train", "local_rank"): ["--local_rank", "--local-rank"],
+    ("vtl-import-weights", "adapters"): ["--adapter"],
+}
+SWITCHES = {"progress", "gradient_checkpointing", "group_by_length", "pack"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_options_leave_defaults_to_the_config(command):
-    app, sub, _, _ = COMMANDS[command]
-    repeated = {p.name: p.default for p in _params(app, sub) if not p.required and p.default is not None}
-    assert not repeated, f"{command}: these options repeat a default (use None = not set): {repeated}"
+def test_flag_names_kept(command):
+    app, sub, _, _, _ = COMMANDS[command]
+    for p in _params(app, sub):
+        if isinstance(p, typer.core.TyperArgument):
+            assert p.name in ("shard_dir", "video")
+            continue
+        assert p.opts == FLAG_NAMES.get((command, p.name), ["--" + p.name.replace("_", "-")]), p.name
+        assert bool(p.secondary_opts) == (p.name in SWITCHES), p.name
 
 
-OPTION_FIELD = {"vtl-pipeline extract": {CLIP_OPTIONS[n]: (ClipConfig, n) for n in CLIP_OPTIONS}}
-"""Options whose field is in another dataclass than the command's own."""
-CONFIGS = {"vtl-pipeline inspect": InspectConfig, "vtl-pipeline manifest": ManifestConfig,
-           "vtl-pipeline build-qa": BuildQaConfig, "vtl-pipeline import-vtimellm": ImportConfig,
-           "vtl-pipeline synth": SynthConfig, "vtl-pipeline extract": ExtractConfig, "vtl-eval score": ScoreConfig,
-           "vtl-eval grounding": EvalConfig, "vtl-eval dvc": EvalConfig, "vtl-chat": ChatConfig,
-           "vtl-train": TrainConfig, "vtl-import-weights": ImportWeightsConfig}
-STATED = (re.compile(r"\bdefault (?!:)(.+?)(?:\)|;|\.?$)"), re.compile(r"(\S+) \(default[);]"))
-"""How a help text states a default: "(default 0.2)" / "...; default 1000)", or "auto (default)". "default: ..."
-explains a default that is not a value (derived, or from elsewhere) and is not checked."""
-
-
-def _render(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, tuple):
-        return ", ".join(map(_render, value))
-    return str(value)
+STATED = (re.compile(r"[(;] ?default (?!:)([^);]+)[);]"), re.compile(r"(\S+) \(default[);]"))
+"""How a hand-written help text states a default: "(default 0.2)" / "...; default 1000)", or "auto (default)"."""
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_defaults_stated_in_help_are_the_configs(command):
-    """A help text may say what the default is (--help no longer shows one), but only the dataclass's own value."""
-    app, sub, _, _ = COMMANDS[command]
-    defaults = {f.name: f.default for f in fields(CONFIGS[command])}
+    app, sub, config, _, _ = COMMANDS[command]
+    defaults = {f.name: f.default for c in (config, ClipConfig) for f in fields(c)}
+    defaults.update({f"clip_{f.name}": f.default for f in fields(ClipConfig)})
     for param in _params(app, sub):
-        config, name = OPTION_FIELD.get(command, {}).get(param.name, (CONFIGS[command], param.name))
-        default = {f.name: f.default for f in fields(config)}.get(name, defaults.get(name))
         for pattern in STATED:
-            for stated in pattern.findall(getattr(param, "help", None) or ""):
-                assert stated == _render(default), f"{command} --{param.name}: help says {stated!r}, config {default!r}"
+            for stated in pattern.findall(param.help or ""):
+                assert stated.strip('"`') == str(defaults[param.name]), f"{command} --{param.name}: {stated!r}"
 
 
 def _error_line(res) -> str:
@@ -148,3 +250,14 @@ def test_every_cli_reports_a_wrong_option_in_one_red_line(tmp_path):
                                                                          "--out", str(tmp_path / "o")]))
     assert "not divisible" in _error_line(runner.invoke(train_app, ["--stage", "1", "--shards", "s", "--llm", "x",
                                                                     "--out", str(tmp_path), "--micro-batch", "3"]))
+
+
+@pytest.mark.parametrize("app, args", [
+    (pipeline_app, ["inspect", "d", "--scan", "1", "--scan", "2"]),
+    (eval_app, ["dvc", "--checkpoint", "c", "--shards", "s", "--out", "o", "--llm", "a", "--llm", "b"]),
+    (chat_app, ["v", "--checkpoint", "c", "--clip-model", "a", "--clip-model", "b"]),
+    (train_app, ["--stage", "1", "--shards", "s", "--llm", "x", "--out", "o", "--lr", "1", "--lr", "2"]),
+    (import_weights_app, ["--llm", "x", "--llm", "y", "--mm-projector", "m", "--out", "o"]),
+])
+def test_every_cli_refuses_an_option_given_twice(app, args):
+    assert "given more than once" in _error_line(CliRunner().invoke(app, args))

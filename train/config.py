@@ -27,7 +27,7 @@ def _env_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One `vtl-train` run. CLI options map 1:1 to these fields (`--micro-batch` ↔ `micro_batch`).
+    """One `vtl-train` run. The CLI's options are generated from these fields (`--micro-batch` ↔ `micro_batch`).
 
     Fields marked "preset" are set by every shipped stage preset, so their defaults here are only fallbacks.
     """
@@ -43,7 +43,7 @@ class TrainConfig:
     from_checkpoint: str | None = None
     """Previous stage's checkpoint folder (`--from`): stage 2 needs stage 1's, stage 3 needs stage 2's."""
     preset: str | None = None
-    """Preset YAML (path or name in train/presets/); default `stage{stage}.yaml`. Flags override it."""
+    """Preset YAML (path or name in train/presets/); default: `stage{stage}.yaml`. Flags override it."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (default: epochs × steps per epoch from index.json)."""
     resume: bool = False
@@ -96,7 +96,7 @@ class TrainConfig:
     crosses samples (train.packing); the loss is the unpacked loss of the same samples."""
     token_cache: str | None = None
     """Folder for the shards' token tables (tokenized once, reused by later epochs and runs with the same tokenizer
-    and format); default `OUT/token-cache`; `off` tokenizes every epoch."""
+    and format); default: `OUT/token-cache`; `off` tokenizes every epoch."""
     seed: int = 42
     """Seed of model init (tiny-random, LoRA), shard order, shuffle buffers and dropout."""
     save_every: int | None = None
@@ -202,7 +202,9 @@ def load_preset(path: str | Path) -> dict:
 
 def resolve_config(stage: int, **flags) -> TrainConfig:
     """Defaults ← preset YAML ← flags (flags given as None are 'not set' and leave the preset's value)."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    path = preset_path(given.get("preset"), stage)
-    values = {**load_preset(path), **given, "stage": stage, "preset": str(path)}
+    from infra.usage import given
+
+    flags = given(**flags)
+    path = preset_path(flags.get("preset"), stage)
+    values = {**load_preset(path), **flags, "stage": stage, "preset": str(path)}
     return TrainConfig(**values)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from infra.usage import fail, given
+from infra.options import flag, options
+from infra.usage import fail, strict_command_class
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 @dataclass(frozen=True)
 class ImportWeightsConfig:
-    """Options of `vtl-import-weights`, one field per CLI option."""
+    """Options of `vtl-import-weights`: the CLI's options are generated from these fields."""
 
     llm: str
     """The base LLM the release was trained on (hub name or local folder)."""
@@ -30,7 +30,7 @@ class ImportWeightsConfig:
     adapters: tuple[Path, ...] = ()
     """Released LoRA folders (adapter_config.json + adapter_model.bin|safetensors), in merge order."""
     conv_format: str | None = None
-    """Default: plain for a projector alone, v1 with adapters."""
+    """Conversation format; default: plain for a projector alone, v1 with adapters."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapters", tuple(Path(a) for a in self.adapters))
@@ -39,21 +39,12 @@ class ImportWeightsConfig:
                 raise ValueError(f"{path} not found")
 
 
-@app.command()
-def import_weights(
-    llm: str = typer.Option(..., "--llm", help="The base LLM the release was trained on (hub name or local folder)."),
-    mm_projector: Path = typer.Option(..., "--mm-projector", help="Stage-1 mm_projector.bin (keys *mm_projector.*)."),
-    adapters: Optional[list[Path]] = typer.Option(None, "--adapter", help="A released LoRA folder "
-                                                  "(adapter_config.json + adapter_model.bin|safetensors), "
-                                                  "repeatable, in merge order."),
-    out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
-    conv_format: Optional[str] = typer.Option(None, "--conv-format", help="Default: plain for a projector alone, "
-                                              "v1 with adapters."),
-) -> None:
+@app.command(cls=strict_command_class())
+@options(ImportWeightsConfig, flags={"adapters": flag("--adapter")})
+def import_weights(given: dict) -> None:
     """Turn VTimeLLM's released weights into a vtl checkpoint (stage 1 + number of adapters)."""
     try:
-        cfg = ImportWeightsConfig(**given(llm=llm, mm_projector=mm_projector, out=out, conv_format=conv_format,
-                                          adapters=tuple(adapters) if adapters else None))
+        cfg = ImportWeightsConfig(**given)
     except ValueError as exc:
         fail(exc)
     from train.checkpoint import read_checkpoint

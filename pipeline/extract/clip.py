@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.options import Group
 from pipeline.contract.provenance import TINY_RANDOM
 from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.pixels import IMAGE_SIZE, normalise
@@ -75,6 +76,10 @@ class ClipConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+CLIP_OPTIONS = Group(ClipConfig, {"model": "clip_model", "weights": "clip_weights", "pretrained": "clip_pretrained"})
+"""`--clip-model/--clip-weights/--clip-pretrained`, shared by `vtl-pipeline extract` and `vtl-chat`."""
 
 
 def resolve_device(device: str) -> str:

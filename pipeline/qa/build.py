@@ -37,10 +37,10 @@ DURATION_TOLERANCE = 0.01
 class BuildQaConfig:
     """Options of `vtl-pipeline build-qa`, one field per CLI option."""
 
-    features: Path
+    features: str | Path
     """Feature-shard folder (index.json + shards) written by extract."""
-    out: Path
-    """Output folder; must be empty unless `overwrite`."""
+    out: str | Path
+    """Output folder (a path or an s3:// / gs:// URL); must be empty unless `overwrite`."""
     stage: str | None = None
     """Training shards for stage 1 (captions, `plain`), 2 (templated boundary QA) or 3 (dialogues from
     --dialogues). Exactly one of `stage` and `benchmark` is given."""
@@ -64,12 +64,14 @@ class BuildQaConfig:
     """Conversation format the token budget counts with, as the trainer encodes it (default: plain for stage 1,
     v1 otherwise)."""
     samples_per_shard: int = 1000
+    """Samples per shard."""
     generate: bool = False
     """Stage 3: write the dialogues with a text LLM from each sample's events instead of reading --dialogues
     (pipeline.qa.generate; docs/build-qa.md)."""
     llm: Path | None = None
     """--generate: a local Hugging Face causal-LM folder (or a vLLM model with llm_engine vllm)."""
     dialogues_per_video: int = 2
+    """--generate: dialogues per video."""
     llm_engine: str = "transformers"
     """--generate: transformers (default) or vllm (where installed)."""
     executor: str = "local"
@@ -79,10 +81,15 @@ class BuildQaConfig:
     llm_batch_size: int = 8
     """--generate: prompts per generate call."""
     max_new_tokens: int = 384
+    """--generate: longest generation (tokens)."""
     temperature: float = 0.7
+    """--generate: sampling temperature; 0 = greedy."""
     top_p: float = 0.9
+    """--generate: nucleus sampling."""
     overwrite: bool = False
+    """Replace a previous run's files in `out`."""
     progress: bool = True
+    """Show a progress bar."""
     on_duration_mismatch: str = "skip"
     """Samples whose meta.json flags an annotated duration the media does not have (`duration_mismatch`): skip
     (error records), flag (kept and counted) or refuse (stop before writing); pipeline.qa.durations."""

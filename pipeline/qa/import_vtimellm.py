@@ -40,20 +40,26 @@ ENCODER = "vtimellm-release:clip-vit-l-14"
 class ImportConfig:
     """Options of `vtl-pipeline import-vtimellm`, one field per CLI option."""
 
-    json: Path
+    json: str | Path
     """VTimeLLM stage2.json / stage3.json, or LLaVA's blip_laion_cc_sbu_558k.json for stage 1."""
-    features_dir: Path
+    features_dir: str | Path
     """Folder of `{id}.npy` feature files."""
-    out: Path
-    """Output folder; must be empty unless `overwrite`."""
+    out: str | Path
+    """Output folder (a path or an s3:// URL); must be empty unless `overwrite`."""
     stage: int | None = None
     """1, 2 or 3; None infers it (records with `image` → 1; `<s0>` in meta.token → 2; otherwise 3)."""
     max_tokens: int = 2048
+    """Token budget per sample (text + feature positions)."""
     tokenizer: Path | None = None
+    """A local Hugging Face tokenizer folder; without it the token-budget check is skipped."""
     conv_format: str | None = None
+    """Conversation format the token budget counts with (default: plain for stage 1, v1 otherwise)."""
     samples_per_shard: int = 1000
+    """Samples per shard."""
     overwrite: bool = False
+    """Replace a previous run's files in `out`."""
     progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
         if self.stage is not None and self.stage not in (1, 2, 3):
