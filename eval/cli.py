@@ -19,10 +19,13 @@ STRICT = strict_command_class()
 
 def _line(metrics: dict) -> str:
     return "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-                     if not isinstance(v, (dict, str)))
+                     if not isinstance(v, (dict, str, list)))
 
 
 def _print_metrics(metrics: dict, out: Path) -> None:
+    if metrics.get("missing"):
+        typer.echo(f"warning: {metrics['missing']} annotated queries (dvc: videos) have no prediction; "
+                   f"{metrics['missing_rule']}", err=True)
     typer.echo(f"{metrics.get('scoring', '')}: {_line(metrics)}")
     if "lenient" in metrics:
         typer.echo(f"lenient ({metrics['lenient']['rules']}): {_line(metrics['lenient'])}")
@@ -37,7 +40,7 @@ _TLV = typer.Option(None, "--timeline-videos", help="Dense captioning: the first
 
 @app.command("score", cls=STRICT)
 def score_cmd(
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="grounding or dvc (required)."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="grounding, dvc or qvhighlights (required)."),
     predictions: str = typer.Option(..., "--predictions", help="Predictions JSONL, one query a line."),
     annotations: str = typer.Option(..., "--annotations", help="Annotation file the manifest readers accept, "
                                      "or a manifest .parquet."),
@@ -56,7 +59,7 @@ def score_cmd(
     if task is not None:
         fail(f"--task is now --benchmark: use --benchmark {task}")
     if benchmark is None:
-        fail("--benchmark is required: grounding or dvc")
+        fail("--benchmark is required: grounding, dvc or qvhighlights")
     try:
         cfg = ScoreConfig(**given(benchmark=benchmark, predictions=predictions, annotations=annotations,
                                   dataset=dataset, durations=durations, out=out,

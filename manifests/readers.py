@@ -16,6 +16,7 @@ from manifests.didemo import read_didemo
 from manifests.files import read_files
 from manifests.internvid import read_internvid
 from manifests.lcc import read_lcc
+from manifests.qvhighlights import read_qvhighlights
 from manifests.schema import ReadResult
 from manifests.selection import SelectionRule
 from manifests.vtimellm import read_vtimellm
@@ -26,6 +27,7 @@ READERS = {
     "didemo": read_didemo,
     "internvid": read_internvid,
     "lcc": read_lcc,
+    "qvhighlights": read_qvhighlights,
     "vtimellm": read_vtimellm,
     "files": read_files,
 }
