@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from manifests.activitynet import read_activitynet
+from manifests.activitynet import read_activitynet, read_youcook2
 from manifests.charades import read_charades
 from manifests.common import check_rows, drop_missing_media, unique_keys
 from manifests.didemo import read_didemo
@@ -29,6 +29,7 @@ READERS = {
     "lcc": read_lcc,
     "qvhighlights": read_qvhighlights,
     "vtimellm": read_vtimellm,
+    "youcook2": read_youcook2,
     "files": read_files,
 }
 
