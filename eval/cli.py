@@ -20,10 +20,13 @@ STRICT = strict_command_class()
 
 def _line(metrics: dict) -> str:
     return "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-                     if not isinstance(v, (dict, str)))
+                     if not isinstance(v, (dict, str, list)))
 
 
 def _print_metrics(metrics: dict, out: Path) -> None:
+    if metrics.get("missing"):
+        typer.echo(f"warning: {metrics['missing']} annotated queries (dvc: videos) have no prediction; "
+                   f"{metrics['missing_rule']}", err=True)
     typer.echo(f"{metrics.get('scoring', '')}: {_line(metrics)}")
     if "lenient" in metrics:
         typer.echo(f"lenient ({metrics['lenient']['rules']}): {_line(metrics['lenient'])}")
@@ -31,7 +34,7 @@ def _print_metrics(metrics: dict, out: Path) -> None:
 
 
 @app.command("score", cls=STRICT)
-@options(ScoreConfig, flags={"benchmark": flag(required=False, help="grounding or dvc (required).")},
+@options(ScoreConfig, flags={"benchmark": flag(required=False, help="grounding, dvc or qvhighlights (required).")},
          extra={"task": flag("--task", type=str, hidden=True, help="Renamed: --benchmark.")})
 def score_cmd(given: dict) -> None:
     """Score an existing predictions file (ours or another system's) without a model."""
@@ -40,7 +43,7 @@ def score_cmd(given: dict) -> None:
     if "task" in given:
         fail(f"--task is now --benchmark: use --benchmark {given['task']}")
     if "benchmark" not in given:  # checked here, after --task, so the retired spelling gets its own message
-        fail("--benchmark is required: grounding or dvc")
+        fail("--benchmark is required: grounding, dvc or qvhighlights")
     try:
         cfg = ScoreConfig(**given)
         metrics = run_score(cfg)

@@ -13,6 +13,8 @@ from pipeline.contract.conversation import FORMATS
 from pipeline.contract.queries import BENCHMARKS
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCORE_BENCHMARKS = (*BENCHMARKS, "qvhighlights")
+"""What `vtl-eval score` scores: the benchmarks a checkpoint is evaluated on, and QVHighlights submissions."""
 
 
 def _exists(path: Path | None, what: str) -> None:
@@ -48,7 +50,7 @@ class ScoreConfig:
     """`vtl-eval score`: score an existing predictions file without a model."""
 
     benchmark: str
-    """grounding or dvc."""
+    """grounding, dvc or qvhighlights (the benchmark's JSONL submission against its JSONL annotations)."""
     predictions: str | Path
     """Predictions JSONL (one query a line)."""
     annotations: str | Path
@@ -66,8 +68,8 @@ class ScoreConfig:
     """Dense captioning: the first K videos drawn in timeline.png (ground-truth and predicted events); 0 = none."""
 
     def __post_init__(self) -> None:
-        if self.benchmark not in BENCHMARKS:
-            raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
+        if self.benchmark not in SCORE_BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {SCORE_BENCHMARKS}, got {self.benchmark!r}")
         for name in ("predictions", "annotations", "durations"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _location(getattr(self, name), f"--{name}", "score reads local files"))

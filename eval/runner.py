@@ -119,7 +119,8 @@ def write_outputs(out: Path, benchmark: str, metrics: dict, plot_data: dict, run
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / METRICS, metrics)
-    write_figures(out, benchmark, plot_data, metrics, cfg.timeline_queries, cfg.timeline_videos)
+    if benchmark in ("grounding", "dvc"):  # QVHighlights: the figures only (no plots yet)
+        write_figures(out, benchmark, plot_data, metrics, cfg.timeline_queries, cfg.timeline_videos)
     write_json_atomic(out / RUN_CONFIG, {**run_config, "producer": producer()})
 
 
@@ -151,12 +152,24 @@ def run_score(cfg: ScoreConfig) -> dict:
 
 
 def _run_score(cfg: ScoreConfig) -> dict:
-    preds = read_predictions(cfg.predictions, cfg.benchmark)
-    truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
-    resolve_sentence_indices(preds, truth)
-    metrics, plot_data = score(cfg.benchmark, preds, truth)
+    if cfg.benchmark == "qvhighlights":
+        metrics, plot_data = _score_qvhighlights(cfg), {}
+    else:
+        preds = read_predictions(cfg.predictions, cfg.benchmark)
+        truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
+        resolve_sentence_indices(preds, truth)
+        metrics, plot_data = score(cfg.benchmark, preds, truth)
     write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()}, cfg)
     return metrics
+
+
+def _score_qvhighlights(cfg: ScoreConfig) -> dict:
+    from eval.qvhighlights import read_submission, score_submission
+    from eval.qvhighlights import read_truth as read_qvh_truth
+
+    if cfg.durations is not None or cfg.dataset not in (None, "qvhighlights"):
+        raise ValueError("qvhighlights reads its own JSONL annotations: --dataset and --durations are not used")
+    return score_submission(read_submission(cfg.predictions), read_qvh_truth(cfg.annotations))
 
 
 def _prediction_line(item: EvalItem, answer: str) -> dict:

@@ -8,6 +8,11 @@ a grounding line is matched to the event of its video whose sentence equals the 
 "During which frames can we see …?", or the line's `sentence`), lower-cased, final period removed; repeated
 sentences of one video are matched in file order. Spans are scored as published (ends past the duration included).
 
+Queries (dvc: videos) of the annotations that no prediction answers are not scored: the figures are over the
+predicted ones, as VTimeLLM's scorer scores the lines of its log (and `--limit` runs score a part), but
+`metrics.json` carries their count (`missing`, the first ones in `missing_queries` / `missing_videos`) and the CLI
+prints a warning line. (QVHighlights, `eval.qvhighlights`, counts them as misses: its scorer requires every query.)
+
 Scoring is VTimeLLM's (`vtimellm/eval/eval.py`, `metric.py`): grounding IoU of fractions rounded to 2 decimals, dense
 captions read from the JSON layout only (anything else is an empty prediction). The lenient reading is reported
 beside it, never mixed in: `metrics.json` = VTimeLLM's figures at the top level, `"scoring": "vtimellm"`, and
@@ -16,7 +21,7 @@ beside it, never mixed in: `metrics.json` = VTimeLLM's figures at the top level,
 from __future__ import annotations
 
 import json
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,8 @@ from pipeline.contract.timing import grounding_span
 
 SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
 SCORING = "vtimellm"
+MISSING_LISTED = 20
+"""How many missing queries (videos) metrics.json names; the count is always there."""
 LENIENT_RULES = {
     "grounding": "IoU of the spans in seconds, not rounded (headline: VTimeLLM's IoU of fractions, 2 decimals)",
     "dvc": "plain-text 'From ss to ee, caption.' answers are read too (headline: VTimeLLM's JSON layout only)",
@@ -104,7 +111,7 @@ def read_truth(annotations: str | Path, dataset: str | None = None, durations: s
         if not row.duration:
             raise ValueError(f"{row.key}: no duration in the annotations; pass --durations")
         t = Truth(float(row.duration), tuple(((e.start, e.end), e.caption) for e in row.events))
-        for vid in {row.key, row.source_id or row.key}:
+        for vid in dict.fromkeys((row.source_id or row.key, row.key)):  # source id first: the name reports use
             truth[vid] = t
     return truth
 
@@ -175,6 +182,40 @@ def dvc_inputs(preds: list[dict], truth: dict[str, Truth], plain_text: bool = Fa
     return events, gts, unparsed
 
 
+def _unique(truth: dict[str, Truth]) -> dict[int, tuple[str, Truth]]:
+    """Each video once (truth holds it under its source id and its manifest key), named by its first id."""
+    out: dict[int, tuple[str, Truth]] = {}
+    for vid, t in truth.items():
+        out.setdefault(id(t), (vid, t))
+    return out
+
+
+def missing_queries(records: list[dict], truth: dict[str, Truth]) -> list[list[str]]:
+    """[video, sentence] of every ground-truth event no grounding prediction was matched to, in annotation order."""
+    matched: Counter = Counter((id(truth[r["video"]]), r["sentence"]) for r in records)
+    out = []
+    for key, (vid, t) in _unique(truth).items():
+        for _, sentence in t.events:
+            sent = normalize_sentence(sentence)
+            if matched[(key, sent)] > 0:
+                matched[(key, sent)] -= 1
+            else:
+                out.append([vid, sent])
+    return out
+
+
+def missing_videos(predicted: dict, truth: dict[str, Truth]) -> list[str]:
+    """Videos of the annotations with no dense-captioning prediction (under any of their ids)."""
+    done = {id(truth[v]) for v in predicted}
+    return [vid for key, (vid, _) in _unique(truth).items() if key not in done]
+
+
+def _with_missing(metrics: dict, missing: list, what: str) -> dict:
+    """The missing count (and the first ones) beside the figures, which are over the predicted queries only."""
+    return {**metrics, "missing": len(missing), f"missing_{what}": missing[:MISSING_LISTED],
+            "missing_rule": f"figures are over the predicted {what} only; missing ones are counted, not scored"}
+
+
 def _with_lenient(benchmark: str, metrics: dict, lenient: dict) -> dict:
     return {**metrics, "scoring": SCORING, "lenient": {"rules": LENIENT_RULES[benchmark], **lenient}}
 
@@ -187,6 +228,7 @@ def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[d
         records = grounding_records(preds, truth)
         metrics = grounding_metrics([r["iou"] for r in records])
         lenient = grounding_metrics([r["iou_seconds"] for r in records], decimals=None)
+        metrics = _with_missing(metrics, missing_queries(records, truth), "queries")
         return _with_lenient(benchmark, metrics, lenient), {"ious": [r["iou"] for r in records], "records": records}
     if benchmark == "dvc":
         events, gts, unparsed = dvc_inputs(preds, truth)
@@ -197,6 +239,7 @@ def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[d
         lenient = metrics if loose == events else dvc_metrics(loose, gts, unparsed=loose_unparsed)
         # An answer that gave no events is unparsable (rule D6); a span line may list none.
         unparsable = [str(x["video"]) for x in preds if "answer" in x and not events[str(x["video"])]]
+        metrics = _with_missing(metrics, missing_videos(events, truth), "videos")
         return _with_lenient(benchmark, metrics, lenient), {
             **details, "events": events, "gts": gts, "durations": {v: truth[v].duration for v in events},
             "unparsable": unparsable}

@@ -6,6 +6,12 @@ text (null) is rejected, not read as "None". An id given twice keeps its first e
 `duplicate_id`; an empty id is one rejection (`bad_id`), not the end of the file. Events with start ≥ end are rejected
 one by one; events ending past the duration are kept as published and the row is flagged. Under `--media-root` the
 file is `{vid}` or, as many mirrors name it, the bare YouTube id without `v_`, with .mp4, .mkv or .webm.
+
+YouCook2 as PDVC lays it out (`yc2_train.json`, `yc2_val.json`) is the same object, read by this reader under the
+name `youcook2` (rows say `dataset: youcook2`). What differs: ids are bare YouTube ids (no `v_`), timestamps are whole
+seconds, sentences are lower-case without a final period or leading space, and entries may carry the original
+annotation's `subset` and `recipe_type` (ignored, except that under `--media-root` the released raw-video tree
+`{subset}/{recipe_type}/{vid}.mp4` is looked in after `{vid}.mp4`). The test split has no captions and no file here.
 """
 from __future__ import annotations
 
@@ -74,10 +80,31 @@ def _without_prefix(vid: str) -> tuple[str, ...]:
     return (vid[2:],) if vid.startswith("v_") and len(vid) > 2 else ()
 
 
+def _alt_stems(vid: str, entry: object) -> tuple[str, ...]:
+    """Other names of a video's file: without `v_`; YouCook2's raw-video tree `{subset}/{recipe_type}/{vid}`."""
+    stems = _without_prefix(vid)
+    if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("subset", "recipe_type")):
+        parts = (entry["subset"], entry["recipe_type"])
+        if all(p and p not in (".", "..") and "/" not in p and "\\" not in p for p in parts):
+            stems += (f"{parts[0]}/{parts[1]}/{vid}",)
+    return stems
+
+
+def read_youcook2(annotations: str | Path, durations: str | Path | None = None,
+                  media_root: str | Path | None = None) -> ReadResult:
+    """YouCook2 in PDVC's `yc2_*.json` layout (ActivityNet's): see the module docstring."""
+    return _read(annotations, durations, media_root, "youcook2")
+
+
 def read_activitynet(annotations: str | Path, durations: str | Path | None = None,
                      media_root: str | Path | None = None) -> ReadResult:
+    return _read(annotations, durations, media_root, DATASET)
+
+
+def _read(annotations: str | Path, durations: str | Path | None, media_root: str | Path | None,
+          dataset: str) -> ReadResult:
     if durations is not None:
-        raise ValueError("activitynet takes durations from its annotation file; --durations is not used")
+        raise ValueError(f"{dataset} takes durations from its annotation file; --durations is not used")
     with open(annotations) as f:
         data = json.load(f, object_pairs_hook=_first_wins)
     if not isinstance(data, dict):
@@ -99,8 +126,9 @@ def read_activitynet(annotations: str | Path, durations: str | Path | None = Non
             result.rejected.append(Rejection(vid, NO_USABLE_EVENTS, f"{len(events)} published events, none usable"))
             continue
         result.rows.append(ManifestRow(
-            key=make_key(vid), dataset=DATASET, kind="video",
-            media=resolve_video(media_root, vid, alt_stems=_without_prefix(vid)), window=None, duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
+            key=make_key(vid), dataset=dataset, kind="video",
+            media=resolve_video(media_root, vid, alt_stems=_alt_stems(vid, data[vid])), window=None,
+            duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
     result.stats = {"videos_in": len(data) + len(data.duplicates)}
     count_event_stats(result)
     return result

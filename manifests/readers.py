@@ -9,13 +9,14 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from manifests.activitynet import read_activitynet
+from manifests.activitynet import read_activitynet, read_youcook2
 from manifests.charades import read_charades
 from manifests.common import check_rows, drop_missing_media, unique_keys
 from manifests.didemo import read_didemo
 from manifests.files import read_files
 from manifests.internvid import read_internvid
 from manifests.lcc import read_lcc
+from manifests.qvhighlights import read_qvhighlights
 from manifests.schema import ReadResult
 from manifests.selection import SelectionRule
 from manifests.vtimellm import read_vtimellm
@@ -26,7 +27,9 @@ READERS = {
     "didemo": read_didemo,
     "internvid": read_internvid,
     "lcc": read_lcc,
+    "qvhighlights": read_qvhighlights,
     "vtimellm": read_vtimellm,
+    "youcook2": read_youcook2,
     "files": read_files,
 }
 

@@ -36,8 +36,10 @@ def test_grounding_end_to_end(tmp_path, ckpt):
     assert all(isinstance(x["answer"], str) for x in lines)
     assert lines[0]["query"] == "During which frames can we see a man opens a door?"
     m = json.loads((out / "metrics.json").read_text())
-    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
-    assert set(m) - {"scoring", "lenient"} == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"} and m["n"] == len(lines)
+    assert m["missing"] == 0  # every query of the shards was answered
+    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == {
+        k for k in m if k not in ("scoring", "lenient", "missing_rule") and not k.startswith("missing")}
+    assert set(m) - {"scoring", "lenient", "missing", "missing_queries", "missing_rule"} == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"} and m["n"] == len(lines)
     assert 0 <= m["unparsed"] <= 100 and (out / "grounding.png").is_file() and (out / "timeline.png").is_file()
     run = json.loads((out / "run_config.json").read_text())
     assert run["generation"]["conv_format"] == "v1" and run["config"]["batch_size"] == 3
@@ -60,8 +62,10 @@ def test_dvc_end_to_end_and_rescore(tmp_path, ckpt):
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == len(VIDEOS) and all("Could you please describe" in x["query"] for x in lines)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
-    assert set(m) - {"scoring", "lenient"} == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"} and m["n"] == len(VIDEOS)
+    assert m["missing"] == 0  # every query of the shards was answered
+    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == {
+        k for k in m if k not in ("scoring", "lenient", "missing_rule") and not k.startswith("missing")}
+    assert set(m) - {"scoring", "lenient", "missing", "missing_videos", "missing_rule"} == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"} and m["n"] == len(VIDEOS)
     # A random model writes no parsable events: every video is a miss, and it is reported.
     assert m["unparsed"] == 100.0 and m["SODA_c"] == 0.0 and (out / "dvc.png").is_file()
     assert (out / "timeline.png").is_file()  # every video drawn as unparsable

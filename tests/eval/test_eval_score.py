@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not STA.is_file(), reason="real Charades-STA exc
 
 
 def _first_queries(n):
-    """The first n queries of the excerpt whose video has a duration, read here independently of the readers."""
+    """The first n queries (None: all) of the excerpt whose video has a duration, read independently of the readers."""
     lengths = {r["id"]: float(r["length"]) for r in csv.DictReader(open(CSV))}
     out = []
     for line in open(STA):
@@ -26,6 +26,8 @@ def _first_queries(n):
             out.append((vid, float(s), float(e), sentence, lengths[vid]))
         if len(out) == n:
             return out
+    if n is None:
+        return out
     raise AssertionError("excerpt too short")
 
 
@@ -35,7 +37,7 @@ def _iou(p, g):
 
 
 def test_score_grounding_on_charades_excerpt(tmp_path):
-    q = _first_queries(5)
+    q = _first_queries(6)
     lines, ious = [], []
     # 0: answer text with the GT quantised to the 0–99 scale → IoU of (a/100·D, b/100·D) with the GT
     vid, s, e, sent, d = q[0]
@@ -66,9 +68,16 @@ def test_score_grounding_on_charades_excerpt(tmp_path):
                                    str(STA), "--durations", str(CSV), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
-    assert set(m) - {"scoring", "lenient"} == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"}
+    reported = set(m) - {"scoring", "lenient", "missing", "missing_queries", "missing_rule"}
+    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == reported
+    assert reported == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "n", "unparsed"}
     assert m["n"] == 5 and m["unparsed"] == pytest.approx(20.0)
+    # the excerpt's other queries have no prediction: scored over the 5, the rest counted and warned about
+    assert m["missing"] == len(_first_queries(None)) - 5 and len(m["missing_queries"]) == 20
+    pairs = {(x[0], x[3].lower().rstrip(".")) for x in _first_queries(None)}
+    listed = {tuple(x) for x in m["missing_queries"]}
+    assert listed <= pairs and not listed & {(x[0], x[3].lower().rstrip(".")) for x in q[:5]}
+    assert f"warning: {m['missing']} annotated queries" in res.output
     assert m["mIoU"] == pytest.approx(100 * sum(ious) / 5)
     for t in (0.3, 0.5, 0.7):
         assert m[f"R1@{t}"] == pytest.approx(100 * sum(i >= t for i in ious) / 5)
@@ -120,8 +129,10 @@ def test_score_dvc_on_activitynet_excerpt(tmp_path):
     res = CliRunner().invoke(app, ["score", "--benchmark", "dvc", "--predictions", str(pred), "--annotations", str(ANET)])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == set(m) - {"scoring", "lenient"}
-    assert set(m) - {"scoring", "lenient"} == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"}
+    reported = set(m) - {"scoring", "lenient", "missing", "missing_videos", "missing_rule"}
+    assert m["scoring"] == "vtimellm" and set(m["lenient"]) - {"rules"} == reported
+    assert reported == {"SODA_c", "CIDEr", "METEOR", "BLEU4", "n", "unparsed"}
+    assert m["missing"] == len(data) - 2
     assert m["n"] == 2 and m["unparsed"] == pytest.approx(50.0)
     # Video 1 repeats its ground truth: its METEOR is high at every tIoU; video 2 scores 0; the mean is ~half.
     assert 25 < m["METEOR"] <= 50 and 25 < m["SODA_c"] <= 50
@@ -141,6 +152,16 @@ def test_score_against_a_manifest_parquet(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["mIoU"] == 100.0 and m["n"] == 1 and m["unparsed"] == 0.0
+
+
+def test_missing_queries_and_videos_are_counted_once_per_video():
+    from eval.score import Truth, missing_queries, missing_videos
+
+    t = Truth(10.0, (((0.0, 5.0), "A man runs."), ((5.0, 9.0), "a man runs"), ((1.0, 2.0), "a dog")))
+    truth = {"src": t, "key": t, "other": Truth(5.0, (((0.0, 1.0), "x"),))}  # source id and key share one video
+    records = [{"video": "key", "sentence": "a man runs"}]
+    assert missing_queries(records, truth) == [["src", "a man runs"], ["src", "a dog"], ["other", "x"]]
+    assert missing_videos({"key": []}, truth) == ["other"]
 
 
 def test_malformed_spans_and_events_are_named():

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="real samples not pres
 
 
 def test_registry_names():
-    assert set(READERS) == {"activitynet", "charades", "didemo", "internvid", "lcc", "vtimellm", "files"}
+    assert set(READERS) == {"activitynet", "charades", "didemo", "internvid", "lcc", "vtimellm", "files", "qvhighlights",
+                            "youcook2"}
 
 
 def test_activitynet_dirty_events_found_and_flagged():
