@@ -47,6 +47,11 @@ def load_llm(name_or_path: str, dtype: torch.dtype | None = None, attn: str = "a
     """Load a causal LM and its tokenizer from a hub name or a local folder (right padding, a pad token set)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from train.chatglm import is_chatglm3, load_chatglm3
+
+    if is_chatglm3(name_or_path):  # converted to transformers' GLM on load; its downloaded code never runs
+        llm, tokenizer = load_chatglm3(name_or_path, dtype, attention_implementation(attn))
+        return llm, prepare_tokenizer(tokenizer)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     llm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype,
                                                attn_implementation=attention_implementation(attn))

@@ -105,7 +105,10 @@ def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):
 
 
 def _finish(llm, tok, projector: nn.Linear, prov: dict, stage: Stage, cfg) -> VideoLLM:
-    model = VideoLLM(llm, tok, projector.to(next(llm.parameters()).dtype), cfg.conv_format or stage.conv_format)
+    from train.chatglm import default_conv_format
+
+    fmt = cfg.conv_format or default_conv_format(llm, tok, stage.conv_format)
+    model = VideoLLM(llm, tok, projector.to(next(llm.parameters()).dtype), fmt)
     model.provenance = prov
     trainable = select_trainable(model, stage.trainable)
     log.info("stage %d: %d trainable tensors (%d parameters)", stage.number, len(trainable),

@@ -8,7 +8,8 @@ One module owns the prompt formats (reference §4.3, §8):
   loss only on each answer and its "</s>".
 - `chatglm3`: `[gMASK] sop`, then per turn a role token immediately followed by the turn's tokens, then EOS; the
   tokens after each `<|assistant|>` role token up to and including the next role token (or EOS) are supervised.
-- `chat_template`: any HF causal LM through its tokenizer's chat template; masks come from rendering prefixes.
+- `chat_template`: any HF causal LM through its tokenizer's chat template; each assistant reply (answer and
+  end-of-turn) is located in the conversation's rendering (pipeline.contract.chat_template).
 
 Masks are computed segment by segment: every piece of the prompt is tokenized on its own and marked supervised or
 not, so no "-2" length arithmetic depends on how a tokenizer merges across boundaries. Boundaries sit right before
@@ -174,26 +175,13 @@ def _chatglm3(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials)
 
 
 def _chat_template(turns: list[dict], tokenizer, for_generation: bool, sp: _Specials) -> list[_Seg]:
+    from pipeline.contract.chat_template import rendered_pieces
+
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("format 'chat_template' needs a tokenizer with a chat template")
     messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in turns]
-    segs, done = [], ""
-    for i, msg in enumerate(messages):
-        if msg["role"] == "user":
-            continue
-        prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)
-        if not (prompt.startswith(done) and full.startswith(prompt)):
-            raise ValueError("the chat template does not render conversations as growing prefixes; "
-                             "its label mask cannot be derived by prefix rendering")
-        segs += [_Seg(text=prompt[len(done):]), _Seg(text=full[len(prompt):], supervised=True)]
-        done = full
-    if for_generation:
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if not prompt.startswith(done):
-            raise ValueError("the chat template's generation prompt does not extend the rendered history")
-        segs.append(_Seg(text=prompt[len(done):]))
-    return segs
+    return [_Seg(text=text, supervised=supervised) for text, supervised in
+            rendered_pieces(tokenizer, messages, for_generation)]
 
 
 _BUILDERS = {"plain": _plain, "v1": _v1, "chatglm3": _chatglm3, "chat_template": _chat_template}
