@@ -1,4 +1,4 @@
-"""`vtl-pipeline`: manifest, extract, build-qa, import-vtimellm, inspect, synth.
+"""`vtl-pipeline`: manifest, download, extract, build-qa, import-vtimellm, inspect, synth.
 
 Thin by design: each command parses its options into the frozen config of its module, calls one function and prints
 where the outputs went. Options default to None ("not set"): the config dataclass holds every default
@@ -313,6 +313,40 @@ def extract_cmd(
     except (ValueError, ExtractError) as exc:
         fail(exc)
     raise typer.Exit(print_summary(summary))
+
+
+@app.command("download", cls=STRICT)
+def download_cmd(
+    manifest: str = typer.Option(..., help="Input manifest (.parquet); path or s3:// / gs:// URL."),
+    out: str = typer.Option(..., help="Output folder (path or URL): media/, manifest.parquet, errors.jsonl."),
+    margin: Optional[float] = typer.Option(None, help="Seconds kept around each window when cutting (default 0)."),
+    height: Optional[int] = typer.Option(None, help="Re-encode to this height (even; default: keep)."),
+    fps: Optional[float] = typer.Option(None, help="Re-encode at this frame rate (default: keep)."),
+    concurrency: Optional[int] = typer.Option(None, help="Sources fetched at once (default 4)."),
+    per_host: Optional[int] = typer.Option(None, help="Downloads at once from one host (default 2)."),
+    retries: Optional[int] = typer.Option(None, help="Extra attempts for transient failures (default 3)."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds without data before a timeout (default 60)."),
+    max_bytes: Optional[int] = typer.Option(None, help="Refuse media larger than this many bytes."),
+    url_template: Optional[str] = typer.Option(None, help="URL of a bare video id (default: YouTube)."),
+    executor: Optional[str] = typer.Option(None, help="local (default; Ray is not written yet)."),
+) -> None:
+    """Fetch a manifest's media (yt-dlp or URLs), cut windows, write them with a new manifest; exit 1 when a row
+    is unaccounted for or no file exists."""
+    from pipeline.contract.provenance import producer
+    from pipeline.download.config import DownloadConfig
+    from pipeline.download.run import DownloadError, download
+
+    try:
+        cfg = DownloadConfig(**given(manifest=manifest, out=out, margin=margin, height=height, fps=fps,
+                                     concurrency=concurrency, per_host=per_host, retries=retries, timeout=timeout,
+                                     max_bytes=max_bytes, url_template=url_template, executor=executor))
+        counts = download(cfg, producer())
+    except (ValueError, OSError, DownloadError) as exc:
+        fail(exc)
+    typer.echo(f"download: {counts.files} files, {sum(counts.errors.values())} errors "
+               f"{dict(sorted(counts.errors.items()))} of {counts.rows} rows; {counts.fetched_now} sources fetched "
+               f"now → {out}")
+    raise typer.Exit(counts.exit_code)
 
 
 def main() -> None:
