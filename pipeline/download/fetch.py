@@ -135,7 +135,7 @@ def fetch_copy(path: str, folder: str, cfg: DownloadConfig) -> str:
 _YTDLP_REASONS = (
     (r"private video|sign in if you've been granted access", PRIVATE),
     (r"removed|terminated|no longer available|deleted", REMOVED),
-    (r"not available in your country|geo.?restrict|blocked it in your country", GEO_BLOCKED),
+    (r"available in your country|geo.?restrict|blocked it in your country", GEO_BLOCKED),
     (r"timed out|timeout", TIMEOUT),
     (r"larger than max-filesize|max.?filesize", TOO_LARGE),
     (r"unsupported url|no video formats|no media found", NOT_A_VIDEO),
