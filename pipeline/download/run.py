@@ -93,9 +93,15 @@ class RunFolder:
             storage.write_json_atomic(path, plan)
 
     def done(self) -> tuple[set[str], set[str]]:
-        """(keys with a marker, names in media/): one listing each."""
-        return ({n.removesuffix(".json") for n in storage.listdir(storage.join(self.out, ROWS))},
-                set(storage.listdir(storage.join(self.out, MEDIA))))
+        """(keys with a marker, names in media/): one listing each; temporary files of a killed run are removed."""
+        found = []
+        for sub in (ROWS, MEDIA):
+            names = storage.listdir(storage.join(self.out, sub))
+            for name in names:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    storage.remove(storage.join(self.out, sub, name))
+            found.append({n for n in names if not n.endswith(".tmp")})
+        return {n.removesuffix(".json") for n in found[0]}, found[1]
 
     def write_ok(self, row: ManifestRow) -> dict:
         rec = {"row": row.to_json()}

@@ -185,3 +185,33 @@ def test_sources_and_reasons():
     assert out_size(64, 48, 24) == (32, 24) and out_size(65, 47, None) == (64, 46)
     with pytest.raises(ValueError, match="executor"):
         DownloadConfig(manifest="m", out="o", executor="ray")
+
+
+def test_object_store_in_and_out(videos, s3, tmp_path):
+    from infra import storage
+
+    storage.upload(videos["c"], f"{s3}/src/c.mp4")
+    with media_server(videos) as srv:
+        rows = [ManifestRow("s3vid", "t", "video", f"{s3}/src/c.mp4", window=(0.5, 2.0), duration=1.5),
+                ManifestRow("s3gone", "t", "video", f"{s3}/src/none.mp4"),
+                ManifestRow("web", "t", "video", f"{srv.url}/v/b.mp4")]
+        storage.upload(write_rows(rows, tmp_path / "in.parquet"), f"{s3}/in.parquet")
+        cfg = DownloadConfig(manifest=f"{s3}/in.parquet", out=f"{s3}/dl", progress=False)
+        counts = download(cfg, {})
+        again = download(cfg, {})
+    assert (counts.files, dict(counts.errors), again.fetched_now) == (2, {"missing": 1}, 0)
+    assert storage.listdir(f"{s3}/dl/media") == ["s3vid.mp4", "web.mp4"]
+    local = tmp_path / "m.parquet"
+    local.write_bytes(storage.read_bytes(f"{s3}/dl/manifest.parquet"))
+    assert {r.key: r.media for r in read_manifest(local)} == {"s3vid": f"{s3}/dl/media/s3vid.mp4",
+                                                             "web": f"{s3}/dl/media/web.mp4"}
+
+
+def test_a_killed_runs_temporary_files_are_removed(videos, tmp_path):
+    with media_server(videos) as srv:
+        rows = [ManifestRow("k", "t", "video", f"{srv.url}/v/c.mp4")]
+        manifest = write_rows(rows, tmp_path / "in.parquet")
+        (tmp_path / "o/media").mkdir(parents=True)
+        (tmp_path / "o/media/.k.mp4.tmp").write_bytes(b"half")
+        counts = download(DownloadConfig(manifest=str(manifest), out=str(tmp_path / "o"), progress=False), {})
+    assert counts.files == 1 and sorted(p.name for p in (tmp_path / "o/media").iterdir()) == ["k.mp4"]
