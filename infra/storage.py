@@ -182,6 +182,17 @@ def listdir(location: str | os.PathLike) -> list[str]:
     return sorted(basename(e["name"]) for e in entries if e["type"] == "file")
 
 
+def walk(location: str | os.PathLike) -> list[str]:
+    """Relative paths (with `/`) of every file below a folder or prefix, at any depth, sorted; [] when none."""
+    fs, path = filesystem(location)
+    base = path.rstrip("/")
+    try:
+        found = fs.find(base)
+    except FileNotFoundError:
+        return []
+    return sorted(name[len(base) + 1:] for name in found if name.startswith(base + "/"))
+
+
 def remove(location: str | os.PathLike, missing_ok: bool = True) -> None:
     fs, path = filesystem(location)
     try:

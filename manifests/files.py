@@ -2,7 +2,7 @@
 
 - folder: every non-hidden file below it, in sorted path order; `kind` from the extension (other files are rejected
   as `not_media`, so nothing vanishes silently); key = the file stem through `make_key`; media = absolute path.
-- JSONL: one object per line with `media` and optionally `key`, `kind`, `window` ([start, end] or {start, end}),
+- JSONL: one object per line with `media` (or `url` for remote media) and optionally `key`, `kind`, `window` ([start, end] or {start, end}),
   `duration`, `events` ([{start, end, caption}] or [[start, end, caption]], seconds relative to the window start),
   `caption`, `source_id`. Relative media paths are taken under `--media-root`, else beside the JSONL file.
 Files that do not exist are rejected (`media_missing`). `--durations` (CSV id,duration) fills unknown durations by
@@ -62,9 +62,9 @@ def _events(value: object) -> list[Event]:
 def _jsonl_row(lineno: int, rec: dict, base: Path, lengths: dict[str, float],
                result: ReadResult) -> ManifestRow | Rejection:
     sid = str(rec.get("source_id") or rec.get("key") or f"line{lineno}")
-    media = rec.get("media")
+    media = rec.get("media", rec.get("url"))  # `url`: remote media (what `vtl-pipeline download` fetches)
     if not isinstance(media, str) or not media.strip():
-        return Rejection(sid, NO_MEDIA, "no `media`")
+        return Rejection(sid, NO_MEDIA, "no `media` (or `url`)")
     media = media if is_uri(media) or Path(media).is_absolute() else str(base / media)
     kind = rec.get("kind") or kind_of(media)
     if kind not in ("video", "image"):

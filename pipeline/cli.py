@@ -1,4 +1,4 @@
-"""`vtl-pipeline`: manifest, extract, build-qa, import-vtimellm, inspect, synth.
+"""`vtl-pipeline`: manifest, download, extract, build-qa, import-vtimellm, inspect, synth.
 
 Thin by design: each command's options are generated from the frozen config of its module (infra.options: field
 type, default and docstring), the command builds that config from the options that were set, calls one function and
@@ -12,6 +12,7 @@ import typer
 from infra.options import Group, flag, options
 from infra.usage import fail, strict_command_class
 from manifests.build import ManifestConfig
+from pipeline.download.config import DownloadConfig
 from pipeline.extract.clip import CLIP_OPTIONS, ClipConfig
 from pipeline.extract.job import ExtractConfig
 from pipeline.inspect.summary import InspectConfig
@@ -172,6 +173,25 @@ def extract_cmd(given: dict) -> None:
     except (ValueError, ExtractError) as exc:
         fail(exc)
     raise typer.Exit(print_summary(summary))
+
+
+@app.command("download", cls=STRICT)
+@options(DownloadConfig, flags={"progress": PROGRESS})
+def download_cmd(given: dict) -> None:
+    """Fetch a manifest's media (yt-dlp or URLs), cut windows, write them with a new manifest; exit 1 when a row
+    is unaccounted for or no file exists."""
+    from pipeline.contract.provenance import producer
+    from pipeline.download.run import DownloadError, download
+
+    try:
+        cfg = DownloadConfig(**given)
+        counts = download(cfg, producer())
+    except (ValueError, OSError, DownloadError) as exc:
+        fail(exc)
+    typer.echo(f"download: {counts.files} files, {sum(counts.errors.values())} errors "
+               f"{dict(sorted(counts.errors.items()))} of {counts.rows} rows; {counts.fetched_now} sources fetched "
+               f"now → {cfg.out}")
+    raise typer.Exit(counts.exit_code)
 
 
 def main() -> None:

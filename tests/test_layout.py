@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("infra", "manifests", "pipeline", "train", "eval")
-WINGS = ("extract", "qa", "inspect", "synth")
+WINGS = ("extract", "qa", "inspect", "synth", "download")
 EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.job", "pipeline.extract.clip", "pipeline.extract.decode")
 KNOWN_CYCLES: set[frozenset] = set()
 """None: the review's one circle (P3, `train.model` ↔ `train.checkpoint`) is gone."""
