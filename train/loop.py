@@ -80,12 +80,20 @@ def run(cfg: TrainConfig) -> Path:
         with saving(out, "the final checkpoint", latest=str(out / ENGINE_DIR), remove=False):
             save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
                             adapter_state=adapter, encoder=index.get("encoder"))
-        print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {summary['loss']:.4f}, "
+        print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {_final_loss(summary, out):.4f}, "
               f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
               f"checkpoint in {out}")
     _barrier()
     restore_linear()
     return out
+
+
+def _final_loss(summary: dict, out: Path) -> float:
+    """The last step's loss; a run resumed after its last step trained none here, so it is the logged one."""
+    if math.isfinite(summary["loss"]) or not (out / METRICS).exists():
+        return summary["loss"]
+    rows = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
+    return rows[-1]["loss"] if rows else summary["loss"]
 
 
 def prepare(cfg: TrainConfig, precision: str, feature_dim: int, rank: int):
