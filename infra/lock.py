@@ -41,8 +41,8 @@ STALE_S = 120.0
 to well within this); a holder that could not beat for this long stops."""
 
 
-class RunLocked(RuntimeError):
-    """Another run holds the output folder."""
+class RunLocked(OSError):
+    """Another run holds the output folder (an OSError, as EBUSY is: commands report it as an unusable --out)."""
 
 
 class LeaseLost(RunLocked):

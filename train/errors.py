@@ -29,6 +29,10 @@ class OutExists(Refused, FileExistsError):
     """`--out` already holds a run and --resume was not given."""
 
 
+class OutBusy(Refused, OSError):
+    """Another vtl-train run is writing `--out` (its run lock is held)."""
+
+
 class NothingToResume(Refused, FileNotFoundError):
     """--resume on a folder with no saved engine state."""
 
