@@ -68,6 +68,7 @@ def resolve(location: str | os.PathLike) -> str:
     """The absolute form of a location: URLs unchanged (trailing / dropped), local paths absolute, file:// stripped."""
     text = str(location)
     if is_remote(text):
+        check_object_path(text)
         return text.rstrip("/")
     if SCHEME_RE.match(text):
         text = text[len("file://"):]
@@ -96,6 +97,14 @@ def local_path(location: str | os.PathLike) -> str:
     return text[len("file://"):] if text.startswith("file://") else text
 
 
+def check_object_path(location: str | os.PathLike) -> None:
+    """Refuse `.` and `..` segments in an object-store URL: a store takes them as literal key parts, so
+    `s3://b/../../x` would write keys starting `../../` instead of the folder meant."""
+    parts = str(location).split("://", 1)[-1].split("/")
+    if any(p in (".", "..") for p in parts):
+        raise StorageError(f"{location}: '.' and '..' are not folders in an object store; give the prefix without them")
+
+
 def filesystem(location: str | os.PathLike):
     """(fsspec filesystem, path inside it). One instance per scheme, AWS_*/GOOGLE_* environment and process."""
     name = scheme(location)
@@ -103,6 +112,7 @@ def filesystem(location: str | os.PathLike):
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem(), local_path(location)
+    check_object_path(location)
     # Keyed by process too: an async client made before a fork (DataLoader workers) must not be used after it.
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "GCS"))))
     key = (name, env, os.getpid())

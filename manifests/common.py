@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
-from manifests.schema import Event, ReadResult, Rejection
+from manifests.schema import Event, ManifestRow, ReadResult, Rejection
 
 # Rejection reasons.
 UNPARSABLE = "unparsable"
@@ -28,6 +29,8 @@ BAD_WINDOW = "bad_window"
 BAD_DURATION = "bad_duration"
 DUPLICATE_ID = "duplicate_id"
 BAD_ID = "bad_id"
+BAD_VALUE = "bad_value"
+BAD_MEDIA = "unsupported_media"
 VIDEO_TOKEN = "video_token_in_text"
 
 VIDEO_PLACEHOLDER = "<video>"
@@ -38,6 +41,7 @@ ground floor cannot import): annotation text holding it would put a second video
 END_PAST_DURATION = "event_end_past_duration"
 START_NEGATIVE = "event_start_negative"
 KEY_SUFFIXED = "key_suffixed"
+REMOTE_MEDIA = "remote_media"
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -50,8 +54,31 @@ def kind_of(path: str | Path) -> str | None:
     return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
 
 
+MEDIA_SCHEMES = ("s3", "gs")
+"""URL schemes extract reads media from (infra.storage's object stores); file:// is stored as a plain path."""
+FETCH_SCHEMES = ("http", "https")
+"""URL schemes `vtl-pipeline download` fetches. Extract cannot read them: such a row is kept, flagged
+`remote_media`, and extract records it as an error (`remote_media`) instead of failing its task."""
+MAX_NAME_BYTES = 255
+"""The longest file name most filesystems take (a longer id is `bad_id`, not an OSError ending the run)."""
+
+
 def is_uri(media: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", media) is not None
+
+
+def plain_media(media: str) -> str:
+    """`file:///x/y.mp4` → `/x/y.mp4` (extract checks local media as paths); other media unchanged."""
+    if media[:7].lower() == "file://":
+        from urllib.parse import unquote
+
+        return unquote(media[7:])
+    return media
+
+
+def _probe_safe(name: str) -> bool:
+    """May `name` be looked up on disk? (a NUL or an over-long name raises there instead of answering)."""
+    return "\0" not in name and len(name.encode("utf-8", "surrogateescape")) < MAX_NAME_BYTES - 8
 
 
 def resolve_video(media_root: str | Path | None, stem: str, exts: Iterable[str] = DEFAULT_VIDEO_EXTS,
@@ -65,7 +92,7 @@ def resolve_video(media_root: str | Path | None, stem: str, exts: Iterable[str] 
     root = Path(media_root)
     for name in (stem, *alt_stems):
         for ext in exts:
-            if (root / f"{name}{ext}").is_file():
+            if _probe_safe(name) and (root / f"{name}{ext}").is_file():
                 return str(root / f"{name}{ext}")
     return str(root / f"{stem}{exts[0]}")
 
@@ -148,7 +175,8 @@ def unique_keys(result: ReadResult) -> ReadResult:
 
 
 def check_rows(result: ReadResult) -> ReadResult:
-    """What every reader's rows must satisfy, as per-record rejections: a duration (when known) finite and > 0; no
+    """What every reader's rows must satisfy, as per-record rejections: a duration (when known) finite and > 0; a window
+    and event times finite (a window [0, Infinity] would fail extract's whole task, not one row); no
     `<video>` in a caption (that event is rejected; a row left without events, or an image caption, is rejected)."""
     kept = []
     for row in result.rows:
@@ -156,6 +184,12 @@ def check_rows(result: ReadResult) -> ReadResult:
         d = row.duration
         if d is not None and not (isinstance(d, (int, float)) and math.isfinite(d) and d > 0):
             result.rejected.append(Rejection(ident, BAD_DURATION, f"duration {d!r}: must be finite and > 0"))
+            continue
+        if row.window is not None and not all(math.isfinite(t) and t >= 0 for t in row.window):
+            result.rejected.append(Rejection(ident, BAD_WINDOW, f"window {list(row.window)}: need finite 0 ≤ start < end"))
+            continue
+        if not all(math.isfinite(t) for ev in row.events for t in (ev.start, ev.end)):
+            result.rejected.append(Rejection(ident, BAD_VALUE, "an event time is not a finite number"))
             continue
         if row.caption is not None and VIDEO_PLACEHOLDER in row.caption:
             result.rejected.append(Rejection(ident, VIDEO_TOKEN, f"caption holds {VIDEO_PLACEHOLDER}"))
@@ -169,6 +203,52 @@ def check_rows(result: ReadResult) -> ReadResult:
             continue
         kept.append(row if events == row.events else replace(row, events=events))
     result.rows = kept
+    return result
+
+
+def media_problem(media: str, media_root: str | Path | None) -> tuple[str, str] | None:
+    """(reason, detail) when a row's media cannot be read safely: a URL extract cannot read (`http://`, ...), a NUL or
+    an over-long name, or (with a media root) a path outside the root (an id like `../x` or `/etc/passwd`)."""
+    if is_uri(media):
+        name = media.split("://", 1)[0].lower()
+        if name in MEDIA_SCHEMES or name in FETCH_SCHEMES:
+            return None
+        return BAD_MEDIA, (f"{name}:// media cannot be read (use a local path, file://, "
+                           f"{'://, '.join(MEDIA_SCHEMES + FETCH_SCHEMES)}:// (fetched by vtl-pipeline download))")
+    if "\0" in media:
+        return BAD_ID, f"{media[:80]!r} holds a NUL character"
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in Path(media).parts):
+        return BAD_ID, f"{media[:80]!r}...: a file name longer than {MAX_NAME_BYTES} bytes"
+    if media_root is not None:
+        root = os.path.abspath(media_root)
+        if os.path.commonpath([root, os.path.abspath(os.path.join(root, media))]) != root:
+            return BAD_ID, f"{media[:120]} is outside the media root {root}"
+    return None
+
+
+def is_remote_media(media: str) -> bool:
+    """An http(s) URL: media to fetch with `vtl-pipeline download` before extract can read it."""
+    return media.split("://", 1)[0].lower() in FETCH_SCHEMES if "://" in media else False
+
+
+def flag_remote(row: ManifestRow) -> ManifestRow:
+    """The row, flagged `remote_media` when its media must be downloaded first."""
+    if not is_remote_media(row.media) or REMOTE_MEDIA in row.flags:
+        return row
+    return replace(row, flags=tuple(sorted({*row.flags, REMOTE_MEDIA})))
+
+
+def check_media(result: ReadResult, media_root: str | Path | None) -> ReadResult:
+    """Store file:// media as plain paths and reject media `media_problem` names (before any file is looked up)."""
+    kept = []
+    for row in result.rows:
+        media = plain_media(row.media)
+        problem = media_problem(media, media_root)
+        if problem:
+            result.rejected.append(Rejection(row.source_id or row.key, *problem))
+        else:
+            kept.append(row if media == row.media else replace(row, media=media))
+    result.rows = [flag_remote(row) for row in kept]
     return result
 
 

@@ -2,26 +2,36 @@
 
 - folder: every non-hidden file below it, in sorted path order; `kind` from the extension (other files are rejected
   as `not_media`, so nothing vanishes silently); key = the file stem through `make_key`; media = absolute path.
-- JSONL: one object per line with `media` (or `url` for remote media) and optionally `key`, `kind`, `window` ([start, end] or {start, end}),
+- JSONL: one object per line with `media` (or `url` for remote media) and optionally `key`, `kind`, `window`
+  ([start, end] or {start, end}),
   `duration`, `events` ([{start, end, caption}] or [[start, end, caption]], seconds relative to the window start),
   `caption`, `source_id`. Relative media paths are taken under `--media-root`, else beside the JSONL file.
-Files that do not exist are rejected (`media_missing`). `--durations` (CSV id,duration) fills unknown durations by
+Values are never coerced: a caption that is not a string, a `duration` that is not a finite number (`true`, "10") is
+`bad_value`; a line that is not UTF-8 or not JSON is `unparsable`, each naming `file:line`. `file://` media are stored
+as paths; with `--media-root`, media outside it (`../x`, `/etc/passwd`) are `bad_id`, as are names with a NUL or
+over 255 bytes. Files that do not exist are rejected (`media_missing`). `--durations` (CSV id,duration) fills unknown durations by
 key. Duplicate keys get `_2`, `_3`, ... in file order (flag `key_suffixed`).
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from manifests.common import (
+    BAD_VALUE,
     BAD_WINDOW,
     NO_MEDIA,
     NOT_MEDIA,
+    REMOTE_MEDIA,
     UNPARSABLE,
     check_events,
     drop_missing_media,
+    is_remote_media,
     is_uri,
     kind_of,
+    media_problem,
+    plain_media,
     read_durations,
 )
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
@@ -37,66 +47,104 @@ def _media_row(path: Path, key: str, lengths: dict[str, float]) -> ManifestRow |
                        duration=lengths.get(key) if kind == "video" else None, source_id=str(path))
 
 
+class _BadValue(ValueError):
+    """A field of the wrong type or a non-finite number: the record is rejected as `bad_value`, never coerced."""
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _BadValue(f"{what} {value!r} is not a finite number")
+    return float(value)
+
+
+def _text(value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _BadValue(f"{what} {str(value)[:60]!r} is not a string")
+    return value.strip()
+
+
 def _window(value: object) -> tuple[float, float] | None:
     if value is None:
         return None
     if isinstance(value, dict):
         value = (value["start"], value["end"])
-    a, b = (float(x) for x in value)
+    if isinstance(value, str) or len(value) != 2:
+        raise ValueError(f"window {value!r}: need [start, end]")
+    a, b = (_number(x, "window bound") for x in value)
     if not a < b or a < 0:
         raise ValueError(f"window {value}: need 0 ≤ start < end")
     return a, b
 
 
 def _events(value: object) -> list[Event]:
+    if value is not None and not isinstance(value, list):
+        raise _BadValue(f"events {str(value)[:60]!r} is not a list")
     events = []
     for ev in value or ():
         if isinstance(ev, dict):
-            events.append(Event(float(ev["start"]), float(ev["end"]), str(ev.get("caption", "")).strip()))
+            s, e, cap = ev["start"], ev["end"], ev.get("caption", "")
         else:
-            s, e, *cap = ev
-            events.append(Event(float(s), float(e), str(cap[0]).strip() if cap else ""))
+            s, e, *rest = ev
+            cap = rest[0] if rest else ""
+        if not isinstance(cap, str):  # null would train "From 10 to 21, None."
+            raise _BadValue(f"event caption {str(cap)[:60]!r} is not a string")
+        events.append(Event(_number(s, "event start"), _number(e, "event end"), cap.strip()))
     return events
 
 
-def _jsonl_row(lineno: int, rec: dict, base: Path, lengths: dict[str, float],
-               result: ReadResult) -> ManifestRow | Rejection:
-    sid = str(rec.get("source_id") or rec.get("key") or f"line{lineno}")
+def _jsonl_row(where: str, rec: dict, base: Path, lengths: dict[str, float],
+               result: ReadResult, media_root: Path | None) -> ManifestRow | Rejection:
+    sid = _text(rec.get("source_id"), "source_id") or _text(rec.get("key"), "key") or where
     media = rec.get("media", rec.get("url"))  # `url`: remote media (what `vtl-pipeline download` fetches)
     if not isinstance(media, str) or not media.strip():
         return Rejection(sid, NO_MEDIA, "no `media` (or `url`)")
+    media = plain_media(media)
+    if problem := media_problem(media, media_root):
+        return Rejection(sid, *problem)
     media = media if is_uri(media) or Path(media).is_absolute() else str(base / media)
-    kind = rec.get("kind") or kind_of(media)
+    kind = _text(rec.get("kind"), "kind") or kind_of(media)
     if kind not in ("video", "image"):
         return Rejection(sid, NOT_MEDIA, f"{media}: give `kind` or a known video/image extension")
-    key = make_key(str(rec.get("key") or Path(media).stem))
+    key = make_key(_text(rec.get("key"), "key") or Path(media).stem)
     try:
         window = _window(rec.get("window"))
+    except _BadValue:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         return Rejection(sid, BAD_WINDOW, str(exc))
     duration = rec.get("duration")
-    duration = float(duration) if duration is not None else (window[1] - window[0]) if window else lengths.get(key)
+    duration = (_number(duration, "duration") if duration is not None
+                else (window[1] - window[0]) if window else lengths.get(key))
     events, flags = check_events(_events(rec.get("events")), duration, sid, result)
-    caption = rec.get("caption")
     return ManifestRow(key=key, dataset=DATASET, kind=kind, media=media, window=window, duration=duration,
-                       events=tuple(events), caption=str(caption).strip() if caption else None,
-                       source_id=str(rec.get("source_id") or media), flags=tuple(sorted(flags)))
+                       events=tuple(events), caption=_text(rec.get("caption"), "caption") or None,
+                       source_id=_text(rec.get("source_id"), "source_id") or media,
+                       flags=tuple(sorted({*flags, *([REMOTE_MEDIA] if is_remote_media(media) else [])})))
 
 
-def _read_jsonl(path: Path, base: Path, lengths: dict[str, float], result: ReadResult) -> int:
+def _read_jsonl(path: Path, base: Path, lengths: dict[str, float], result: ReadResult,
+                media_root: Path | None) -> int:
+    """Every line becomes a row or one rejection naming `file:line` (a line that is not UTF-8 included)."""
     n = 0
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             n += 1
+            where = f"{path.name}:{lineno}"
             try:
-                rec = json.loads(line)
+                rec = json.loads(raw.decode("utf-8"))
                 if not isinstance(rec, dict):
                     raise ValueError("not a JSON object")
-                out = _jsonl_row(lineno, rec, base, lengths, result)
+                out = _jsonl_row(where, rec, base, lengths, result, media_root)
+            except _BadValue as exc:
+                out = Rejection(where, BAD_VALUE, str(exc))
+            except UnicodeDecodeError as exc:
+                out = Rejection(where, UNPARSABLE, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
             except (KeyError, TypeError, ValueError) as exc:
-                out = Rejection(f"line{lineno}", UNPARSABLE, f"{type(exc).__name__}: {exc}")
+                out = Rejection(where, UNPARSABLE, f"{type(exc).__name__}: {exc}")
             (result.rows if isinstance(out, ManifestRow) else result.rejected).append(out)
     return n
 
@@ -116,7 +164,8 @@ def read_files(annotations: str | Path, durations: str | Path | None = None,
             out = _media_row(p, make_key(p.stem), lengths)
             (result.rows if isinstance(out, ManifestRow) else result.rejected).append(out)
     else:
-        inputs = _read_jsonl(path, Path(media_root) if media_root is not None else path.parent, lengths, result)
+        root = Path(media_root) if media_root is not None else None
+        inputs = _read_jsonl(path, root or path.parent, lengths, result, root)
     drop_missing_media(result)
     result.stats = {"inputs": inputs, "rows": len(result.rows),
                     "videos": sum(r.kind == "video" for r in result.rows),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from manifests.activitynet import read_activitynet, read_youcook2
 from manifests.charades import read_charades
-from manifests.common import check_rows, drop_missing_media, unique_keys
+from manifests.common import check_media, check_rows, drop_missing_media, unique_keys
 from manifests.didemo import read_didemo
 from manifests.files import read_files
 from manifests.internvid import read_internvid
@@ -63,6 +63,7 @@ def read_dataset(name: str, annotations: str | Path, durations: str | Path | Non
         raise ValueError(f"{name} takes no option {sorted(unknown)}; it takes {sorted(reader_options(name)) or 'none'}")
     result = READERS[name](annotations, durations=durations, media_root=media_root, **options)
     check_rows(result)
+    check_media(result, media_root if name != "files" else None)  # files: checked in its reader, before lookups
     if media_root is not None and name != "files":
         drop_missing_media(result)
     unique_keys(result)

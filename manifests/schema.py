@@ -131,13 +131,29 @@ def arrow_schema():
     ])
 
 
+def duplicate_keys(keys: Iterable[str]) -> list[str]:
+    """Keys that occur more than once (a key names one sample: two rows with it would write two samples under it)."""
+    return [k for k, n in Counter(keys).items() if n > 1]
+
+
+def manifest_problem(rows: list[dict]) -> str | None:
+    """Why rows read from a manifest cannot be extracted (none at all, a repeated key), or None; write_manifest never
+    writes either, so such a file was made or edited by something else."""
+    if not rows:
+        return "holds no rows: nothing to extract (see its .errors.jsonl for what the manifest step rejected)"
+    dup = duplicate_keys(r["key"] for r in rows)
+    if dup:
+        return (f"repeats the keys {dup[:5]}{' and more' if len(dup) > 5 else ''} (each key names one sample); "
+                "rebuild it with vtl-pipeline manifest")
+    return None
+
+
 def write_manifest(result: ReadResult, path: str | Path, provenance: dict) -> Path:
     """Write rows as Parquet (provenance in the file's metadata) and rejections beside it; returns the Parquet path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    keys = Counter(r.key for r in result.rows)
-    dup = [k for k, n in keys.items() if n > 1]
+    dup = duplicate_keys(r.key for r in result.rows)
     if dup:
         raise ValueError(f"duplicate manifest keys: {dup[:5]}")
     path = Path(path)

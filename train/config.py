@@ -11,6 +11,7 @@ its issue #26).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -119,6 +120,10 @@ class TrainConfig:
         for name in ("max_steps", "save_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1 when given, got {getattr(self, name)}")
+        for name in ("lr", "epochs", "warmup_ratio", "weight_decay", "grad_clip", "lora_dropout"):
+            value = getattr(self, name)  # NaN passes every comparison below, inf would plan endless steps
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.lr <= 0 or self.epochs <= 0:
             raise ValueError(f"lr and epochs must be > 0, got lr={self.lr} epochs={self.epochs}")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:

@@ -30,6 +30,39 @@ from torch import nn
 from train.config import TrainConfig
 
 LATEST = "latest"
+TAG_PREFIX = "step"
+
+
+def write_latest(directory: Path, tag: str) -> None:
+    """Name `tag` in `directory/latest` atomically (temporary file, fsync, rename): DeepSpeed's own write of it is a
+    plain open-and-write, and a kill inside it left `latest` empty beside complete step folders."""
+    path = Path(directory) / LATEST
+    tmp = path.with_name(f".{LATEST}.tmp")
+    with open(tmp, "w") as f:
+        f.write(tag)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _complete(folder: Path) -> bool:
+    """A step folder the trainer finished writing: its rank-0 trainer state and an engine file that is not empty."""
+    return ((folder / "trainer_rank0.json").is_file()
+            and any(p.stat().st_size > 0 for p in folder.glob("*.pt") if p.is_file()))
+
+
+def latest_tag(directory: Path) -> str | None:
+    """The tag `latest` names; when `latest` is empty or names no folder (a run killed while writing it, or one saved
+    by an older release), the newest complete `step*` folder. None when there is none."""
+    directory = Path(directory)
+    try:
+        tag = (directory / LATEST).read_text().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        tag = ""
+    if tag and "/" not in tag and (directory / tag).is_dir():
+        return tag
+    steps = sorted((p for p in directory.glob(f"{TAG_PREFIX}*") if p.is_dir() and _complete(p)), reverse=True)
+    return steps[0].name if steps else None
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -165,18 +198,21 @@ class DeepSpeedEngine:
 
     def save(self, directory: Path, tag: str) -> None:
         # Frozen weights are rebuilt from --llm/--from on resume; saving them would write the whole LLM every time.
-        self.engine.save_checkpoint(str(directory), tag=tag, exclude_frozen_parameters=True)
+        self.engine.save_checkpoint(str(directory), tag=tag, exclude_frozen_parameters=True, save_latest=False)
+        if self.engine.global_rank == 0:
+            write_latest(Path(directory), tag)
 
     def load(self, directory: Path) -> str | None:
         from train.safe_load import guard_loads
 
-        if not (Path(directory) / LATEST).exists():
+        tag = latest_tag(directory)
+        if tag is None:
             return None
         guard_loads(self.engine)  # DeepSpeed's own load unpickles anything (weights_only=False)
-        path, _ = self.engine.load_checkpoint(str(directory), load_module_strict=False)
+        path, _ = self.engine.load_checkpoint(str(directory), tag=tag, load_module_strict=False)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {directory}")
-        return (Path(directory) / LATEST).read_text().strip()
+        return tag
 
     def export_trainables(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """(projector state, LoRA state) as whole copies. Under ZeRO-3 every rank must call it: the projector and LoRA
@@ -237,15 +273,14 @@ class TorchEngine:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "micro": self.micro}
         torch.save(state, folder / "engine_state.pt")
-        (Path(directory) / LATEST).write_text(tag)  # written last: a half-saved tag is never "latest"
+        write_latest(Path(directory), tag)  # written last: a half-saved tag is never "latest"
 
     def load(self, directory: Path) -> str | None:
-        latest = Path(directory) / LATEST
-        if not latest.exists():
+        tag = latest_tag(directory)
+        if tag is None:
             return None
         from train.safe_load import safe_load
 
-        tag = latest.read_text().strip()
         state = safe_load(Path(directory) / tag / "engine_state.pt", map_location="cpu")
         with torch.no_grad():
             for name, p in self._names().items():

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 
 class Refused(Exception):
-    """vtl-train will not start or continue: the message says why and what to do."""
+    """vtl-train will not start or continue: the message says why and what to do.
+
+    Raised in a DataLoader worker, torch re-raises it in the trainer as `Refused("Caught X in DataLoader worker
+    process N.\nOriginal Traceback ...: message")`; the message is cut back to its own last line, so it stays one line.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        text = str(message)
+        if "\nOriginal Traceback" in text:
+            text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(text)
 
 
 class RefusedValue(Refused, ValueError):
@@ -17,6 +27,10 @@ class RefusedValue(Refused, ValueError):
 
 class OutExists(Refused, FileExistsError):
     """`--out` already holds a run and --resume was not given."""
+
+
+class OutBusy(Refused, OSError):
+    """Another vtl-train run is writing `--out` (its run lock is held)."""
 
 
 class NothingToResume(Refused, FileNotFoundError):

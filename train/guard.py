@@ -22,7 +22,8 @@ import torch
 
 from train.errors import DiskFull, NonFiniteLoss
 
-_SHORT_WRITE = ("unexpected pos", "file write failed", "No space left", "Disk quota exceeded")
+_SHORT_WRITE = ("unexpected pos", "file write failed", "No space left", "Disk quota exceeded",
+                "basic_ios::clear", "iostream error")  # the last two: a C++ stream (torch.save of a path) failing
 _SHOWN = 8  # keys shown per list in the message
 
 

@@ -27,7 +27,7 @@ from train.engine import init_distributed, make_engine, resolve_precision
 from train.errors import NothingToResume, RefusedValue
 from train.guard import StepGuard, saving
 from train.packing import useful_and_padded
-from train.preflight import ENGINE_DIR, check_llm, check_out, check_shards, check_shards_location
+from train.preflight import ENGINE_DIR, check_llm, check_out, check_shards, check_shards_location, out_lock
 from train.progress import Progress
 from train.zero3 import log_share, partitioned_build, restore_linear
 
@@ -46,16 +46,22 @@ def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
 
 def run(cfg: TrainConfig) -> Path:
     """Train one stage as `cfg` says; returns the checkpoint folder."""
-    from train.checkpoint import save_checkpoint
-
     rank, world = _setup(cfg)
-    out = Path(cfg.out)
     check_out(cfg)
-    precision = resolve_precision(cfg.precision)
     check_shards_location(cfg.shards)
     index = read_index(cfg.shards)
     check_shards(index, world)
     check_llm(cfg)
+    with out_lock(cfg, rank):  # one vtl-train per --out; the folder is checked again now that this run holds it
+        check_out(cfg)
+        return _train(cfg, index, rank, world)
+
+
+def _train(cfg: TrainConfig, index: dict, rank: int, world: int) -> Path:
+    from train.checkpoint import save_checkpoint
+
+    out = Path(cfg.out)
+    precision = resolve_precision(cfg.precision)
     model = prepare(cfg, precision, index.get("dim") or FEATURE_DIM, rank)
 
     per_epoch, total = plan_steps(cfg, index["totals"]["samples"])
@@ -80,12 +86,20 @@ def run(cfg: TrainConfig) -> Path:
         with saving(out, "the final checkpoint", latest=str(out / ENGINE_DIR), remove=False):
             save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
                             adapter_state=adapter, encoder=index.get("encoder"))
-        print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {summary['loss']:.4f}, "
+        print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {_final_loss(summary, out):.4f}, "
               f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
               f"checkpoint in {out}")
     _barrier()
     restore_linear()
     return out
+
+
+def _final_loss(summary: dict, out: Path) -> float:
+    """The last step's loss; a run resumed after its last step trained none here, so it is the logged one."""
+    if math.isfinite(summary["loss"]) or not (out / METRICS).exists():
+        return summary["loss"]
+    rows = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
+    return rows[-1]["loss"] if rows else summary["loss"]
 
 
 def prepare(cfg: TrainConfig, precision: str, feature_dim: int, rank: int):

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,12 +19,14 @@ from urllib.parse import urlsplit
 
 from pipeline.contract.provenance import RUN_CONFIG, TINY_RANDOM
 from train.config import TrainConfig
-from train.errors import NothingToResume, OutExists, RefusedValue
+from train.errors import NothingToResume, OutBusy, OutExists, RefusedValue
 
 ENGINE_DIR = "engine"
 LATEST = "latest"
 # Fields that may differ between a run and its resume; anything else changing would change what is trained.
 RESUME_FREE = {"resume", "progress", "log_keys", "preset", "token_cache"}
+RUN_LOCK = ".train.lock"
+"""The run lock in `--out` (infra.lock): two vtl-train runs on one folder would overwrite each other's saves."""
 
 
 def check_out(cfg: TrainConfig) -> None:
@@ -50,6 +53,21 @@ def check_out(cfg: TrainConfig) -> None:
         was = ", ".join(f"{k}: {saved.get(k)!r} → {cfg.to_dict()[k]!r}" for k in changed)
         raise RefusedValue(f"--resume with changed options ({was}): the run would not continue the same training; "
                            "use the original options")
+
+
+@contextlib.contextmanager
+def out_lock(cfg: TrainConfig, rank: int):
+    """Rank 0 holds `--out`'s run lock for the run; another run holding it is refused in one line (`OutBusy`)."""
+    if rank != 0:
+        yield
+        return
+    from infra.lock import RunLocked, run_lock
+
+    try:
+        with run_lock(cfg.out, RUN_LOCK, "vtl-train"):
+            yield
+    except RunLocked as err:
+        raise OutBusy(str(err)) from None
 
 
 def check_shards_location(shards: str) -> None:

@@ -118,7 +118,7 @@ def default_tasks(rows: int) -> int:
 
 
 def load_rows(manifest: str) -> list[dict]:
-    from manifests.schema import iter_manifest
+    from manifests.schema import iter_manifest, manifest_problem
 
     if storage.is_remote(manifest):
         preflight(manifest, what="manifest")  # bucket, credentials, endpoint, the object itself
@@ -129,6 +129,8 @@ def load_rows(manifest: str) -> list[dict]:
             rows = [r.to_json() for r in iter_manifest(f)]
     except Exception as e:
         raise ExtractError(f"cannot read manifest {manifest}: {type(e).__name__}: {e}") from e
+    if problem := manifest_problem(rows):  # refused before any work: a repeated key would damage shards
+        raise ExtractError(f"manifest {manifest} {problem}")
     for row in rows:  # relative media: relative to the driver's folder, wherever a task runs
         if "://" not in row["media"]:
             row["media"] = os.path.abspath(row["media"])

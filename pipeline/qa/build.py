@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from infra import storage
+from infra.lock import run_lock
 from manifests.schema import make_key
 from pipeline.contract.checked import BadSample, iter_checked, load_index
 from pipeline.contract.conversation import FORMATS, turns_problem
@@ -26,7 +27,7 @@ from pipeline.qa.generate import check_options as check_generate_options
 from pipeline.qa.generate import settings
 from pipeline.qa.llm_dialogues import build_prompt
 from pipeline.qa.llm_executors import generate_samples
-from pipeline.qa.output import QaOutput, QaStats, out_location, print_summary, progress_iter
+from pipeline.qa.output import RUN_LOCK, QaOutput, QaStats, out_location, print_summary, progress_iter
 
 STAGES = ("1", "2", "3")
 DURATION_TOLERANCE = 0.01
@@ -243,6 +244,11 @@ def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:
     budget = _make_budget(cfg)
     if cfg.on_duration_mismatch == "refuse":
         durations.refuse_if_flagged(cfg.features, index_in)  # before any output exists
+    with run_lock(str(out_location(cfg.out)), RUN_LOCK, "build-qa"):  # one writer per folder (infra.lock)
+        return _build(cfg, index_in, records, budget)
+
+
+def _build(cfg: BuildQaConfig, index_in: dict, records: list | None, budget: TokenBudget | None) -> BuildQaResult:
     stats = QaStats(stage=int(cfg.stage) if cfg.stage else None, benchmark=cfg.benchmark, source="build-qa",
                     seed=cfg.seed if cfg.stage == "2" or cfg.generate else None)
     prefix = f"eval-{cfg.benchmark}" if cfg.benchmark else f"stage{cfg.stage}"

@@ -170,7 +170,7 @@ def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, b
         out.error(record_label(kr), reason, "record has no usable id or repeats another's key")
         return
     rid = str(kr.record.get("id"))
-    if Path(rid).name != rid or rid in (".", "..") or "\\" in rid:  # `../x` would read outside --features-dir
+    if Path(rid).name != rid or rid in (".", "..") or "\\" in rid or "\0" in rid or len(rid.encode()) > 250:  # `../x`: outside
         out.error(kr.key, "bad_id", f"id {rid[:80]!r} is not a file name in --features-dir", rid)
         return
     try:

@@ -31,6 +31,8 @@ from pipeline.contract.shards import (
 FIXED_MTIME = 0.0
 """Tar member mtime (1970-01-01): the shards' bytes depend only on their content."""
 MAX_LISTED_KEYS = 100
+RUN_LOCK = ".build-qa.lock"
+"""build-qa's run lock in its output folder (infra.lock): one build-qa run per folder at a time."""
 """How many over-budget keys index.json lists (the count is always complete)."""
 
 
@@ -84,7 +86,7 @@ def prepare_out_dir(out: Path | str, overwrite: bool) -> None:
     """Refuse to mix runs: the output folder (a path or an s3:// / gs:// prefix) must be empty or absent;
     `overwrite` removes only what these commands write (shards, index, errors, run config)."""
     preflight(out, write=True, what="output folder")
-    names = storage.listdir(out)
+    names = [n for n in storage.listdir(out) if n != RUN_LOCK]  # this run's own lock (infra.lock)
     ours = [n for n in names if n in (INDEX, ERRORS, RUN_CONFIG) or n.endswith(SHARD_SUFFIX) or n.endswith(".tmp")]
     others = [n for n in names if n not in ours]
     if others or (ours and not overwrite):

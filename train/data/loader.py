@@ -45,6 +45,7 @@ from train.data.grouping import WINDOW_BATCHES, Peekable, group_window, sample_l
 from train.data.shuffle import ShuffleOrder, ordered_stream
 from train.data.token_cache import ShardTable, TokenCache, load_table, tokenizer_fingerprint
 from train.data.workers import die_with_parent
+from train.errors import RefusedValue
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ class ShardStream(IterableDataset):
                 item.update(epoch=epoch, consumed=consumed, skipped=skipped)
                 yield item
             if not yielded and started_at == 0:
-                raise ValueError(f"rank {self.rank} worker {worker}: no sample of {[s.path for s in mine]} fits "
-                                 f"max_tokens={self.max_tokens}")
+                raise RefusedValue(f"rank {self.rank} worker {worker}: no sample of {[s.path for s in mine]} fits "
+                                   f"max_tokens={self.max_tokens} (raise --max-tokens)")
             epoch, consumed = epoch + 1, 0
 
 

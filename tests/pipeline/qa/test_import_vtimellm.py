@@ -184,3 +184,16 @@ def test_stage2_multi_turn_templates_are_identified(tmp_path):
     assert conv["b"]["templates"] == []
     qa = read_index(out)["qa"]
     assert qa["notes"] == {"templates_unidentified": 1} and qa["templates"] == {"E2": 1, "T7": 1}
+
+
+def test_a_nul_or_over_long_id_is_one_error_record(tmp_path):
+    """Issue 32 item 11: an id with a NUL ended the whole import (ValueError: embedded null byte), a 10 kB one with
+    "File name too long"; each is now one `bad_id` record and the good record beside them is imported."""
+    feat_dir = tmp_path / "f"
+    feat_dir.mkdir()
+    np.save(feat_dir / "good.npy", np.ones((100, 768), np.float16))
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps([_stage2_record(k, 10.0, [(1, 2)]) for k in ("bad\u0000id", "x" * 10_000, "good")]))
+    out = _run(tmp_path, path, feat_dir, "o", stage=2)
+    assert sorted(e.reason for e in read_errors(out)) == ["bad_id", "bad_id"]
+    assert read_index(out)["totals"]["samples"] == 1

@@ -244,3 +244,18 @@ def test_duplicated_input_key_becomes_an_error_record(tmp_path):
     out = _build(tmp_path, tmp_path / "feat", "dup", stage="2")
     assert [s.key for s in iter_samples(out)] == ["a"]
     assert [(e.key, e.reason) for e in read_errors(out)] == [("a", "duplicate_key")]
+
+
+def test_a_second_build_qa_on_a_busy_out_is_refused(tmp_path, features):
+    """Issue 32 item 6: two build-qa runs on one folder lost one run's samples; the second is now refused while the
+    first holds `.build-qa.lock`, and a run afterwards takes the folder as usual."""
+    from infra.lock import RunLocked, run_lock
+    from pipeline.qa.output import RUN_LOCK
+
+    out = tmp_path / "busy"
+    with run_lock(str(out), RUN_LOCK, "build-qa"):
+        with pytest.raises(RunLocked, match="being written by another build-qa run"):
+            _build(tmp_path, features[0], "busy", stage="2")
+        assert [p.name for p in out.iterdir()] == [RUN_LOCK]  # the refused run wrote nothing
+    assert (_build(tmp_path, features[0], "busy", stage="2") / "index.json").is_file()
+    assert not (out / RUN_LOCK).exists()
