@@ -299,7 +299,8 @@ def extract_cmd(
 ) -> None:
     """Decode videos, sample 100 frames per sample and write CLIP features to shards (resumable Ray job)."""
     from pipeline.extract.clip import ClipConfig
-    from pipeline.extract.job import ExtractConfig, ExtractError, print_summary, run_extract
+    from pipeline.extract.job import ExtractConfig, ExtractError, run_extract
+    from pipeline.extract.report import print_summary
 
     try:
         clip = ClipConfig(**given(model=clip_model, weights=_text(clip_weights), pretrained=clip_pretrained,

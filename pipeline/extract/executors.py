@@ -1,5 +1,5 @@
-"""Where the steps of a job run: `InProcessExecutor` (tests, debugging, single videos) or `RayExecutor` (default,
-in `pipeline/extract/ray_executor.py`).
+"""Where the steps of a job run: the `Executor` protocol, `InProcessExecutor` (tests, debugging) and the helpers both
+it and `RayExecutor` (the default, in `pipeline/extract/ray_executor.py`) share.
 
 Both run the same `run_task`: a task's rows go through the steps batch by batch; the `shared` step (the encoder) is
 called through a future so that decoding batch k+1 overlaps encoding batch k. On Ray there is one Ray task per
@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from pipeline.contract.timing import NUM_FRAMES
+from pipeline.extract.encoder_plan import Cluster, EncoderPlan
 from pipeline.extract.steps import Item, Step
 from pipeline.extract.tasks import Task
 
@@ -148,15 +149,41 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
     return total
 
 
+class Executor(Protocol):
+    """What runs a job: `cluster()` first (Ray: started or joined), then, with the plan made from it,
+    `setup(job, plan)` once (the models load: a failure stops the job before any task), `run` the tasks, and
+    `shutdown()` whatever happened."""
+
+    def cluster(self) -> Cluster:
+        """Where the job will run: what `plan_encoders` needs to know."""
+        ...
+
+    def setup(self, job: Job, plan: EncoderPlan) -> None:
+        """Load the steps' models where the plan puts them."""
+        ...
+
+    def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
+        """Every task's outcome: its Stats, or why it failed (a string; a rerun resumes it)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release what setup started."""
+        ...
+
+
 class InProcessExecutor:
     """Every step in this process, tasks one after another."""
 
-    def setup(self, job: Job) -> None:
+    def cluster(self) -> Cluster:
+        import torch
+
+        return Cluster(gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+    def setup(self, job: Job, plan: EncoderPlan) -> None:
         for step in job.steps:
             step.setup()
 
     def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
-        self.setup(job)
         shared = job.shared
         return {t.task_id: run_task(job, t, lambda items: Resolved(shared(items)), report, {"node": None})
                 for t in tasks}
