@@ -1,6 +1,6 @@
 """`vtl-chat`: ask a trained model about one video (VTimeLLM's offline demo, in the terminal).
 
-The video goes through the same extract steps as the training data (`pipeline.extract.job.extract_one`: 100 frames,
+The video goes through the same extract steps as the training data (`pipeline.extract.single.extract_one`: 100 frames,
 CLIP features), the checkpoint is loaded with its LoRA chain merged, and each question is answered greedily with the
 whole conversation so far as the prompt. Timestamps in answers ("12 to 45", positions on the 0–99 scale) are also
 shown in seconds of this video.
@@ -47,7 +47,7 @@ def _extract(video, cfg: ChatConfig, device: str):
     """(features, meta) of one video; meta carries the float `duration` and the `encoder` id."""
     from pipeline.extract.clip import ClipConfig
     from pipeline.extract.decode import MediaError
-    from pipeline.extract.job import extract_one
+    from pipeline.extract.single import extract_one
 
     clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
                       device="cuda" if device.startswith("cuda") else "cpu")

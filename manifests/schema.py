@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 """A sample key inside shards. No dots: WebDataset splits member names on the first dot."""
@@ -210,7 +210,3 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
         return h.hexdigest()
     with open(path, "rb") as f:
         return file_sha256(f, chunk)
-
-
-def rows_to_jsonl(rows: Iterable[ManifestRow]) -> str:
-    return "".join(json.dumps(r.to_json()) + "\n" for r in rows)

@@ -14,7 +14,7 @@ from infra.usage import fail, strict_command_class
 from manifests.build import ManifestConfig
 from pipeline.download.config import DownloadConfig
 from pipeline.extract.clip import CLIP_OPTIONS, ClipConfig
-from pipeline.extract.job import ExtractConfig
+from pipeline.extract.config import ExtractConfig
 from pipeline.inspect.summary import InspectConfig
 from pipeline.qa.build import BuildQaConfig
 from pipeline.qa.import_vtimellm import ImportConfig
@@ -165,7 +165,8 @@ ENCODER = Group(ClipConfig, {"fast_resize": "fast_resize", "device": "device"})
     "progress": flag(switch=True, help="Show a progress bar.")})
 def extract_cmd(given: dict) -> None:
     """Decode videos, sample 100 frames per sample and write CLIP features to shards (resumable Ray job)."""
-    from pipeline.extract.job import ExtractError, print_summary, run_extract
+    from pipeline.extract.job import ExtractError, run_extract
+    from pipeline.extract.report import print_summary
 
     try:
         clip = ClipConfig(**CLIP_OPTIONS.take(given), **ENCODER.take(given))

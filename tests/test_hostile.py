@@ -445,7 +445,7 @@ def test_extract_with_every_row_failed_exits_nonzero(tmp_path):
 
     from rich.console import Console
 
-    from pipeline.extract.job import ExtractSummary, print_summary
+    from pipeline.extract.report import ExtractSummary, print_summary
 
     console = Console(file=io.StringIO())
     failed = ExtractSummary(tmp_path, rows=3, samples=0, errors=Counter(missing_file=3), tasks_run=1,

@@ -7,7 +7,7 @@ level and inside functions, read from the AST, nothing imported) obeys the table
 - a pipeline wing (`extract`, `qa`, `inspect`, `synth`) imports only itself, the contract floor and `manifests`;
   never another wing. Only `pipeline/cli.py` sits above the wings.
 - `train/` imports only `pipeline.contract` from `pipeline`, and nothing of `eval`.
-- `eval/` imports `train`, `pipeline.contract` and, for vtl-chat, extract's single-file entry (`pipeline.extract.job`
+- `eval/` imports `train`, `pipeline.contract` and, for vtl-chat, extract's single-file entry (`pipeline.extract.single`
   with its `clip` config and `decode` error type).
 - no import cycle between our modules.
 """
@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("infra", "manifests", "pipeline", "train", "eval")
 WINGS = ("extract", "qa", "inspect", "synth", "download")
-EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.job", "pipeline.extract.clip", "pipeline.extract.decode")
+EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.single", "pipeline.extract.clip",
+                      "pipeline.extract.decode")
 KNOWN_CYCLES: set[frozenset] = set()
 """None: the review's one circle (P3, `train.model` ↔ `train.checkpoint`) is gone."""
 

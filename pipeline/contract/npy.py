@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -53,12 +51,3 @@ def load_npy_bytes(data: bytes, what: str = "features.npy") -> np.ndarray:
     shape, dtype = read_header(fp, what)
     _check_size(shape, dtype, len(data) - fp.tell(), what)
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def load_npy_file(path: str | Path) -> np.ndarray:
-    """An array from a `.npy` file, with the same checks against the file's size."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        shape, dtype = read_header(f, path.name)
-        _check_size(shape, dtype, os.fstat(f.fileno()).st_size - f.tell(), path.name)
-    return np.load(path, allow_pickle=False)

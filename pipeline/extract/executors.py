@@ -1,5 +1,5 @@
-"""Where the steps of a job run: `InProcessExecutor` (tests, debugging, single videos) or `RayExecutor` (default,
-in `pipeline/extract/ray_executor.py`).
+"""Where the steps of a job run: the `Executor` protocol, `InProcessExecutor` (tests, debugging) and the helpers both
+it and `RayExecutor` (the default, in `pipeline/extract/ray_executor.py`) share.
 
 Both run the same `run_task`: a task's rows go through the steps batch by batch; the `shared` step (the encoder) is
 called through a future so that decoding batch k+1 overlaps encoding batch k. On Ray there is one Ray task per
@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from pipeline.contract.timing import NUM_FRAMES
+from pipeline.extract.encoder_plan import Cluster, EncoderPlan
 from pipeline.extract.steps import Item, Step
 from pipeline.extract.tasks import Task
 
@@ -108,55 +109,94 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
     job.on_task_start(task.task_id)
     for step in job.steps:
         step.open_task(task.task_id)
-    total, pending, timer, sent = Stats(), None, Counter(), []
+    run, pending = _TaskRun(shared, post, report), None
+    for rows in batches(task.rows, job.batch_frames):
+        items = run.cpu_steps(pre, rows, stage if shared is not None else None)
+        future = run.timed(shared.name, call_shared, items) if shared is not None else Resolved(items)
+        if pending is not None:
+            run.finish(pending)
+        pending = future
+    if pending is not None:
+        run.finish(pending)
+    job.on_task_done(task, [step.close_task() for step in job.steps]
+                     + [{"seconds": dict(run.total.seconds), "encoder_bytes": run.total.encoder_bytes, **(where or {})}])
+    return run.total
 
-    def timed(name: str, fn, *args):
+
+class _TaskRun:
+    """One task under way: seconds per step since the last report, bytes sent per batch in flight, the totals."""
+
+    def __init__(self, shared: Step | None, post: list[Step], report: Callable[[Stats], None]):
+        self.shared, self.post, self.report = shared, post, report
+        self.total, self.timer, self.sent = Stats(), Counter(), []
+
+    def timed(self, name: str, fn, *args):
         t0 = time.perf_counter()
         out = fn(*args)
-        timer[name] += time.perf_counter() - t0
+        self.timer[name] += time.perf_counter() - t0
         return out
 
-    def finish(future) -> None:
-        items = timed(f"wait:{shared.name}" if shared else "wait", future.result)
-        for step in post:
-            items = timed(step.name, step, items)
-        stats = batch_stats(items)
-        stats.seconds, stats.encoder_bytes = Counter(timer), sent.pop(0)
-        timer.clear()
-        total.add(stats)
-        report(stats)
-
-    for rows in batches(task.rows, job.batch_frames):
+    def cpu_steps(self, pre: list[Step], rows: list[dict], stage) -> list[Item]:
+        """One row through all CPU steps at a time: one video's full-resolution frames in memory."""
         items, nbytes = [], 0
-        for row in rows:  # one row through all CPU steps at a time: one video's full-resolution frames in memory
+        for row in rows:
             one = [Item(row=row)]
             for step in pre:
-                one = timed(step.name, step, one)
-            if shared is not None and stage is not None:  # bytes counted as they leave the process
+                one = self.timed(step.name, step, one)
+            if stage is not None:  # bytes counted as they leave the process
                 nbytes += payload_bytes(one)
                 stage(one)
             items += one
-        sent.append(nbytes)
-        future = timed(shared.name, call_shared, items) if shared is not None else Resolved(items)
-        if pending is not None:
-            finish(pending)
-        pending = future
-    if pending is not None:
-        finish(pending)
-    job.on_task_done(task, [step.close_task() for step in job.steps]
-                     + [{"seconds": dict(total.seconds), "encoder_bytes": total.encoder_bytes, **(where or {})}])
-    return total
+        self.sent.append(nbytes)
+        return items
+
+    def finish(self, future) -> None:
+        """A batch back from the shared step: through the steps after it, then reported."""
+        items = self.timed(f"wait:{self.shared.name}" if self.shared else "wait", future.result)
+        for step in self.post:
+            items = self.timed(step.name, step, items)
+        stats = batch_stats(items)
+        stats.seconds, stats.encoder_bytes = Counter(self.timer), self.sent.pop(0)
+        self.timer.clear()
+        self.total.add(stats)
+        self.report(stats)
+
+
+class Executor(Protocol):
+    """What runs a job: `cluster()` first (Ray: started or joined), then, with the plan made from it,
+    `setup(job, plan)` once (the models load: a failure stops the job before any task), `run` the tasks, and
+    `shutdown()` whatever happened."""
+
+    def cluster(self) -> Cluster:
+        """Where the job will run: what `plan_encoders` needs to know."""
+        ...
+
+    def setup(self, job: Job, plan: EncoderPlan) -> None:
+        """Load the steps' models where the plan puts them."""
+        ...
+
+    def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
+        """Every task's outcome: its Stats, or why it failed (a string; a rerun resumes it)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release what setup started."""
+        ...
 
 
 class InProcessExecutor:
     """Every step in this process, tasks one after another."""
 
-    def setup(self, job: Job) -> None:
+    def cluster(self) -> Cluster:
+        import torch
+
+        return Cluster(gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+    def setup(self, job: Job, plan: EncoderPlan) -> None:
         for step in job.steps:
             step.setup()
 
     def run(self, job: Job, tasks: list[Task], report: Callable[[Stats], None]) -> dict[int, Stats | str]:
-        self.setup(job)
         shared = job.shared
         return {t.task_id: run_task(job, t, lambda items: Resolved(shared(items)), report, {"node": None})
                 for t in tasks}

@@ -1,19 +1,22 @@
-"""Where extract's shared step (the encoder) runs on Ray: in actors that all tasks share, or inside each task worker.
+"""Where extract's shared step (the encoder) runs on Ray: in actors that all tasks share, or inside each task worker
+(the run's `EncoderPlan` says which, and what each copy asks of Ray).
 
-Actors (`--encoders N`): a task puts each row's pixels into the object store as soon as they are ready
-(`stage_pixels`), sends a batch of references to an encoder on its own node when there is one (`pick_encoder`), and
-`EncoderCall` sends a batch whose actor or result was lost to the next encoder. In-task (`--encoders 0`, the default
-without GPUs): `in_task_step` loads the step once per worker process and keeps it for the tasks that worker runs
-later, so pixels never leave the process.
+Actors (`--encoders N`): `start_encoders` starts them, spread over the nodes; a task puts each row's pixels into the
+object store as soon as they are ready (`stage_pixels`), sends a batch of references to an encoder on its own node
+when there is one (`pick_encoder`), and `EncoderCall` sends a batch whose actor or result was lost to the next
+encoder. In-task (`--encoders 0`, the default without GPUs): `in_task_step` loads the step once per worker process
+and keeps it for the tasks that worker runs later, so pixels never leave the process.
 """
 from __future__ import annotations
 
 import functools
 import time
 
+from pipeline.extract.encoder_plan import EncoderPlan
 from pipeline.extract.steps import Item, Step
 
 CALL_ATTEMPTS = 8  # per encoder call, across encoders, before the task gives up
+ENCODER_RESTARTS = 3
 
 
 def node_id() -> str:
@@ -44,6 +47,19 @@ class StepActor:
         for item, pixels in zip(staged, ray.get([i.pixels for i in staged])):
             item.pixels = pixels
         return self.step(items)
+
+
+def start_encoders(step: Step, plan: EncoderPlan) -> tuple[list, list]:
+    """`plan.actors` actors holding `step`, with the plan's resources each, spread over the nodes: (the actors,
+    the refs of their model loading, each resolving to the actor's node id)."""
+    import ray
+
+    # Calls are not retried by Ray (max_task_retries=0): `EncoderCall` sends a failed call to the next encoder
+    # at once instead of waiting for this one's restart (and a single encoder's calls wait for its restart).
+    actor_cls = ray.remote(StepActor).options(**plan.actor_options, max_restarts=ENCODER_RESTARTS,
+                                              max_task_retries=0, scheduling_strategy="SPREAD")
+    actors = [actor_cls.remote(step) for _ in range(plan.actors)]
+    return actors, [a.setup.remote() for a in actors]
 
 
 def stage_pixels(items: list[Item]) -> None:

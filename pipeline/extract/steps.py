@@ -1,9 +1,10 @@
 """The steps of extract and the small protocol every step follows (STYLE.md 1-2).
 
-A step has a `name`, declares the `resources` it needs as data, may load something once in `setup()`, and maps a
-batch of `Item`s to a batch of `Item`s. An item that fails carries an `ErrorRecord` and is passed through untouched
-by later steps: a bad video is data. A step marked `shared` holds a model; executors keep one instance per worker
-(the Ray executor: a pool of actors that all tasks share). Steps never import ray.
+A step has a `name`, may load something once in `setup()`, and maps a batch of `Item`s to a batch of `Item`s. An
+item that fails carries an `ErrorRecord` and is passed through untouched by later steps: a bad video is data. A step
+marked `shared` holds a model; executors keep one instance per worker (the Ray executor: a pool of actors that all
+tasks share). Steps never import ray and ask nothing of it: where the model runs, and what a task or a model copy
+asks of Ray, is the run's `EncoderPlan` (pipeline/extract/encoder_plan.py).
 
 The extract job is the list  decode → sample frames → preprocess → encode → write  (see `pipeline/extract/job.py`).
 """
@@ -15,7 +16,6 @@ import numpy as np
 
 from pipeline.contract import timing
 from pipeline.contract.shards import DURATION_MISMATCH, ErrorRecord, Sample, ShardWriter, write_errors
-from pipeline.extract.clip import cpu_memory_bytes
 from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, check_shape, image_size, open_video, read_image
 
 
@@ -41,7 +41,6 @@ class Step:
     """Base step: `process` one item; items already failed pass through; a MediaError becomes the item's error."""
 
     name = "step"
-    resources: dict = {"num_cpus": 1}
     shared = False
 
     def setup(self) -> None:
@@ -193,19 +192,15 @@ class Preprocess(Step):
 
 
 class Encode(Step):
-    """CLIP `encode_image` of every frame of a batch of items, `batch_size` frames per forward pass."""
+    """CLIP `encode_image` of every frame of a batch of items, `batch_size` frames per forward pass (the plan's)."""
 
     name = "encode"
     shared = True
 
-    def __init__(self, clip_config, batch_size: int, encoder: str, use_gpu: bool):
+    def __init__(self, clip_config, batch_size: int, encoder: str):
         self.clip_config = clip_config
         self.batch_size = batch_size
         self.encoder = encoder
-        # On a CPU-only machine the encoder shares the cores with the decode tasks (it takes no CPU of its own) and
-        # asks Ray for the memory a copy holds: a node then never runs more copies than its memory has room for.
-        self.resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {
-            "num_cpus": 0, "memory": cpu_memory_bytes(clip_config, batch_size)}
         self.model = None
 
     def setup(self) -> None:

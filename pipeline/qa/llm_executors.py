@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from infra.local_ray import get_cause
+from infra.local_ray import connect, get_cause
 from pipeline.qa.generate import DialogueLLM, Generation, Request
 
 
@@ -42,7 +42,8 @@ class _LLMActor:
 
 class RayLLMExecutor:
     """`actors` Ray actors holding the LLM; batch i goes to actor i mod actors, results come back in batch order.
-    `address=None` starts Ray on this machine (or reuses an initialised one); otherwise joins that cluster."""
+    Ray as extract reaches it (infra.local_ray.connect): `address=None` starts Ray on this machine, on 127.0.0.1
+    only and dying with this process (or reuses an initialised one); otherwise joins that cluster."""
 
     def __init__(self, step: DialogueLLM, actors: int = 1, address: str | None = None):
         self.step, self.n, self.address = step, actors, address
@@ -52,13 +53,7 @@ class RayLLMExecutor:
     def setup(self) -> None:
         import ray
 
-        if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, include_dashboard=False)
-            else:  # on 127.0.0.1 only, dying with this process (infra.local_ray)
-                from infra.local_ray import start_local_ray
-
-                self.watchdog = start_local_ray()
+        self.watchdog = connect(self.address) or self.watchdog
         gpus = int(ray.cluster_resources().get("GPU", 0))
         resources = dict(self.step.resources) if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(_LLMActor).options(**resources, max_restarts=1, max_task_retries=1)

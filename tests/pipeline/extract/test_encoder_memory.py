@@ -100,8 +100,9 @@ def test_memory_for_one_copy_runs_one_and_says_so(ray_one_copy, rows, manifest, 
     assert not summary.failed and summary.samples == 5
     assert summary.notes == [f"memory for 1 in-task encoder copies (~{ray_one_copy / 2**30:.1f} GiB each) on 2 CPU "
                              "slots: 1 slot(s) idle; lower --batch-size to use them"]
-    run = json.loads((tmp_path / "out" / "run_config.json").read_text())
-    assert run["encoder_actors"] == 0 and run["encoder_memory_bytes"] == ray_one_copy
+    plan = json.loads((tmp_path / "out" / "run_config.json").read_text())["encoder_plan"]
+    assert plan["where"] == "in_task" and plan["actors"] == 0
+    assert plan["copy_bytes"] == ray_one_copy and plan["ask_memory"] and plan["notes"] == summary.notes
     assert_exact(tmp_path / "out", rows)
 
 
@@ -120,7 +121,7 @@ GIB = 2**30
 
 
 def test_memory_bound_counts_copies_per_node():
-    from pipeline.extract.ray_executor import memory_bound
+    from pipeline.extract.encoder_plan import memory_bound
 
     nodes = [{"CPU": 16, "memory": 32 * GIB}, {"CPU": 4, "memory": 64 * GIB}]
     keep, notes = memory_bound(5 * GIB, nodes, encoders=0, task_cpus=1)  # 6 on the first node, 4 on the second
@@ -135,7 +136,7 @@ def test_memory_bound_counts_copies_per_node():
 
 
 def test_nodes_without_a_memory_resource_are_not_asked_for_memory():
-    from pipeline.extract.ray_executor import memory_bound
+    from pipeline.extract.encoder_plan import memory_bound
 
     keep, notes = memory_bound(5 * GIB, [{"CPU": 8}], encoders=0, task_cpus=1)
     assert not keep and "report no memory resource" in notes[0]

@@ -16,7 +16,8 @@ from _extract_helpers import TINY, accounting, assert_exact, bad_rows, config, g
 from pipeline.contract import timing
 from pipeline.contract.shards import META_FIELDS, read_index
 from pipeline.extract.decode import MediaError, open_video
-from pipeline.extract.job import ExtractError, extract_one, run_extract
+from pipeline.extract.job import ExtractError, run_extract
+from pipeline.extract.single import extract_one
 from pipeline.extract.steps import Decode, Item, SampleFrames
 
 

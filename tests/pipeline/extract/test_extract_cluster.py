@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from _extract_helpers import assert_exact, config, good_rows, make_media, write_rows
 
+from infra.local_ray import ClusterJoinError, check_address
 from manifests.schema import ManifestRow
-from pipeline.extract import steps
 from pipeline.extract.clip import ClipConfig
+from pipeline.extract.encoder_plan import EncoderPlan
 from pipeline.extract.job import run_extract
-from pipeline.extract.ray_executor import ClusterJoinError, check_address
 
 pytestmark = pytest.mark.ray
 STORE = 150 * 2**20  # small object stores: one video's float32 pixels are 60 MB
@@ -52,13 +52,12 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def encoders_off_head(monkeypatch):
     """Encoders only on the worker nodes (the head holds the GCS and the driver: removing it ends the cluster)."""
-    init = steps.Encode.__init__
+    options = EncoderPlan.actor_options.fget
 
-    def on_workers(self, *a, **kw):
-        init(self, *a, **kw)
-        self.resources = {**self.resources, "resources": {"encoder_slot": 0.01}}
+    def on_workers(plan):
+        return {**options(plan), "resources": {"encoder_slot": 0.01}}
 
-    monkeypatch.setattr(steps.Encode, "__init__", on_workers)
+    monkeypatch.setattr(EncoderPlan, "actor_options", property(on_workers))
 
 
 @pytest.fixture(scope="module")

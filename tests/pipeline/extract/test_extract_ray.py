@@ -50,7 +50,8 @@ def test_ray_equals_in_process_and_real_clips_verify(ray_local, media, tmp_path,
                                 encoders=encoders))
     assert not on_ray.failed and on_ray.errors == local.errors
     run = json.loads((tmp_path / "ray" / "run_config.json").read_text())
-    assert run["encoder_actors"] == (0 if encoders is None else 1)  # no GPU here: in the tasks by default
+    assert run["encoder_plan"]["actors"] == (0 if encoders is None else 1)  # no GPU here: in the tasks by default
+    assert run["encoder_plan"]["where"] == ("in_task" if encoders is None else "actors")
     if encoders is None:  # no actor process was started (the module's first run: nothing earlier left one)
         # only this test's Ray (descendants of this process): other Ray instances may run on a shared machine
         titles = []
