@@ -53,6 +53,8 @@ def bad_rows(media: dict[str, Path], d: Path) -> list[ManifestRow]:
         ManifestRow(key="corrupt", dataset="synth", kind="video", media=str(media["corrupt"])),
         ManifestRow(key="outside", dataset="synth", kind="video", media=str(media["v60"]), window=(30.0, 40.0)),
         ManifestRow(key="missing_image", dataset="synth", kind="image", media=str(d / "nope.jpg")),
+        # http(s) media is kept by `manifest` for `download`; extract records it as an error, never fails its task
+        ManifestRow(key="remote", dataset="synth", kind="video", media="http://127.0.0.1:9/v.mp4"),
     ]
 
 

@@ -34,7 +34,12 @@ class MediaSpool:
     def local(self, media: str) -> str:
         from infra import storage
 
-        if not storage.is_remote(media):
+        try:
+            remote = storage.is_remote(media)
+        except storage.StorageError as e:  # http(s) media (fetched by `vtl-pipeline download`), or an unknown scheme
+            reason = "remote_media" if media.split("://", 1)[0].lower() in ("http", "https") else "unsupported_media"
+            raise MediaError(reason, f"{e}; fetch it first with `vtl-pipeline download`") from e
+        if not remote:
             return media
         if self.folder is None:
             import tempfile

@@ -91,7 +91,8 @@ def test_bad_media_are_error_records(full_run):
     assert by_key["corrupt"].reason == "unreadable"
     assert by_key["outside"].reason == "window_outside_file" and by_key["outside"].step == "sample_frames"
     assert by_key["missing_image"].reason == "missing_file"
-    assert summary.errors == {"missing_file": 2, "unreadable": 1, "window_outside_file": 1}
+    assert by_key["remote"].reason == "remote_media" and by_key["remote"].step == "decode"
+    assert summary.errors == {"missing_file": 2, "unreadable": 1, "window_outside_file": 1, "remote_media": 1}
     assert summary.samples == 5 and not summary.failed
     run_config = json.loads((out / "run_config.json").read_text())
     assert run_config["producer"]["name"] == "vtl" and run_config["config"]["tasks"] == 3
