@@ -12,7 +12,7 @@ from eval.config import LLM_OPTIONS, EvalConfig, ScoreConfig
 from infra.options import flag, options
 from infra.usage import fail, strict_command_class
 
-app = typer.Typer(help="Evaluate a checkpoint (grounding, dvc) or score a predictions file.", no_args_is_help=True,
+app = typer.Typer(help="Evaluate a checkpoint (grounding, dvc, qvhighlights) or score a predictions file.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 STRICT = strict_command_class()
 """Every command refuses an option given twice (the last would silently win)."""
@@ -53,25 +53,51 @@ def score_cmd(given: dict) -> None:
 
 
 def _evaluation(benchmark: str, doc: str) -> None:
-    """`vtl-eval grounding` and `vtl-eval dvc`: one command each, the same options (EvalConfig's)."""
+    """`vtl-eval grounding`, `dvc` and `qvhighlights`: one command each, EvalConfig's options (--annotations:
+    qvhighlights only)."""
     def evaluate(given: dict) -> None:
+        from eval.parallel import world_from_env
         from eval.runner import run_eval
 
         try:
             cfg = EvalConfig(benchmark=benchmark, **given)
-            metrics = run_eval(cfg)
+            world = world_from_env()
+            if world.size > 1:  # under torchrun / deepspeed: the ranks share the queries
+                from eval.parallel_run import run_eval_parallel
+
+                metrics = run_eval_parallel(cfg, world)
+            else:
+                metrics = run_eval(cfg)
         except (ValueError, OSError) as exc:  # OSError: a read-only or full output folder, an unreadable input
             fail(exc)
+        if metrics is None:  # a data-parallel rank other than 0: rank 0 reports
+            return
+        if "MR-full-mAP" in metrics or metrics.get("scored") is False:
+            _print_qvhighlights(metrics, cfg.out)
+            return
         _print_metrics(metrics, cfg.out)
         typer.echo(f"wrote {cfg.out}/predictions.jsonl, {cfg.out}/{benchmark}.png")
 
     evaluate.__doc__ = doc
-    command = options(EvalConfig, skip=("benchmark",), groups=(LLM_OPTIONS,))(evaluate)
+    skip = ("benchmark",) if benchmark == "qvhighlights" else ("benchmark", "annotations")
+    command = options(EvalConfig, skip=skip, groups=(LLM_OPTIONS,))(evaluate)
     app.command(benchmark, cls=STRICT)(command)
 
 
 _evaluation("grounding", "Temporal grounding: R1@{0.3,0.5,0.7} and mIoU of a checkpoint on evaluation shards.")
 _evaluation("dvc", "Dense video captioning: SODA_c, CIDEr, METEOR, BLEU-4 of a checkpoint on evaluation shards.")
+
+
+_evaluation("qvhighlights", "QVHighlights moment retrieval and highlight detection: submission.jsonl in the "
+            "benchmark's format, scored when --annotations has labels.")
+
+
+def _print_qvhighlights(metrics: dict, out: Path) -> None:
+    if metrics.get("scored") is False:
+        typer.echo(f"{metrics['reason']}; wrote {out}/submission.jsonl")
+        return
+    _print_metrics(metrics, out)
+    typer.echo(f"wrote {out}/submission.jsonl, {out}/predictions.jsonl")
 
 
 def main() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from infra.options import Group
 from pipeline.contract.conversation import FORMATS
-from pipeline.contract.queries import BENCHMARKS
+from pipeline.contract.queries import BENCHMARKS, QVHIGHLIGHTS
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-SCORE_BENCHMARKS = (*BENCHMARKS, "qvhighlights")
+SCORE_BENCHMARKS = (*BENCHMARKS, QVHIGHLIGHTS)
 """What `vtl-eval score` scores: the benchmarks a checkpoint is evaluated on, and QVHighlights submissions."""
 
 
@@ -86,10 +86,10 @@ class ScoreConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """`vtl-eval grounding|dvc`: generate answers for evaluation shards with a checkpoint, then score them."""
+    """`vtl-eval grounding|dvc|qvhighlights`: generate answers for evaluation shards with a checkpoint, then score."""
 
     benchmark: str
-    """grounding or dvc (the subcommand)."""
+    """grounding, dvc or qvhighlights (the subcommand)."""
     checkpoint: str | Path
     """A vtl checkpoint folder (vtl-train --out, or an imported VTimeLLM checkpoint); a local path."""
     shards: str | Path
@@ -117,10 +117,19 @@ class EvalConfig:
     """Grounding: the first N queries drawn in timeline.png (ground-truth vs predicted span, a row each); 0 = none."""
     timeline_videos: int = 5
     """Dense captioning: the first K videos drawn in timeline.png (ground-truth and predicted events); 0 = none."""
+    annotations: str | Path | None = None
+    """QVHighlights: the benchmark's JSONL (highlight_{val,test}_release.jsonl), a local path; it gives each query
+    its qid for submission.jsonl, and a labelled split is scored."""
 
     def __post_init__(self) -> None:
-        if self.benchmark not in BENCHMARKS:
-            raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {self.benchmark!r}")
+        if self.benchmark not in SCORE_BENCHMARKS:
+            raise ValueError(f"benchmark must be one of {SCORE_BENCHMARKS}, got {self.benchmark!r}")
+        if (self.annotations is None) == (self.benchmark == QVHIGHLIGHTS):
+            raise ValueError("--annotations is required for qvhighlights (the JSONL its qids come from) and not used "
+                             "otherwise")
+        if self.annotations is not None:
+            object.__setattr__(self, "annotations", _location(self.annotations, "--annotations", "read locally"))
+            _exists(self.annotations, "annotations")
         for name, local_only in (("checkpoint", "vtl-eval loads checkpoints from folders"), ("shards", None),
                                  ("out", None)):
             object.__setattr__(self, name, _location(getattr(self, name), f"--{name}", local_only))

@@ -43,3 +43,9 @@ class QueryBar:
         self.bar.advance(self.task, n)
         speed = self.bar.tasks[0].speed
         self.bar.update(self.task, rate=f"{speed:.2f}" if speed else "-")
+
+    def set_done(self, n: int) -> None:
+        """`n` queries are answered in all (data-parallel: every rank's lines, counted by rank 0)."""
+        self.bar.update(self.task, completed=n)
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:.2f}" if speed else "-")

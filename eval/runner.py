@@ -195,18 +195,24 @@ def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str
     return generate(model, queries, cfg.batch_size, cfg.max_new_tokens, progress=on_batch)
 
 
-def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dict[str, Truth], dict]:
-    """Load the model, answer every query chunk by chunk (predictions.jsonl written as it goes, renamed at the end);
-    returns the prediction lines, the ground truth and timing."""
+def load_eval_model(cfg: EvalConfig, device: str, dtype):
+    """The checkpoint's model for inference, after checking the shards and that their encoder is the checkpoint's."""
     from pipeline.contract.shards import read_index
     from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
 
     check_eval_shards(cfg.shards)
     check_encoder(read_checkpoint(cfg.checkpoint), read_index(cfg.shards).get("encoder"),
                   f"the evaluation shards in {cfg.shards}")
-    device, dtype = resolve_device(cfg.device, cfg.dtype)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     model.conv_format = cfg.conv_format or model.conv_format
+    return model
+
+
+def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dict[str, Truth], dict]:
+    """Load the model, answer every query chunk by chunk (predictions.jsonl written as it goes, renamed at the end);
+    returns the prediction lines, the ground truth and timing."""
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
+    model = load_eval_model(cfg, device, dtype)
     cfg.out.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out / f".{PREDICTIONS}.tmp"
     lines: list[dict] = []
@@ -246,6 +252,15 @@ def run_eval(cfg: EvalConfig, console=None) -> dict:
 
 def _run_eval(cfg: EvalConfig, console=None) -> dict:
     lines, truth, timing = generate_predictions(cfg, console)
+    return finish_eval(cfg, lines, truth, timing)
+
+
+def finish_eval(cfg: EvalConfig, lines: list[dict], truth: dict[str, Truth], timing: dict) -> dict:
+    """Score the prediction lines of a model run and write metrics.json, the plots and run_config.json."""
+    if cfg.benchmark == "qvhighlights":  # its own submission file and scorer
+        from eval.qvh_run import finish_qvhighlights
+
+        return finish_qvhighlights(cfg, lines, timing)
     # Scored by sample key (unique in shards); the file says `video` = source id so `vtl-eval score` can use the
     # original annotation file.
     metrics, plot_data = score(cfg.benchmark, [{**line, "video": line["key"]} for line in lines], truth)

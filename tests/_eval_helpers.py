@@ -31,12 +31,20 @@ def tiny_checkpoint(out: Path, seed: int = 0) -> Path:
     return save_checkpoint(model, out, stage=1, config={"made_by": "tests/_eval_helpers.py"})
 
 
-def eval_shards(out: Path, benchmark: str, dim: int = 768, frames: int = 100, old_keys: bool = False) -> Path:
+def many_videos(n: int) -> dict:
+    """`n` videos in the layout of VIDEOS (two events each), for runs long enough to interrupt."""
+    return {f"vid{i:03d}": (20.0 + i % 7, [(0.0, 6.0 + i % 5, f"A person does thing {i}."),
+                                            (5.0, 18.0, f"Someone else does thing {i + 1}.")]) for i in range(n)}
+
+
+def eval_shards(out: Path, benchmark: str, dim: int = 768, frames: int = 100, old_keys: bool = False,
+                videos: dict | None = None) -> Path:
     """Evaluation shards in the build-qa `--benchmark` layout (conversation from build-qa's own rule); `old_keys`
-    writes the records as shards built before the glossary rename did (`"stage": "eval", "task": BENCHMARK`)."""
+    writes the records as shards built before the glossary rename did (`"stage": "eval", "task": BENCHMARK`);
+    `videos` replaces VIDEOS."""
     gen = np.random.default_rng(0)
     with ShardWriter(out, f"eval-{benchmark}", samples_per_shard=2) as writer:
-        for key, (duration, events) in VIDEOS.items():
+        for key, (duration, events) in (VIDEOS if videos is None else videos).items():
             ev = [{"start": s, "end": e, "caption": c} for s, e, c in events]
             conv, _ = eval_conversation(benchmark, key, ev)
             if old_keys:

@@ -157,8 +157,9 @@ COMMANDS = {
                              {"clip_model", "clip_weights", "clip_pretrained", "fast_resize", "device"}),
     "vtl-eval score": (eval_app, "score", ScoreConfig, set(), {"task"}),
     # EvalConfig.benchmark is the subcommand itself.
-    "vtl-eval grounding": (eval_app, "grounding", EvalConfig, {"benchmark"}, set()),
-    "vtl-eval dvc": (eval_app, "dvc", EvalConfig, {"benchmark"}, set()),
+    "vtl-eval grounding": (eval_app, "grounding", EvalConfig, {"benchmark", "annotations"}, set()),
+    "vtl-eval dvc": (eval_app, "dvc", EvalConfig, {"benchmark", "annotations"}, set()),
+    "vtl-eval qvhighlights": (eval_app, "qvhighlights", EvalConfig, {"benchmark"}, set()),
     "vtl-chat": (chat_app, None, ChatConfig, set(), set()),
     # TrainConfig.world_size comes from the launcher's WORLD_SIZE; --local-rank is set by the deepspeed launcher.
     "vtl-train": (train_app, None, TrainConfig, {"world_size"}, {"local_rank"}),

@@ -43,3 +43,26 @@ def query_sentence(query: str) -> str:
     query = query.strip()
     m = GROUNDING_QUERY_RE.match(query)
     return normalize_sentence(m.group(1) if m else query)
+
+
+QVHIGHLIGHTS = "qvhighlights"
+SHARD_BENCHMARKS = (*BENCHMARKS, QVHIGHLIGHTS)
+"""What `build-qa --benchmark` builds: the two evaluations, and QVHighlights' moment retrieval + highlight detection."""
+
+MOMENT_QUERY = ('During which frames can we see {sentence}? Give every moment that shows it, most relevant first, as '
+                '"from xx to xx", separated by commas.')
+"""QVHighlights moment retrieval: one query, one or more spans, in VTimeLLM's 00–99 positions over the video."""
+
+HIGHLIGHT_QUERY = ('Which frames of the video are highlights for the query "{sentence}"? Rate each on a scale from 1 '
+                   'to 5. Answer in this format: "The highlight frames are at 10, 12, 14. Their saliency scores are '
+                   '3.0, 4.5, 2.0."')
+"""QVHighlights highlight detection, in the answer format TimeChat and VTG-LLM ask for (timestamps, then one saliency
+score each, 1–5), with VTimeLLM's 00–99 positions in place of seconds."""
+
+QVH_TASKS = {"mr": MOMENT_QUERY, "hd": HIGHLIGHT_QUERY}
+"""Query-id suffix → query text: an evaluation sample asks both of every QVHighlights query."""
+
+
+def qvh_query(task: str, sentence: str) -> str:
+    """The moment-retrieval (`mr`) or highlight-detection (`hd`) query that asks about `sentence`."""
+    return QVH_TASKS[task].format(sentence=normalize_sentence(sentence))

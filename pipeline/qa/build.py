@@ -17,7 +17,7 @@ from infra.lock import run_lock
 from manifests.schema import make_key
 from pipeline.contract.checked import BadSample, iter_checked, load_index
 from pipeline.contract.conversation import FORMATS, turns_problem
-from pipeline.contract.queries import BENCHMARKS
+from pipeline.contract.queries import SHARD_BENCHMARKS
 from pipeline.contract.shards import Sample
 from pipeline.qa import durations
 from pipeline.qa import rules as qa
@@ -46,7 +46,8 @@ class BuildQaConfig:
     """Training shards for stage 1 (captions, `plain`), 2 (templated boundary QA) or 3 (dialogues from
     --dialogues). Exactly one of `stage` and `benchmark` is given."""
     benchmark: str | None = None
-    """Evaluation shards instead: grounding or dvc queries with their ground truth."""
+    """Evaluation shards instead: grounding or dvc queries with their ground truth, or qvhighlights (a moment-retrieval
+    and a highlight-detection query per QVHighlights query)."""
     seed: int = 0
     """Stage 2: the random stream of a sample is seeded with "seed:key". Stage 3 --generate: the sampling seed."""
     dense_ratio: float = 0.2
@@ -105,8 +106,8 @@ class BuildQaConfig:
             raise ValueError("give --stage 1|2|3 (training shards) or --benchmark grounding|dvc (evaluation shards)")
         if self.stage is not None and self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
-        if self.benchmark is not None and self.benchmark not in BENCHMARKS:
-            raise ValueError(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got {self.benchmark!r}")
+        if self.benchmark is not None and self.benchmark not in SHARD_BENCHMARKS:
+            raise ValueError(f"--benchmark must be one of {', '.join(SHARD_BENCHMARKS)}, got {self.benchmark!r}")
         if (self.stage == "3") != (self.dialogues is not None or self.generate):
             raise ValueError("--dialogues (or --generate) is required for --stage 3 and only used there")
         check_generate_options(self)

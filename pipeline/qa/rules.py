@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from manifests.schema import Event
 from pipeline.contract.conversation import VIDEO_PLACEHOLDER, video_turn
-from pipeline.contract.queries import BENCHMARKS, DVC_QUERY, grounding_query
+from pipeline.contract.queries import BENCHMARKS, DVC_QUERY, QVH_TASKS, QVHIGHLIGHTS, grounding_query, qvh_query
 from pipeline.contract.record import eval_record, training_record
 from pipeline.contract.timing import render_time
 from pipeline.qa import templates
@@ -284,4 +284,17 @@ def eval_conversation(benchmark: str, key: str, raw_events: list[dict]) -> tuple
     if benchmark == "dvc":
         query = {"id": f"{key}_q0", "query": DVC_QUERY, "sentence": None, "span": None}
         return eval_record(benchmark, [query], events), dropped
+    if benchmark == QVHIGHLIGHTS:
+        return eval_record(benchmark, qvh_queries(key, events)), dropped
     raise ValueError(f"benchmark must be one of {', '.join(BENCHMARKS)}, got {benchmark!r}")
+
+
+def qvh_queries(key: str, events: list[dict]) -> list[dict]:
+    """QVHighlights: the manifest's events are every query's windows with the query as sentence; each distinct query
+    (in order) is asked twice, moment retrieval (`{key}_q{i}_mr`) and highlight detection (`_hd`). `windows` keeps
+    all of its windows, `span` the first (the evaluation record's one span)."""
+    by_sentence: dict[str, list] = {}
+    for ev in events:
+        by_sentence.setdefault(ev["sentence"], []).append(ev["span"])
+    return [{"id": f"{key}_q{i}_{task}", "query": qvh_query(task, sentence), "sentence": sentence, "span": spans[0],
+             "windows": spans} for i, (sentence, spans) in enumerate(by_sentence.items()) for task in QVH_TASKS]
