@@ -49,12 +49,13 @@ def model_source(name: str, option: str, files: tuple[str, ...] = ("config.json"
     return "hub"
 
 
-def require_hub(repo_id: str, option: str, files: tuple[str, ...] = ("config.json",),
-                instead: str = LOCAL_FOLDER) -> None:
-    """Return when `repo_id` can be loaded now (one of `files` cached, or the hub reachable); else HubUnavailable."""
+def require_hub(repo_id: str, option: str, files: tuple[str, ...] = ("config.json",), instead: str = LOCAL_FOLDER,
+                what: str | None = None) -> None:
+    """Return when `repo_id` can be loaded now (one of `files` cached, or the hub reachable); else HubUnavailable,
+    whose line starts with `what` (default: "OPTION REPO_ID: not a local path") and ends with `instead`."""
     from huggingface_hub import constants, try_to_load_from_cache
 
-    what = f"{option} {repo_id}: not a local path"
+    what = what or f"{option} {repo_id}: not a local path"
     try:
         if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in files):
             return
