@@ -186,6 +186,9 @@ def generate_predictions(cfg: EvalConfig, console=None) -> tuple[list[dict], dic
     """Load the model, answer every query chunk by chunk (predictions.jsonl written as it goes, renamed at the end);
     returns the prediction lines, the ground truth and timing."""
     from pipeline.contract.shards import read_index
+    from train.llm_source import check_checkpoint_llm
+
+    check_checkpoint_llm(cfg.checkpoint, cfg.llm)  # before torch: a hub no one can reach is one line in seconds
     from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
 
     check_eval_shards(cfg.shards)

@@ -45,28 +45,15 @@ def attention_implementation(requested: str = "auto") -> str:
 
 def load_llm(name_or_path: str, dtype: torch.dtype | None = None, attn: str = "auto"):
     """Load a causal LM and its tokenizer from a hub name or a local folder (right padding, a pad token set)."""
+    from train.llm_source import require_loadable
+
+    require_loadable(name_or_path)  # before transformers is imported: a hub no one can reach is said in seconds
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    require_loadable(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     llm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype,
                                                attn_implementation=attention_implementation(attn))
     return llm, prepare_tokenizer(tokenizer)
-
-
-def require_loadable(name_or_path: str, option: str = "--llm") -> None:
-    """A hub name reaches transformers only when the hub or its cache can give it (infra.hub): one RefusedValue line
-    naming `option` within seconds, not a minute of retries. `tiny-random` is built, never loaded (train.tiny)."""
-    from infra.hub import TINY_RANDOM, HubUnavailable, model_source
-    from train.errors import RefusedValue
-
-    if name_or_path == TINY_RANDOM:
-        raise RefusedValue(f"{option} {TINY_RANDOM} is built by vtl-train stage 1 and saved in its checkpoint's llm/; "
-                           "load that checkpoint (or its llm/ folder) instead")
-    try:
-        model_source(str(name_or_path), option)
-    except HubUnavailable as err:
-        raise RefusedValue(str(err)) from None
 
 
 def hidden_size(llm: nn.Module) -> int:

@@ -26,7 +26,7 @@ RESUME_FREE = {"resume", "progress", "log_keys", "preset", "token_cache"}
 
 def check_out(cfg: TrainConfig) -> None:
     """Refuse to overwrite a finished or running checkpoint unless resuming it with the same config."""
-    from train.checkpoint import CHECKPOINT_JSON
+    from train.llm_source import CHECKPOINT_JSON
 
     out = Path(cfg.out)
     saved_state = (out / ENGINE_DIR / LATEST).exists()
@@ -72,7 +72,7 @@ def check_llm(cfg: TrainConfig) -> None:
     """The LLM this run loads can be had (see the module docstring); a `--from` checkpoint must be one."""
     name = cfg.llm
     if cfg.from_checkpoint:
-        from train.checkpoint import read_checkpoint, resolve_llm_path
+        from train.llm_source import read_checkpoint, resolve_llm_path
 
         try:
             meta = read_checkpoint(cfg.from_checkpoint)
@@ -94,9 +94,6 @@ def check_llm(cfg: TrainConfig) -> None:
 
 
 def _check_hub_name(name: str) -> None:
-    from infra.hub import HubUnavailable, require_hub
+    from train.llm_source import require_loadable
 
-    try:
-        require_hub(name, "--llm")
-    except HubUnavailable as err:
-        raise RefusedValue(str(err)) from None
+    require_loadable(name)
