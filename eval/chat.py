@@ -63,6 +63,9 @@ def _extract(video, cfg: ChatConfig, device: str):
 
 def open_session(cfg: ChatConfig) -> ChatSession:
     """Extract the video's features with the configured CLIP and load the checkpoint."""
+    from train.llm_source import check_checkpoint_llm
+
+    check_checkpoint_llm(cfg.checkpoint, cfg.llm)  # before torch and the video: an LLM no hub can give, in seconds
     from transformers.utils import logging as hf_logging
 
     from train.checkpoint import check_encoder, load_for_inference, read_checkpoint

@@ -198,6 +198,9 @@ def _answer(model, cfg: EvalConfig, items: list[EvalItem], on_batch) -> list[str
 def load_eval_model(cfg: EvalConfig, device: str, dtype):
     """The checkpoint's model for inference, after checking the shards and that their encoder is the checkpoint's."""
     from pipeline.contract.shards import read_index
+    from train.llm_source import check_checkpoint_llm
+
+    check_checkpoint_llm(cfg.checkpoint, cfg.llm)  # before torch: a hub no one can reach is one line in seconds
     from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
 
     check_eval_shards(cfg.shards)

@@ -11,7 +11,6 @@ The training loop adds `run_config.json`, `metrics.jsonl`, `tensorboard/` and `e
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -20,34 +19,15 @@ import torch
 from torch import nn
 
 from infra.storage import write_json_atomic
-from pipeline.contract.provenance import TINY_RANDOM, producer
+from pipeline.contract.provenance import producer
+from train.llm_source import CHECKPOINT_JSON, LLM_DIR, read_checkpoint, resolve_llm_path  # torch-free, re-exported
 from train.model import VideoLLM, hidden_size, load_llm
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_JSON = "vtl_checkpoint.json"
 PROJECTOR_FILE = "projector.safetensors"
 ADAPTER_DIR = "adapter"
 BASE_ADAPTERS_DIR = "base_adapters"
-LLM_DIR = "llm"
-
-
-def read_checkpoint(checkpoint_dir: str | Path) -> dict:
-    """The checkpoint's `vtl_checkpoint.json`, with a clear error when the folder is not a finished checkpoint."""
-    path = Path(checkpoint_dir) / CHECKPOINT_JSON
-    if not path.is_file():
-        if (Path(checkpoint_dir) / "engine" / "latest").is_file():
-            advice = "it is an interrupted run with an engine save: finish it with vtl-train --resume"
-        elif (Path(checkpoint_dir) / "run_config.json").is_file():
-            advice = "it is a run that stopped before its first save: run its vtl-train command again"
-        else:
-            advice = "not a vtl-train output folder"
-        raise FileNotFoundError(f"{checkpoint_dir} is not a finished vtl checkpoint (no {CHECKPOINT_JSON}; {advice})")
-    meta = json.loads(path.read_text())
-    missing = [k for k in ("stage", "llm", "conv_format", "projector", "adapters") if k not in meta]
-    if missing:
-        raise ValueError(f"{path}: missing fields {missing}")
-    return meta
 
 
 def save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -133,18 +113,6 @@ def projector_from_state(state: dict[str, torch.Tensor], hidden: int) -> nn.Line
     proj = nn.Linear(in_dim, out_dim, bias=True)
     proj.load_state_dict({k: v.float() for k, v in state.items()})
     return proj
-
-
-def resolve_llm_path(meta: dict, checkpoint_dir: Path, llm: str | None) -> str:
-    """Which LLM a checkpoint continues from: its saved `llm/` if any, else `llm` (a local copy), else the source."""
-    saved = meta["llm"].get("saved")
-    if saved:
-        if llm not in (None, TINY_RANDOM, meta["llm"]["source"]):
-            log.warning("checkpoint %s carries its own LLM in %s/; ignoring --llm %s", checkpoint_dir, saved, llm)
-        return str(checkpoint_dir / saved)
-    if llm == TINY_RANDOM or (llm is None and meta["llm"]["source"] == TINY_RANDOM):
-        raise ValueError(f"checkpoint {checkpoint_dir} was not trained on a saved tiny-random LLM; pass --llm PATH")
-    return llm or meta["llm"]["source"]
 
 
 def merge_adapters(llm: nn.Module, adapter_dirs: list[Path]) -> nn.Module:

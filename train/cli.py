@@ -36,9 +36,12 @@ def train(given: dict) -> None:
     # DeepSpeed calls torch collectives that torch has renamed; the warning repeats every step and means nothing here.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     from train.errors import Refused
-    from train.loop import run
+    from train.preflight import check_llm
 
     try:
+        check_llm(cfg)  # before torch is imported: an LLM that no hub can give is one line in seconds
+        from train.loop import run
+
         run(cfg)
     except Refused as err:  # a run-time refusal (occupied --out, missing --llm, NaN loss, full disk): one line
         fail(err)

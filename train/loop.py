@@ -45,7 +45,18 @@ def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
 
 
 def run(cfg: TrainConfig) -> Path:
-    """Train one stage as `cfg` says; returns the checkpoint folder."""
+    """Train one stage as `cfg` says; returns the checkpoint folder.
+
+    DeepSpeed's process-wide swap of `torch.nn.functional.linear` (ZeRO-3) is undone however the run ends, so an
+    in-process caller's next model (evaluation, another run, a test after a refusal) computes with PyTorch's own.
+    """
+    try:
+        return _run(cfg)
+    finally:
+        restore_linear()
+
+
+def _run(cfg: TrainConfig) -> Path:
     rank, world = _setup(cfg)
     check_out(cfg)
     check_shards_location(cfg.shards)
@@ -90,7 +101,6 @@ def _train(cfg: TrainConfig, index: dict, rank: int, world: int) -> Path:
               f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
               f"checkpoint in {out}")
     _barrier()
-    restore_linear()
     return out
 
 

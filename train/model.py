@@ -45,6 +45,9 @@ def attention_implementation(requested: str = "auto") -> str:
 
 def load_llm(name_or_path: str, dtype: torch.dtype | None = None, attn: str = "auto"):
     """Load a causal LM and its tokenizer from a hub name or a local folder (right padding, a pad token set)."""
+    from train.llm_source import require_loadable
+
+    require_loadable(name_or_path)  # before transformers is imported: a hub no one can reach is said in seconds
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from train.chatglm import is_chatglm3, load_chatglm3

@@ -5,18 +5,16 @@
 - `--shards`: a reachable location (an object store's credentials, endpoint and bucket checked in one request) with
   at least as many shards as processes.
 - `--llm` (or the LLM a `--from` checkpoint continues from): `tiny-random`, a local model folder, or a hub name that
-  can be had: with the hub offline (HF_HUB_OFFLINE) it must be in the local cache, and an unreachable hub is said in
-  three seconds instead of transformers' minute of retries ending in "Repo id must be in the form ...".
+  can be had (infra.hub: with the hub offline it must be in the local cache, and an unreachable hub is said in three
+  seconds instead of transformers' minute of retries).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from infra.hub import looks_like_path
 from pipeline.contract.provenance import RUN_CONFIG, TINY_RANDOM
 from train.config import TrainConfig
 from train.errors import NothingToResume, OutBusy, OutExists, RefusedValue
@@ -31,7 +29,7 @@ RUN_LOCK = ".train.lock"
 
 def check_out(cfg: TrainConfig) -> None:
     """Refuse to overwrite a finished or running checkpoint unless resuming it with the same config."""
-    from train.checkpoint import CHECKPOINT_JSON
+    from train.llm_source import CHECKPOINT_JSON
 
     out = Path(cfg.out)
     saved_state = (out / ENGINE_DIR / LATEST).exists()
@@ -92,7 +90,7 @@ def check_llm(cfg: TrainConfig) -> None:
     """The LLM this run loads can be had (see the module docstring); a `--from` checkpoint must be one."""
     name = cfg.llm
     if cfg.from_checkpoint:
-        from train.checkpoint import read_checkpoint, resolve_llm_path
+        from train.llm_source import read_checkpoint, resolve_llm_path
 
         try:
             meta = read_checkpoint(cfg.from_checkpoint)
@@ -108,31 +106,12 @@ def check_llm(cfg: TrainConfig) -> None:
         if not (path / "config.json").is_file():
             raise RefusedValue(f"--llm {name}: the folder has no config.json, so it is not a Hugging Face model")
         return
-    if path.exists() or _looks_like_path(name):
+    if path.exists() or looks_like_path(name):
         raise RefusedValue(f"--llm {name}: no such model folder")
     _check_hub_name(name)
 
 
-def _looks_like_path(name: str) -> bool:
-    """A hub id is `name` or `org/name`; anything with more parts, or starting like a path, is a missing folder."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-
-
 def _check_hub_name(name: str) -> None:
-    from huggingface_hub import constants, try_to_load_from_cache
+    from train.llm_source import require_loadable
 
-    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
-    if constants.HF_HUB_OFFLINE:
-        if not cached:
-            raise RefusedValue(f"--llm {name}: not a local folder, and the hub is offline (HF_HUB_OFFLINE) with no "
-                               "cached copy of it; pass the model's local folder")
-        return
-    if cached:
-        return
-    url = urlsplit(constants.ENDPOINT)
-    host, port = url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=float(os.environ.get("VTL_HUB_PROBE_TIMEOUT", 3))).close()
-    except OSError as err:
-        raise RefusedValue(f"--llm {name}: not a local folder, not in the hub cache, and {host} cannot be reached "
-                           f"({err}); pass the model's local folder") from None
+    require_loadable(name)

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.contract.provenance import TINY_RANDOM
 from pipeline.contract.shards import FEATURE_DIM
-from train.checkpoint import LLM_DIR, adapter_chain, load_unmerged, merge_adapters, read_checkpoint
-from train.model import VideoLLM, hidden_size, load_llm, new_projector
-from train.tiny import tiny_llm
+from train.checkpoint import adapter_chain, load_unmerged, merge_adapters, read_checkpoint
+from train.model import VideoLLM, hidden_size, new_projector
+from train.tiny import base_llm
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +75,6 @@ def select_trainable(model: VideoLLM, what: str) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _fresh_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
-    """Stage 1's LLM: a named/path checkpoint, or tiny-random (train.tiny) built from the shards' texts and saved in
-    out/llm."""
-    if cfg.llm == TINY_RANDOM:
-        saved = Path(cfg.out) / LLM_DIR
-        llm, tok = tiny_llm(cfg, texts, dtype, saved)
-        return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
-    llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
-    return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
-
-
 def _from_previous(cfg, stage: Stage, dtype: torch.dtype | None):
     """The previous checkpoint's base LLM (no adapter merged yet), tokenizer, projector, provenance, adapter chain."""
     if not cfg.from_checkpoint:
@@ -119,7 +107,7 @@ def _finish(llm, tok, projector: nn.Linear, prov: dict, stage: Stage, cfg) -> Vi
 def prepare_stage1(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype | None = None,
                    feature_dim: int = FEATURE_DIM) -> VideoLLM:
     """Stage 1: load (or build) the LLM and freeze it; add a new projector, the only trainable part."""
-    llm, tok, prov = _fresh_llm(cfg, texts, dtype)
+    llm, tok, prov = base_llm(cfg, texts, dtype)
     projector = new_projector(feature_dim, hidden_size(llm), seed=cfg.seed)
     return _finish(llm, tok, projector, prov, STAGES[1], cfg)
 

@@ -1,63 +1,45 @@
-"""`--llm tiny-random`: a small LLaMA-config model with random weights and a BPE tokenizer trained on the shards' texts.
+"""`--llm tiny-random` in vtl-train: the recipe of infra.tiny_llm, its tokenizer trained on this command's prompt words
+and the training shards' texts, saved in the checkpoint's `llm/` so `--from`, vtl-eval and vtl-chat load exactly it.
 
-Test and CPU-demo support (DESIGN: no weights can be downloaded here); the recipe in train.stages reaches it through
-one call, `tiny_llm`. The tokenizer is LLaMA-flavoured on purpose (Metaspace pre-tokenizer, `<s>`/`</s>`/`<unk>`), so
-the conversation formats see the same kind of whitespace handling as Vicuna's SentencePiece tokenizer: a leading
-space belongs to the next word. With the same texts and seed every process builds the same model and tokenizer.
+Test and CPU-demo support (DESIGN: no weights can be downloaded here), kept out of the stage recipe: train.stages
+asks `base_llm` for stage 1's LLM and gets tiny-random from here or a named model from train.model.load_llm. The
+shards are read as the trainer's loader reads them (held to index.json, tar headers checked by
+pipeline.contract.shard_refs), so a damaged shard stops the run with that reader's one line naming it. With the same
+texts and seed every process builds the same model and tokenizer.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import string
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from infra.tiny_llm import TINY_SIZE, bpe, fast_tokenizer, random_llama
 from pipeline.contract.conversation import V1_SYSTEM
+from pipeline.contract.provenance import TINY_RANDOM
+from train.errors import RefusedValue
 from train.model import load_llm, prepare_tokenizer
 from train.zero3 import building_partitioned, launcher_rank
 
-TINY_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 4096}
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<video>", "<image>")
+__all__ = ["TINY_SIZE", "PROMPT_TEXTS", "base_llm", "build_tiny_random", "tiny_llm", "tiny_texts", "train_bpe",
+           "train_tokenizer"]
+
 # Words every prompt format adds, so a tokenizer trained on captions alone still encodes prompts compactly.
 PROMPT_TEXTS = (V1_SYSTEM, "USER: ASSISTANT:", "From 00 to 99.", "0123456789")
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int = 512):
-    """The raw `tokenizers.Tokenizer`: BPE on `texts` plus the prompt words (deterministic for the same texts).
-
-    Every printable ASCII character is in the initial alphabet, so no ASCII text ever maps to `<unk>`.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    corpus = list(PROMPT_TEXTS) + [t for t in texts if t]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    # Like LLaMA's SentencePiece model: digits are single tokens ("28" → "2", "8") and punctuation stands alone, so a
-    # timestamp is always the same two digit tokens whatever follows it ("69." would otherwise become one token).
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first"),
-        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation()])
-    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=list(string.printable) + ["\u2581"])
-    tok.train_from_iterator(corpus, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return tok
+    """The raw `tokenizers.Tokenizer`: BPE on the prompt words plus `texts` (infra.tiny_llm.bpe)."""
+    return bpe(list(PROMPT_TEXTS) + [t for t in texts if t], vocab_size)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, model_max_length: int = 4096):
     """`train_bpe` wrapped as a transformers fast tokenizer (`<s>`, `</s>`, `<unk>`, `<pad>`; right padding)."""
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_object=train_bpe(texts, vocab_size), bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", pad_token="<pad>",
-                                   additional_special_tokens=["<video>", "<image>"],
-                                   model_max_length=model_max_length, padding_side="right")
+    return fast_tokenizer(list(PROMPT_TEXTS) + [t for t in texts if t], vocab_size, model_max_length)
 
 
 def build_tiny_random(texts: Iterable[str], out_dir: str | Path | None = None, seed: int = 0, vocab_size: int = 512,
@@ -67,16 +49,8 @@ def build_tiny_random(texts: Iterable[str], out_dir: str | Path | None = None, s
     With `out_dir`, both are saved there and reloaded with AutoModelForCausalLM/AutoTokenizer, so what is returned is
     exactly what a later `--from` or `load_for_inference` reads back.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
-    cfg = LlamaConfig(**{**TINY_SIZE, **size}, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                      tie_word_embeddings=False)
-    cfg._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        llm = LlamaForCausalLM(cfg)
+    llm = random_llama(tokenizer, seed, **size)
     if out_dir is None:
         return llm, prepare_tokenizer(tokenizer)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -86,17 +60,52 @@ def build_tiny_random(texts: Iterable[str], out_dir: str | Path | None = None, s
 
 
 def tiny_texts(shard_dir: str | Path, limit: int = 20000) -> list[str]:
-    """Texts to train the tiny-random tokenizer on: conversation turns and captions of the first `limit` samples."""
-    from pipeline.contract.shards import iter_samples
+    """Texts to train the tiny-random tokenizer on: conversation turns and captions of the first `limit` samples.
 
+    Read like the trainer reads them; a damaged shard or sample is a RefusedValue naming it (vtl-train: one line).
+    """
     texts: list[str] = []
-    for i, sample in enumerate(iter_samples(shard_dir)):
-        if i >= limit:
-            break
-        turns = (sample.conversation or {}).get("turns", [])
-        texts += [t["value"] for t in turns] + [sample.meta.get("caption") or ""]
-        texts += [e.get("caption", "") for e in sample.meta.get("events") or []]
+    try:
+        for i, (meta, conversation) in enumerate(_checked_records(shard_dir)):
+            if i >= limit:
+                break
+            texts += [t["value"] for t in (conversation or {}).get("turns", [])] + [meta.get("caption") or ""]
+            texts += [e.get("caption", "") for e in meta.get("events") or []]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # ShardError, a bad tar header, bad JSON
+        raise RefusedValue(f"tiny-random tokenizer: {err}") from None
     return [t for t in texts if t]
+
+
+def _checked_records(shard_dir: str | Path):
+    """(meta, conversation or None) of every sample, shards held to index.json, headers checked (shard_refs)."""
+    from infra import storage
+    from pipeline.contract.checked import check_files, load_index
+    from pipeline.contract.shard_refs import iter_sample_refs
+    from pipeline.contract.shards import CONVERSATION, META, require_members
+
+    index = load_index(shard_dir)
+    check_files(shard_dir, index)
+    for entry in index["shards"]:
+        path = storage.join(shard_dir, entry["name"])
+        for members in iter_sample_refs(path):
+            require_members(members)
+            try:
+                conversation = json.loads(members[CONVERSATION]) if CONVERSATION in members else None
+                yield json.loads(members[META]), conversation
+            except ValueError as err:
+                raise ValueError(f"{path}: sample {members['__key__']}: not JSON ({err})") from None
+
+
+def base_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None):
+    """Stage 1's (LLM, tokenizer, provenance): tiny-random built here and saved in out/llm, or `--llm` loaded."""
+    from train.checkpoint import LLM_DIR
+
+    if cfg.llm == TINY_RANDOM:
+        saved = Path(cfg.out) / LLM_DIR
+        llm, tok = tiny_llm(cfg, texts, dtype, saved)
+        return llm, tok, {"llm_source": TINY_RANDOM, "llm_dir": str(saved), "base_adapters": []}
+    llm, tok = load_llm(cfg.llm, dtype=dtype, attn=cfg.attn)
+    return llm, tok, {"llm_source": cfg.llm, "llm_dir": None, "base_adapters": []}
 
 
 def tiny_llm(cfg, texts: Iterable[str] | None, dtype: torch.dtype | None, saved: Path):

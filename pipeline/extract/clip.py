@@ -42,6 +42,11 @@ class ModelLoadError(RuntimeError):
     """The encoder cannot be built: a broken system, not bad data; the job stops before any work."""
 
 
+class WeightsUnavailable(ModelLoadError, ValueError):
+    """`--clip-pretrained` weights neither in the hub cache nor downloadable now (infra.hub): one line within seconds,
+    where open_clip would meet huggingface_hub's minute of retries. A ValueError too, so every CLI prints one line."""
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     """Which CLIP encodes the frames.
@@ -162,11 +167,34 @@ def _open_clip_model(name: str, pretrained: str | None):
     return open_clip.create_model(name, pretrained=pretrained, precision="fp32", device="cpu")
 
 
+def require_pretrained(model: str, tag: str) -> None:
+    """open_clip's hub copy of `tag` (e.g. `openai`) is cached or the hub answers; else WeightsUnavailable.
+
+    Tags open_clip fetches from a plain URL instead of the hub (none of ViT-L-14's) are left to open_clip.
+    """
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from infra.hub import HubUnavailable, require_hub
+
+    hub = (get_pretrained_cfg(model, tag) or {}).get("hf_hub", "")
+    if not hub:
+        return
+    repo, _, filename = hub.rstrip("/").rpartition("/") if not hub.endswith("/") else (hub.rstrip("/"), "", "")
+    files = (filename,) if filename else ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    try:
+        require_hub(repo, "--clip-pretrained", files, instead="pass --clip-weights with a local copy of the weights",
+                    what=f"--clip-pretrained {tag}: {repo} (the hub's copy of {model}'s weights) is not a local file")
+    except HubUnavailable as err:
+        raise WeightsUnavailable(str(err)) from None
+
+
 def load_model(cfg: ClipConfig):
     """Build the model on its device, in eval mode: fp16 on GPU, float32 on CPU. Raises ModelLoadError."""
     import torch
 
     device = resolve_device(cfg.device)
+    if cfg.pretrained and not cfg.weights and cfg.model != TINY_RANDOM:
+        require_pretrained(cfg.model, cfg.pretrained)
     try:
         if cfg.weights:
             model = _load_weights_file(cfg.weights, cfg.model)

@@ -27,17 +27,21 @@ class TokenBudget:
     tokenizer_path: Path
     max_tokens: int
     fmt: str
+    option: str = "--tokenizer"
+    """The option that named the tokenizer (`--llm` when build-qa --generate counts with the LLM's own)."""
     over: list[str] = field(default_factory=list)
     max_seen: int = 0
     checked: int = 0
 
     def __post_init__(self) -> None:
-        from transformers import AutoTokenizer
+        from pipeline.qa.llm_source import HubUnavailable, load_tokenizer
 
         if self.fmt not in FORMATS:
             raise ValueError(f"token-budget format must be one of {FORMATS}, got {self.fmt!r}")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_path))
+            self.tokenizer = load_tokenizer(str(self.tokenizer_path), self.option)
+        except HubUnavailable:
+            raise
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot load a tokenizer from {self.tokenizer_path}: {exc}") from exc
 

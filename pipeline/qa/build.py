@@ -235,7 +235,8 @@ def _made(samples, make, cfg: BuildQaConfig, stats: QaStats):
 def _make_budget(cfg: BuildQaConfig) -> TokenBudget | None:
     if (cfg.tokenizer is None and not cfg.generate) or cfg.benchmark is not None:
         return None
-    return TokenBudget(Path(cfg.tokenizer or cfg.llm), cfg.max_tokens, cfg.conv_format or default_format(cfg.stage))
+    return TokenBudget(Path(cfg.tokenizer or cfg.llm), cfg.max_tokens, cfg.conv_format or default_format(cfg.stage),
+                       "--tokenizer" if cfg.tokenizer else "--llm")
 
 
 def run_build_qa(cfg: BuildQaConfig) -> BuildQaResult:

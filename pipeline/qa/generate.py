@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from pipeline.contract.shards import Sample
@@ -77,12 +76,15 @@ class DialogueLLM:
             self._setup_vllm()
             return
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from pipeline.qa.llm_source import HubUnavailable, load_causal_lm, load_tokenizer
 
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+            self.tokenizer = load_tokenizer(self.path)
+            self.model = load_causal_lm(self.path, self.seed, torch.bfloat16 if torch.cuda.is_available() else
+                                        torch.float32, self.tokenizer)
+        except HubUnavailable:
+            raise
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot load an LLM from {self.path}: {exc}") from exc
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,6 +95,10 @@ class DialogueLLM:
 
     def _setup_vllm(self) -> None:
         # Optional fast path (vllm is not a dependency): same prompts, same validation, vLLM's own seeded sampler.
+        from pipeline.qa.llm_source import TINY_RANDOM, model_source
+
+        if model_source(self.path, "--llm") == TINY_RANDOM:
+            raise ValueError(f"--llm {TINY_RANDOM} is built in-process for the transformers engine, not vllm")
         try:
             import vllm
         except ImportError as exc:
@@ -236,5 +242,7 @@ def check_options(cfg) -> None:
 def settings(cfg) -> dict:
     """What every generated sample and run_config.json record about the generator."""
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-    return {"model": str(Path(cfg.llm).resolve()), "engine": cfg.llm_engine, "sampling": sampling.to_json(),
+    from pipeline.qa.llm_source import recorded_name
+
+    return {"model": recorded_name(str(cfg.llm)), "engine": cfg.llm_engine, "sampling": sampling.to_json(),
             "seed": cfg.seed, "batch_size": cfg.llm_batch_size, "dialogues_per_video": cfg.dialogues_per_video}

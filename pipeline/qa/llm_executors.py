@@ -86,7 +86,9 @@ def generate_samples(samples, cfg, stats, budget):
     LLM loaded on the chosen executor for the length of the run. `budget` (a TokenBudget) rejects dialogues over
     --max-tokens; build-qa passes one made with --tokenizer, else with the LLM's own tokenizer."""
     from pipeline.qa.generate import Sampling, generated, settings
+    from pipeline.qa.llm_source import model_source
 
+    model_source(str(cfg.llm), "--llm")  # a hub name no hub can give: one line now, before any actor starts
     step = DialogueLLM(str(cfg.llm), Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens), cfg.seed,
                        cfg.llm_engine)
     executor = make_executor(cfg, step)
