@@ -35,12 +35,15 @@ def cfg_for(shards: Path, out: Path, **kw):
     return resolve_config(1, **{**base, **kw})
 
 
-def args_for(cfg) -> list[str]:
+def args_for(cfg, **replace) -> list[str]:
+    """vtl-train's arguments for `cfg`; `replace` sets an option's value instead (an option given twice is refused)."""
     args = ["--stage", "1", "--shards", cfg.shards, "--llm", cfg.llm, "--out", cfg.out, "--no-gradient-checkpointing",
             "--no-progress"]
     for name in ("micro_batch", "global_batch", "max_steps", "zero", "num_workers", "shuffle_buffer", "save_every",
                  "lr"):
-        args += [f"--{name.replace('_', '-')}", str(getattr(cfg, name))]
+        args += [f"--{name.replace('_', '-')}", str(replace.pop(name, getattr(cfg, name)))]
+    for name, value in replace.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
     return args
 
 
@@ -186,7 +189,7 @@ def test_a_raw_pickle_is_refused_too(tmp_path):
 def test_an_occupied_out_and_changed_options_on_resume_are_one_line(data, finished):
     cfg = cfg_for(data["clean"], finished, save_every=1)
     assert "already holds" in one_line_error(invoke(*args_for(cfg)))
-    text = one_line_error(invoke(*args_for(cfg), "--resume", "--lr", "0.5"))
+    text = one_line_error(invoke(*args_for(cfg, lr=0.5), "--resume"))
     assert "changed options (lr: 0.001 → 0.5)" in text
 
 
