@@ -131,8 +131,14 @@ def probe_video(path: str) -> tuple[int, int, float | None]:
 
 
 def check_video_bounds(path: str, max_pixels: int, max_seconds: float | None) -> None:
-    """Refuse (`too_large`) a video whose header says its frames or its length exceed the bounds (0/None: no bound)."""
-    h, w, seconds = probe_video(path)
+    """Refuse (`too_large`) a video whose header says its frames or its length exceed the bounds (0/None: no bound).
+    A header PyAV cannot read is left to the decoders, whose pixel bound (MAX_PIXELS) still holds."""
+    try:
+        h, w, seconds = probe_video(path)
+    except MediaError as e:
+        if e.reason == "unreadable":
+            return
+        raise
     if max_pixels and h * w > max_pixels:
         raise MediaError("too_large", f"its frames are {w}x{h} pixels, more than the {max_pixels} allowed")
     if max_seconds and seconds is not None and seconds > max_seconds:
