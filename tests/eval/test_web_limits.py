@@ -69,6 +69,7 @@ def page(tmp_path_factory):
     served.close()
 
 
+@pytest.mark.slow  # the page fixture: model, CLIP and server, ~60 s for the four at load 4
 def test_an_upload_over_max_upload_mb_is_refused(page):
     import httpx
 
@@ -82,6 +83,7 @@ def test_an_upload_over_max_upload_mb_is_refused(page):
     assert _files(served.folder) == before  # nothing of it kept
 
 
+@pytest.mark.slow  # the page fixture: model, CLIP and server, ~60 s for the four at load 4
 def test_an_8k_video_and_an_over_long_question_are_one_message_without_a_path(page):
     from gradio_client import Client, handle_file
 
@@ -103,6 +105,7 @@ def test_an_8k_video_and_an_over_long_question_are_one_message_without_a_path(pa
         client.close()
 
 
+@pytest.mark.slow  # the page fixture: model, CLIP and server, ~60 s for the four at load 4
 def test_generations_wait_their_turn_and_a_visitors_upload_goes_when_they_leave(page):
     from gradio_client import Client, handle_file
 
@@ -128,6 +131,7 @@ def test_generations_wait_their_turn_and_a_visitors_upload_goes_when_they_leave(
     assert "other.mp4" not in _files(served.folder)
 
 
+@pytest.mark.slow  # the page fixture: model, CLIP and server, ~60 s for the four at load 4
 def test_a_question_past_the_models_context_is_refused(page):
     from eval.chat import ChatSession, QuestionRefused
 
