@@ -4,6 +4,10 @@ The video goes through the same extract steps as the training data (`pipeline.ex
 CLIP features), the checkpoint is loaded with its LoRA chain merged, and each question is answered greedily with the
 whole conversation so far as the prompt. Timestamps in answers ("12 to 45", positions on the 0–99 scale) are also
 shown in seconds of this video.
+
+Bounds (ChatConfig): a video whose header gives frames over `max_video_pixels` or a length over `max_video_seconds`
+is refused before anything is decoded; a question over `max_question_chars`, or whose prompt with the video's
+frames and `max_new_tokens` would not fit the LLM's context, is refused in one line (`QuestionRefused`).
 """
 from __future__ import annotations
 
@@ -12,6 +16,20 @@ from typing import Callable
 
 from eval.config import ChatConfig, resolve_device
 from eval.parse import GROUNDING_RE, seconds_note
+
+
+class QuestionRefused(ValueError):
+    """A question the session will not answer (too long for the bounds or the LLM's context); nothing changed."""
+
+
+def context_length(model) -> int | None:
+    """Tokens the LLM attends to (its config's max_position_embeddings, or ChatGLM's seq_length); None if unknown."""
+    config = getattr(getattr(model, "llm", None), "config", None)
+    for name in ("max_position_embeddings", "seq_length", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 @dataclass
@@ -23,18 +41,35 @@ class ChatSession:
     duration: float
     max_new_tokens: int = 256
     turns: list[dict] = field(default_factory=list)
+    max_question_chars: int | None = None
 
     def ask(self, question: str) -> str:
         """Answer one question; the first one carries the `<video>` placeholder, later ones continue the dialogue."""
         from eval.generate import Query, generate_batch
         from pipeline.contract.conversation import generation_prompt, video_turn
 
-        turn = {"from": "human", "value": question.strip()} if self.turns else video_turn(question.strip())
+        question = question.strip()
+        if self.max_question_chars and len(question) > self.max_question_chars:
+            raise QuestionRefused(f"the question is {len(question)} characters long; at most "
+                                  f"{self.max_question_chars} are taken (--max-question-chars)")
+        turn = {"from": "human", "value": question} if self.turns else video_turn(question)
         turns = [*self.turns, turn]
         ids = generation_prompt(turns, self.model.tokenizer, self.model.conv_format)
+        self._check_context(len(ids))
         answer = generate_batch(self.model, [Query(ids, self.features)], self.max_new_tokens)[0]
         self.turns = [*turns, {"from": "gpt", "value": answer}]
         return answer
+
+    def _check_context(self, prompt_tokens: int) -> None:
+        """The prompt, the video's frames (one token each, for the placeholder) and the answer must fit the context:
+        past it the cost grows faster than the text and the answer is garbage."""
+        limit = context_length(self.model)
+        needed = prompt_tokens + len(self.features) + self.max_new_tokens
+        if limit is not None and needed > limit:
+            what = "the conversation so far and this question" if self.turns else "this question"
+            raise QuestionRefused(f"{what} take {prompt_tokens} tokens; with the video's {len(self.features)} frames "
+                                  f"and {self.max_new_tokens} for the answer that is {needed}, more than the model's "
+                                  f"context of {limit}: ask a shorter question, or start over")
 
 
 def video_features(video, cfg: ChatConfig, device: str):
@@ -46,18 +81,22 @@ def video_features(video, cfg: ChatConfig, device: str):
 def _extract(video, cfg: ChatConfig, device: str):
     """(features, meta) of one video; meta carries the float `duration` and the `encoder` id."""
     from pipeline.extract.clip import ClipConfig
-    from pipeline.extract.decode import MediaError
+    from pipeline.extract.decode import MediaError, check_video_bounds
     from pipeline.extract.single import extract_one
 
     clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
                       device="cuda" if device.startswith("cuda") else "cpu")
     try:
+        check_video_bounds(str(video), cfg.max_video_pixels, cfg.max_video_seconds)
         features, meta = extract_one(video, clip)
     except MediaError as exc:  # bad media is the user's data: say what is wrong with it, no traceback
         raise ValueError(f"{video}: cannot use this video ({exc})") from None
     duration = meta.get("duration")
     if not duration:
         raise ValueError(f"{video}: no duration could be read, so answers cannot be placed in seconds")
+    if cfg.max_video_seconds and duration > cfg.max_video_seconds:  # the header can understate the length
+        raise ValueError(f"{video}: cannot use this video (too_large: it lasts {duration:.0f} s, more than the "
+                         f"{cfg.max_video_seconds:g} s allowed)")
     return features, {**meta, "duration": float(duration)}
 
 
@@ -80,7 +119,7 @@ def open_session(cfg: ChatConfig) -> ChatSession:
     if model.feature_dim != features.shape[1]:
         raise ValueError(f"the checkpoint's projector takes {model.feature_dim}-d features but the CLIP gives "
                          f"{features.shape[1]}-d ones")
-    return ChatSession(model, features, duration, cfg.max_new_tokens)
+    return ChatSession(model, features, duration, cfg.max_new_tokens, max_question_chars=cfg.max_question_chars)
 
 
 def render(answer: str, duration: float) -> str:
@@ -108,5 +147,12 @@ def run_chat(cfg: ChatConfig, ask: Callable[[str], str] = input, say: Callable[[
                 break
             if not question.strip():
                 break
-        say("model> " + render(session.ask(question), session.duration))
+        try:
+            answer = session.ask(question)
+        except QuestionRefused as exc:
+            if questions is not None:  # one-shot: the question is the command's input, refused in one line
+                raise
+            say(f"error: {exc}")  # the conversation goes on: nothing was added to it
+            continue
+        say("model> " + render(answer, session.duration))
     return session.turns

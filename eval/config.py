@@ -184,6 +184,22 @@ class ChatConfig:
     """Address the web page listens on (--web); 0.0.0.0 exposes it to the network."""
     port: int = 7860
     """Port of the web page (--web)."""
+    max_question_chars: int = 2000
+    """Longest question taken, in characters; a question whose prompt (the conversation so far, the video's frames
+    and max_new_tokens) would not fit the LLM's context is refused too, in one line."""
+    max_video_pixels: int = 3840 * 2160
+    """Largest frame of a video the chat takes, in pixels (4K UHD; 0 = no bound): a larger one is refused from its
+    header before anything is decoded (an 8K video's 100 frames are 10 GB of pixels)."""
+    max_video_seconds: float = 3600.0
+    """Longest video the chat takes, in seconds (0 = no bound)."""
+    max_upload_mb: int = 500
+    """Largest file a visitor of the web page may upload, in MB (--web; Gradio refuses larger ones)."""
+    web_queue_size: int = 16
+    """Questions and uploads waiting on the web page at most (--web); one generation and one extraction run at a time,
+    the others wait their turn, and a visitor beyond this is told the queue is full."""
+    web_upload_ttl: int = 3600
+    """Seconds an upload may stay on disk (--web): a visitor's upload is deleted when they leave, when they upload
+    another, and at the latest this long after it arrived; everything uploaded is deleted when the server stops."""
 
     def __post_init__(self) -> None:
         _exists(self.video, "video")
@@ -196,6 +212,11 @@ class ChatConfig:
             raise ValueError("max_new_tokens must be >= 1")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}")
+        for name in ("max_question_chars", "max_upload_mb", "web_queue_size", "web_upload_ttl"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_video_pixels < 0 or not 0 <= self.max_video_seconds < float("inf"):
+            raise ValueError("max_video_pixels and max_video_seconds must be finite and >= 0 (0 = no bound)")
 
 
 def resolve_device(device: str, dtype: str):

@@ -32,6 +32,11 @@ BAD_ID = "bad_id"
 BAD_VALUE = "bad_value"
 BAD_MEDIA = "unsupported_media"
 VIDEO_TOKEN = "video_token_in_text"
+CAPTION_TOO_LONG = "caption_too_long"
+MAX_CAPTION_CHARS = 2000
+"""Longest caption or event sentence a manifest takes (ActivityNet's longest sentences are a few hundred characters):
+a longer one is rejected (`caption_too_long`), as it would be tokenized, rendered into every QA sample and trained on
+whole (a 10 MB caption in a 500 MB annotation file)."""
 
 VIDEO_PLACEHOLDER = "<video>"
 """The conversation placeholder the trainer replaces by the features (pipeline.contract.conversation's, which this
@@ -177,7 +182,8 @@ def unique_keys(result: ReadResult) -> ReadResult:
 def check_rows(result: ReadResult) -> ReadResult:
     """What every reader's rows must satisfy, as per-record rejections: a duration (when known) finite and > 0; a window
     and event times finite (a window [0, Infinity] would fail extract's whole task, not one row); no
-    `<video>` in a caption (that event is rejected; a row left without events, or an image caption, is rejected)."""
+    `<video>` in a caption, or a caption over MAX_CAPTION_CHARS (that event is rejected; a row left without events, or
+    an image caption, is rejected)."""
     kept = []
     for row in result.rows:
         ident = row.source_id or row.key
@@ -191,19 +197,28 @@ def check_rows(result: ReadResult) -> ReadResult:
         if not all(math.isfinite(t) for ev in row.events for t in (ev.start, ev.end)):
             result.rejected.append(Rejection(ident, BAD_VALUE, "an event time is not a finite number"))
             continue
-        if row.caption is not None and VIDEO_PLACEHOLDER in row.caption:
-            result.rejected.append(Rejection(ident, VIDEO_TOKEN, f"caption holds {VIDEO_PLACEHOLDER}"))
+        if row.caption is not None and (problem := caption_problem(row.caption)):
+            result.rejected.append(Rejection(ident, *problem))
             continue
-        events = tuple(ev for ev in row.events if VIDEO_PLACEHOLDER not in ev.caption)
+        events = tuple(ev for ev in row.events if not caption_problem(ev.caption))
         for i, ev in enumerate(row.events):
-            if VIDEO_PLACEHOLDER in ev.caption:
-                result.rejected.append(Rejection(f"{ident}#{i}", VIDEO_TOKEN, ev.caption[:60]))
+            if problem := caption_problem(ev.caption):
+                result.rejected.append(Rejection(f"{ident}#{i}", *problem))
         if row.events and not events:
-            result.rejected.append(Rejection(ident, NO_USABLE_EVENTS, f"every caption holds {VIDEO_PLACEHOLDER}"))
+            result.rejected.append(Rejection(ident, NO_USABLE_EVENTS, "no event has a usable caption"))
             continue
         kept.append(row if events == row.events else replace(row, events=events))
     result.rows = kept
     return result
+
+
+def caption_problem(text: str) -> tuple[str, str] | None:
+    """(reason, detail) when a caption cannot go into a sample: it holds `<video>`, or exceeds MAX_CAPTION_CHARS."""
+    if VIDEO_PLACEHOLDER in text:
+        return VIDEO_TOKEN, f"caption holds {VIDEO_PLACEHOLDER}: {text[:60]}"
+    if len(text) > MAX_CAPTION_CHARS:
+        return CAPTION_TOO_LONG, f"{len(text)} characters, more than {MAX_CAPTION_CHARS}: {text[:40]}..."
+    return None
 
 
 def media_problem(media: str, media_root: str | Path | None) -> tuple[str, str] | None:

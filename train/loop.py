@@ -27,7 +27,16 @@ from train.engine import init_distributed, make_engine, resolve_precision
 from train.errors import NothingToResume, RefusedValue
 from train.guard import StepGuard, saving
 from train.packing import useful_and_padded
-from train.preflight import ENGINE_DIR, check_llm, check_out, check_shards, check_shards_location, out_lock
+from train.preflight import (
+    ENGINE_DIR,
+    check_llm,
+    check_out,
+    check_provenance,
+    check_shards,
+    check_shards_location,
+    out_lock,
+    shards_digest,
+)
 from train.progress import Progress
 from train.zero3 import log_share, partitioned_build, restore_linear
 
@@ -62,6 +71,7 @@ def _run(cfg: TrainConfig) -> Path:
     check_shards_location(cfg.shards)
     index = read_index(cfg.shards)
     check_shards(index, world)
+    check_provenance(cfg, index)
     check_llm(cfg)
     with out_lock(cfg, rank):  # one vtl-train per --out; the folder is checked again now that this run holds it
         check_out(cfg)
@@ -89,7 +99,8 @@ def _train(cfg: TrainConfig, index: dict, rank: int, world: int) -> Path:
                                              "plan": {"steps_per_epoch": per_epoch, "total_steps": total,
                                                       "accumulation": cfg.accumulation, "world_size": world},
                                              "shards": {"dir": cfg.shards, "samples": index["totals"]["samples"],
-                                                        "producer": index.get("producer")}})
+                                                        "producer": index.get("producer"),
+                                                        "digest": shards_digest(index)}})
     summary = fit(cfg, engine, loader, out, start, total, state, rank)
 
     projector, adapter = engine.export_trainables()  # every rank: ZeRO-3 gathers the weights

@@ -7,10 +7,15 @@
 - `--llm` (or the LLM a `--from` checkpoint continues from): `tiny-random`, a local model folder, or a hub name that
   can be had (infra.hub: with the hub offline it must be in the local cache, and an unreachable hub is said in three
   seconds instead of transformers' minute of retries).
+- provenance (`check_provenance`): `--resume` reads the same shards the run was started on (`shards_digest` of
+  index.json, recorded in run_config.json's `shards.digest`); `--from` continues a checkpoint made from features of
+  the same encoder and width as `--shards` (its vtl_checkpoint.json `encoder` and `feature_dim`), so a width mismatch
+  is one line here, not a shape error at the first forward.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -84,6 +89,43 @@ def check_shards(index: dict, world: int) -> None:
     if shards < world:
         raise RefusedValue(f"{shards} shards cannot feed {world} processes: write more, smaller shards "
                            "(build-qa --samples-per-shard) or use fewer processes")
+
+
+def shards_digest(index: dict) -> str:
+    """sha256 of what a shard set holds: each shard's name, sample count and sha256 (index.json), its encoder, width
+    and manifest hash. Two shard sets with the same digest hold the same bytes."""
+    shards = sorted((s.get("name"), s.get("samples"), s.get("sha256")) for s in index.get("shards", []))
+    body = {"shards": shards, "encoder": index.get("encoder"), "dim": index.get("dim"),
+            "manifest_hash": index.get("manifest_hash")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_provenance(cfg: TrainConfig, index: dict) -> None:
+    """The shards are those a resumed run trained on, and of the encoder and width a `--from` checkpoint knows."""
+    if cfg.resume:
+        saved = json.loads((Path(cfg.out) / RUN_CONFIG).read_text()).get("shards") or {}
+        digest = shards_digest(index)
+        if saved.get("digest") and saved["digest"] != digest:
+            raise RefusedValue(f"--resume: the shards in {cfg.shards} are not those the run in {cfg.out} trained on "
+                               f"(digest {digest[:12]} vs {saved['digest'][:12]}: a shard, the encoder or the "
+                               "manifest changed); resume with the original shards, or start a new --out")
+    if cfg.from_checkpoint:
+        from train.checkpoint import read_checkpoint
+
+        try:
+            meta = read_checkpoint(cfg.from_checkpoint)
+        except (FileNotFoundError, ValueError) as err:
+            raise RefusedValue(f"--from: {err}") from None
+        before, now = meta.get("encoder"), index.get("encoder")
+        if before and now and before != now:
+            raise RefusedValue(f"--from {cfg.from_checkpoint}: it was trained on features of encoder {before!r}, "
+                               f"but --shards {cfg.shards} hold features of {now!r}; build the shards with the same "
+                               "encoder settings")
+        width, dim = meta.get("feature_dim"), index.get("dim")
+        if width and dim and width != dim:
+            raise RefusedValue(f"--from {cfg.from_checkpoint}: its projector takes {width}-d features, but --shards "
+                               f"{cfg.shards} hold {dim}-d ones (another encoder); build the shards with the "
+                               "checkpoint's encoder")
 
 
 def check_llm(cfg: TrainConfig) -> None:

@@ -2,7 +2,12 @@
 
 A media problem is data, not a crash: every failure here raises `MediaError(reason, detail)`, which the steps turn
 into an `ErrorRecord`. Reasons are short snake_case words: missing_file, unreadable, no_frames, window_outside_file,
-decode_failed, bad_image, bad_shape. decord/av/PIL are imported inside functions (import-light CLIs).
+decode_failed, bad_image, bad_shape, too_many_frames, too_large. decord/av/PIL are imported inside functions
+(import-light CLIs).
+
+Work per video is bounded: a frame of more than MAX_PIXELS pixels is decoded downscaled (the decoder resizes it, so
+an 8K video's 100 frames never exist at full size), and PyAV, which reads frames in order, counts the frames by
+demuxing (no decode) and refuses more than MAX_SEQUENTIAL_FRAMES.
 """
 from __future__ import annotations
 
@@ -89,6 +94,62 @@ def check_shape(height: int, width: int, what: str) -> None:
                                       f"{224 * 224 * ratio * 12 / 1e6:.0f} MB per frame")
 
 
+MAX_PIXELS = 3840 * 2160
+"""Pixels per decoded frame (4K UHD) above which a video is decoded downscaled to this many, aspect ratio kept.
+
+The default path decodes frames at full size, then resizes them: 100 frames of 4K UHD are 2.5 GB of uint8; of an 8K
+video 10 GB (13.9 GB peak measured), which a 2.9 MB file can ask for. Videos up to 4K decode exactly as before; a
+larger frame gives its 224-pixel short side from a 2160-pixel one instead of a 4320-pixel one."""
+
+MAX_SEQUENTIAL_FRAMES = 54_000
+"""Most frames a video read by PyAV may have (30 minutes at 30 fps): PyAV, used where decord cannot open a file
+(GIFs, ...), decodes frames in order up to the last one sampled, so its cost grows with the frame count (a 5 MB GIF of
+200k frames took 222 s). More is a `too_many_frames` error record."""
+
+
+def bounded_size(height: int, width: int, max_pixels: int = MAX_PIXELS) -> tuple[int, int] | None:
+    """(h, w) with at most `max_pixels` pixels and the same aspect ratio, or None when the frame fits as it is."""
+    if max_pixels <= 0 or height * width <= max_pixels:
+        return None
+    scale = (max_pixels / (height * width)) ** 0.5
+    return max(2, int(height * scale) // 2 * 2), max(2, int(width * scale) // 2 * 2)  # even: what scalers like
+
+
+def probe_video(path: str) -> tuple[int, int, float | None]:
+    """(height, width, seconds or None) from the container's header, nothing decoded; `unreadable` if PyAV cannot
+    open it. The header can lie: the decoder's own bound (MAX_PIXELS) still holds."""
+    check_exists(path)
+    try:
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            h, w = stream.codec_context.height, stream.codec_context.width
+            seconds = None
+            if stream.duration and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration:
+                seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    except Exception as e:
+        raise MediaError("unreadable", f"{type(e).__name__}") from e
+    return int(h), int(w), seconds
+
+
+def check_video_bounds(path: str, max_pixels: int, max_seconds: float | None) -> None:
+    """Refuse (`too_large`) a video whose header says its frames or its length exceed the bounds (0/None: no bound).
+    A header PyAV cannot read is left to the decoders, whose pixel bound (MAX_PIXELS) still holds."""
+    try:
+        h, w, seconds = probe_video(path)
+    except MediaError as e:
+        if e.reason == "unreadable":
+            return
+        raise
+    if max_pixels and h * w > max_pixels:
+        raise MediaError("too_large", f"its frames are {w}x{h} pixels, more than the {max_pixels} allowed")
+    if max_seconds and seconds is not None and seconds > max_seconds:
+        raise MediaError("too_large", f"it lasts {seconds:.0f} s, more than the {max_seconds:g} s allowed")
+
+
 def check_exists(path: str) -> None:
     if not os.path.isfile(path):
         raise MediaError("missing_file", f"{path} does not exist")
@@ -107,6 +168,7 @@ class VideoSource:
     threads: int = 1
     strategy: str | None = None  # decord: "seek" | "sequential" | None (chosen per clip, pipeline/extract/read_plan.py)
     _reader: object = None
+    max_pixels: int = MAX_PIXELS
 
     def frame_shape(self) -> tuple[int, int]:
         """(H, W) of the frames; decord exposes no size without decoding, so ask for it only when needed."""
@@ -115,7 +177,10 @@ class VideoSource:
         return self.height, self.width
 
     def read(self, indices: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
-        """uint8 (len(indices), H, W, 3) RGB. `size` = (h, w) asks the decoder to resize (fast path)."""
+        """uint8 (len(indices), H, W, 3) RGB. `size` = (h, w) asks the decoder to resize (fast path); without it a frame
+        of more than `max_pixels` is decoded downscaled to fit (MAX_PIXELS)."""
+        if size is None:
+            size = bounded_size(*self.frame_shape(), self.max_pixels)
         try:
             if self.decoder == "decord":
                 frames = _decord_read(self, indices, size)
@@ -130,8 +195,9 @@ class VideoSource:
         return frames
 
 
-def open_video(path: str, threads: int = 1) -> VideoSource:
-    """decord first (what VTimeLLM used); PyAV only when decord cannot open the file."""
+def open_video(path: str, threads: int = 1, max_pixels: int = MAX_PIXELS) -> VideoSource:
+    """decord first (what VTimeLLM used); PyAV only when decord cannot open the file. Frames of more than
+    `max_pixels` pixels are read downscaled (0: no bound)."""
     check_exists(path)
     try:
         import decord
@@ -142,7 +208,10 @@ def open_video(path: str, threads: int = 1) -> VideoSource:
         try:
             src = _pyav_open(path)
         except Exception as e:
+            if isinstance(e, MediaError):
+                raise
             raise MediaError("unreadable", f"decord: {decord_error}; pyav: {type(e).__name__}: {e}") from e
+    src.max_pixels = max_pixels
     if src.num_frames <= 0:
         raise MediaError("no_frames", f"{path} has no decodable frames")
     return src
@@ -166,8 +235,14 @@ def _pyav_open(path: str) -> VideoSource:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or 0
         h, w = stream.codec_context.height, stream.codec_context.width
-        # Container frame counts are often missing or wrong; count by decoding, as decord's index would.
-        n = sum(1 for _ in container.decode(stream))
+        # Container frame counts are often missing or wrong: count the packets (a video packet is one frame, the
+        # empty one at the end flushes the decoder), which reads the file once and decodes nothing.
+        n = 0
+        for packet in container.demux(stream):
+            n += packet.size > 0
+            if n > MAX_SEQUENTIAL_FRAMES:
+                raise MediaError("too_many_frames", f"more than {MAX_SEQUENTIAL_FRAMES} frames, which PyAV would "
+                                                    "decode in order (MAX_SEQUENTIAL_FRAMES)")
     return VideoSource(path, n, float(rate), "pyav", h, w)
 
 
