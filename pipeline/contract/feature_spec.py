@@ -6,7 +6,8 @@ The JSON form is plain (readable without vtl):
 
     {"encoder": {"family": "open_clip", "model": "ViT-L-14", "weights": "pretrained:openai"}, "width": 768,
      "sampling": {"rule": "uniform", "frames": 100}, "tokens_per_frame": 1,
-     "preprocessing": "tv-bicubic-short224-noaa_center224_clipnorm", "time_format": {"kind": "relative"}}
+     "preprocessing": "tv-bicubic-short224-noaa_center224_clipnorm",
+     "time_format": {"kind": "relative", "positions": 100}}
 
 `sampling` is `{"rule": "fps", "fps": F, "max_frames": M}` for the fps rule; `time_format` carries `precision` for
 `seconds`. A shard set written before the spec existed has none: `from_index` derives it from what its index.json
@@ -51,6 +52,9 @@ class FeatureSpec:
     time_format: str = "relative"
     time_precision: int = 1
     """`seconds` only: decimals."""
+    time_positions: int | None = None
+    """`relative` only: the N positions times are written on; None = the sampling rule's frames. A spec derived from
+    an older index.json says 100, the scale vtl always wrote whatever the frame count."""
 
     def __post_init__(self) -> None:
         if self.sampling is not None and self.sampling not in SAMPLING_RULES:
@@ -67,6 +71,9 @@ class FeatureSpec:
         if k is not None and math.isqrt(k) ** 2 != k:
             raise ValueError(f"tokens per frame must be a square (1, 4, 9, 16 ...), got {k}")
         TimeFormat(self.time_format, self.time_precision)  # validates both
+        # relative times count the sampling rule's frames unless told otherwise; the other formats need no scale
+        positions = (self.time_positions or self.frames) if self.time_format == "relative" else None
+        object.__setattr__(self, "time_positions", positions)
 
     @property
     def encoder(self) -> str | None:
@@ -77,6 +84,8 @@ class FeatureSpec:
 
     def time(self, frames: int | None = None) -> TimeFormat:
         """The time format bound to a sample's N (default: the spec's frames, VTimeLLM's 100)."""
+        if self.time_format == "relative":
+            frames = self.time_positions or self.frames
         return TimeFormat(self.time_format, self.time_precision, frames or self.frames or NUM_FRAMES)
 
     def sample_time(self, meta: dict | None, rows: int | None = None) -> TimeFormat:
@@ -102,7 +111,8 @@ class FeatureSpec:
         rule = (f"fps {self.fps:g} max {known(self.frames, str(self.frames))}" if self.sampling == "fps"
                 else f"{known(self.sampling, 'uniform')} {known(self.frames, str(self.frames))}")
         k = known(self.tokens_per_frame, str(self.tokens_per_frame))
-        times = f"seconds ({self.time_precision} decimals)" if self.time_format == "seconds" else self.time_format
+        times = (f"seconds ({self.time_precision} decimals)" if self.time_format == "seconds" else
+                 f"relative/{self.time().frames}" if self.time_format == "relative" else self.time_format)
         return (f"{encoder} ({known(self.weights_digest, str(self.weights_digest))}) "
                 f"{known(self.width, str(self.width))}-d, {rule} frames × {k} token"
                 f"{'' if self.tokens_per_frame == 1 else 's'}, {times} times")
@@ -114,7 +124,7 @@ class FeatureSpec:
                             "weights": self.weights_digest},
                 "width": self.width, "sampling": sampling, "tokens_per_frame": self.tokens_per_frame,
                 "preprocessing": self.preprocessing,
-                "time_format": TimeFormat(self.time_format, self.time_precision).to_json()}
+                "time_format": self.time().to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "FeatureSpec":
@@ -126,7 +136,7 @@ class FeatureSpec:
                        frames=sampling.get("max_frames") if sampling.get("rule") == "fps" else sampling.get("frames"),
                        fps=sampling.get("fps"), tokens_per_frame=data.get("tokens_per_frame"),
                        preprocessing=data.get("preprocessing"), time_format=time.get("kind", "relative"),
-                       time_precision=time.get("precision", 1))
+                       time_precision=time.get("precision", 1), time_positions=time.get("positions"))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{KEY} is malformed ({type(exc).__name__}: {exc})") from None
 
@@ -142,7 +152,7 @@ class FeatureSpec:
             model = encoder
         return cls(encoder_family=family, encoder_model=model, weights_digest=weights, width=width,
                    sampling="uniform" if frames else None, frames=frames, tokens_per_frame=1 if frames else None,
-                   preprocessing=pre)
+                   preprocessing=pre, time_positions=NUM_FRAMES)
 
 
 DEFAULT = FeatureSpec()
@@ -166,12 +176,16 @@ def from_checkpoint(meta: dict) -> FeatureSpec:
 
 def differences(expected: FeatureSpec, found: FeatureSpec, time: bool = False) -> list[str]:
     """The fields both specs know and that differ (plus the time format when `time`)."""
-    names = [*FEATURE_FIELDS, *(("time_format", "time_precision") if time else ())]
+    names = [*FEATURE_FIELDS, *(("time_format", "time_precision", "time_positions") if time else ())]
     out = []
     for name in names:
         a, b = getattr(expected, name), getattr(found, name)
         if name == "time_precision" and "seconds" not in (expected.time_format, found.time_format):
             continue
+        if name == "time_positions":
+            a, b = expected.time().frames, found.time().frames
+            if "relative" not in (expected.time_format, found.time_format):
+                continue
         if a is not None and b is not None and a != b:
             out.append(name)
     return out

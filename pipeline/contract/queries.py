@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
+
 BENCHMARKS = ("grounding", "dvc")
 """The two evaluations: temporal grounding and dense video captioning (DESIGN: benchmarks, never "tasks")."""
 
@@ -43,3 +45,11 @@ def query_sentence(query: str) -> str:
     query = query.strip()
     m = GROUNDING_QUERY_RE.match(query)
     return normalize_sentence(m.group(1) if m else query)
+
+
+def dvc_query(fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> str:
+    """The dense-captioning query for a time format: VTimeLLM's verbatim for the default ("from xx to xx"), with the
+    format's look ("from xx.xs to xx.xs") otherwise."""
+    if fmt.example == "xx":
+        return DVC_QUERY
+    return DVC_QUERY.replace('"from xx to xx"', f'"from {fmt.example} to {fmt.example}"')

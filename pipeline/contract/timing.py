@@ -211,10 +211,9 @@ class TimeFormat:
         return duration / (2 * (self.frames - 1)) if self.frames > 1 else duration
 
     def to_json(self) -> dict:
-        out: dict = {"kind": self.kind}
         if self.kind == "seconds":
-            out["precision"] = self.precision
-        return out
+            return {"kind": self.kind, "precision": self.precision}
+        return {"kind": self.kind, "positions": self.frames} if self.kind == "relative" else {"kind": self.kind}
 
 
 DEFAULT_TIME_FORMAT = TimeFormat()
