@@ -198,8 +198,9 @@ def check(expected: FeatureSpec, found: FeatureSpec, what: str, time: bool = Fal
     {found}". Fields unknown on either side (None) are not compared."""
     diff = differences(expected, found, time)
     if diff:
-        raise SpecMismatch(what.format(expected=expected.describe(), found=found.describe())
-                           + f" (differ in {', '.join(diff)})")
+        # replace, not str.format: `what` may hold a path with braces
+        line = what.replace("{expected}", expected.describe()).replace("{found}", found.describe())
+        raise SpecMismatch(f"{line} (differ in {', '.join(diff)})")
 
 
 class SpecMismatch(ValueError):
