@@ -11,7 +11,7 @@ The JSON form is plain (readable without vtl):
 
 `sampling` is `{"rule": "fps", "fps": F, "max_frames": M}` for the fps rule; `time_format` carries `precision` for
 `seconds`. A shard set written before the spec existed has none: `from_index` derives it from what its index.json
-records (encoder id, N, D), leaving what it cannot know as None, and `check` compares only what both sides know.
+records (encoder id, D), leaving what it cannot know as None, and `check` compares only what both sides know.
 """
 from __future__ import annotations
 
@@ -143,16 +143,18 @@ class FeatureSpec:
     @classmethod
     def from_encoder_id(cls, encoder: str | None, frames: int | None, width: int | None) -> "FeatureSpec":
         """What an index.json without a spec says: the encoder id (extract's `family:model|weights|preprocessing`,
-        or any other name), N rows per sample and D; uniform sampling and one pooled token, as extract always did."""
+        or any other name) and D; times on VTimeLLM's 100 positions, the only scale vtl wrote before."""
         family = model = weights = pre = None
         if isinstance(encoder, str) and ":" in encoder.split("|")[0] and encoder.count("|") == 2:
             head, weights, pre = encoder.split("|")
             family, model = head.split(":", 1)
         else:
             model = encoder
-        return cls(encoder_family=family, encoder_model=model, weights_digest=weights, width=width,
-                   sampling="uniform" if frames else None, frames=frames, tokens_per_frame=1 if frames else None,
-                   preprocessing=pre, time_positions=NUM_FRAMES)
+        # N there counts feature rows per sample (1 for an image set, none for a mixed one), not a sampling rule:
+        # comparing it would refuse VTimeLLM's own path (stage 1 on images, stage 2 on videos), so it is not claimed
+        del frames
+        return cls(encoder_family=family, encoder_model=model, weights_digest=weights, width=width, sampling=None,
+                   frames=None, tokens_per_frame=None, preprocessing=pre, time_positions=NUM_FRAMES)
 
 
 DEFAULT = FeatureSpec()
@@ -170,8 +172,7 @@ def from_checkpoint(meta: dict) -> FeatureSpec:
     """A checkpoint's spec (vtl_checkpoint.json); an older checkpoint's from its encoder id and feature width."""
     if isinstance(meta.get(KEY), dict):
         return FeatureSpec.from_json(meta[KEY])
-    return replace(FeatureSpec.from_encoder_id(meta.get("encoder"), None, meta.get("feature_dim")),
-                   sampling=None, tokens_per_frame=None)
+    return FeatureSpec.from_encoder_id(meta.get("encoder"), None, meta.get("feature_dim"))
 
 
 def differences(expected: FeatureSpec, found: FeatureSpec, time: bool = False) -> list[str]:
