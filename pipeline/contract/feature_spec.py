@@ -109,7 +109,7 @@ class FeatureSpec:
 
         encoder = f"{self.encoder_family}:{self.encoder_model}" if self.encoder_family else str(self.encoder_model)
         rule = (f"fps {self.fps:g} max {known(self.frames, str(self.frames))}" if self.sampling == "fps"
-                else f"{known(self.sampling, 'uniform')} {known(self.frames, str(self.frames))}")
+                else f"uniform {known(self.frames, str(self.frames))}" if self.sampling else "?")
         k = known(self.tokens_per_frame, str(self.tokens_per_frame))
         times = (f"seconds ({self.time_precision} decimals)" if self.time_format == "seconds" else
                  f"relative/{self.time().frames}" if self.time_format == "relative" else self.time_format)
