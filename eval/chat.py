@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from eval.config import ChatConfig, resolve_device
-from eval.parse import GROUNDING_RE, seconds_note
+from eval.parse import grounding_regex, seconds_note
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
 
 
 class QuestionRefused(ValueError):
@@ -42,6 +43,8 @@ class ChatSession:
     max_new_tokens: int = 256
     turns: list[dict] = field(default_factory=list)
     max_question_chars: int | None = None
+    time: TimeFormat = DEFAULT_TIME_FORMAT
+    """The time format the checkpoint was trained to answer in (its feature_spec; VTimeLLM's by default)."""
 
     def ask(self, question: str) -> str:
         """Answer one question; the first one carries the `<video>` placeholder, later ones continue the dialogue."""
@@ -107,25 +110,29 @@ def open_session(cfg: ChatConfig) -> ChatSession:
     check_checkpoint_llm(cfg.checkpoint, cfg.llm)  # before torch and the video: an LLM no hub can give, in seconds
     from transformers.utils import logging as hf_logging
 
-    from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
+    from pipeline.contract.feature_spec import from_checkpoint
+    from train.checkpoint import check_spec, load_for_inference, read_checkpoint
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     features, meta = _extract(cfg.video, cfg, device)
     duration = meta["duration"]
-    check_encoder(read_checkpoint(cfg.checkpoint), meta.get("encoder"), "this chat's video features (its --clip-* "
-                  "options)")
+    trained = read_checkpoint(cfg.checkpoint)
+    found = {"encoder": meta.get("encoder"), "num_frames": features.shape[0], "dim": features.shape[1]}
+    check_spec(trained, found, "this chat's video features (its --clip-* options)", time=False)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     if model.feature_dim != features.shape[1]:
         raise ValueError(f"the checkpoint's projector takes {model.feature_dim}-d features but the CLIP gives "
                          f"{features.shape[1]}-d ones")
-    return ChatSession(model, features, duration, cfg.max_new_tokens, max_question_chars=cfg.max_question_chars)
+    time = from_checkpoint(trained).sample_time(meta, int(features.shape[0]))
+    return ChatSession(model, features, duration, cfg.max_new_tokens, max_question_chars=cfg.max_question_chars,
+                       time=time)
 
 
-def render(answer: str, duration: float) -> str:
+def render(answer: str, duration: float, time: TimeFormat = DEFAULT_TIME_FORMAT) -> str:
     """The answer, plus the same text with every "aa to bb" followed by its seconds when there are any."""
-    if GROUNDING_RE.search(answer):
-        return f"{answer}\n  (in seconds: {seconds_note(answer, duration)})"
+    if grounding_regex(time).search(answer):
+        return f"{answer}\n  (in seconds: {seconds_note(answer, duration, time)})"
     return answer
 
 
@@ -154,5 +161,5 @@ def run_chat(cfg: ChatConfig, ask: Callable[[str], str] = input, say: Callable[[
                 raise
             say(f"error: {exc}")  # the conversation goes on: nothing was added to it
             continue
-        say("model> " + render(answer, session.duration))
+        say("model> " + render(answer, session.duration, session.time))
     return session.turns

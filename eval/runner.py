@@ -52,13 +52,14 @@ def _check_sample(sample, shards: Path, benchmark: str) -> dict:
     return conv
 
 
-def _sample_items(sample, conv: dict, benchmark: str, room: int | None) -> tuple[list[EvalItem], Truth]:
+def _sample_items(sample, conv: dict, benchmark: str, room: int | None, spec) -> tuple[list[EvalItem], Truth]:
     duration = float(sample.meta["duration"])
     if not 0 < duration < float("inf"):
         raise ValueError(f"duration {duration}")
     queries = conv["queries"][:room] if room is not None else conv["queries"]
     gt = conv["events"] if benchmark == "dvc" else conv["queries"]
-    truth = Truth(duration, tuple(((float(e["span"][0]), float(e["span"][1])), e["sentence"]) for e in gt))
+    truth = Truth(duration, tuple(((float(e["span"][0]), float(e["span"][1])), e["sentence"]) for e in gt),
+                  spec.sample_time(sample.meta, int(sample.features.shape[0])))
     video = sample.meta.get("source_id") or sample.key
     return [EvalItem(sample.key, video, q["id"], q["query"], q.get("sentence"), duration, sample.features)
             for q in queries], truth
@@ -76,14 +77,18 @@ def iter_eval_chunks(shards: Path, benchmark: str, limit: int | None = None, chu
     """Queries (about `chunk` at a time, whole samples) and their ground truth by sample key, streamed from
     `build-qa --benchmark` shards, so memory does not grow with the evaluation set. Other samples are an error."""
     from pipeline.contract.checked import iter_good
+    from pipeline.contract.feature_spec import from_index
+    from pipeline.contract.shards import read_index
 
+    spec = from_index(read_index(shards))  # the time format answers are read in is the one build-qa wrote
     items: list[EvalItem] = []
     truth: dict[str, Truth] = {}
     total = 0
     for sample in iter_good(shards):  # held to index.json: a cut or zero-filled shard stops the run
         conv = _check_sample(sample, shards, benchmark)
         try:
-            new, sample_truth = _sample_items(sample, conv, benchmark, None if limit is None else limit - total)
+            new, sample_truth = _sample_items(sample, conv, benchmark, None if limit is None else limit - total,
+                                              spec)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(f"{shards}: sample {sample.key} is not a valid {benchmark} evaluation sample "
                              f"({type(exc).__name__}: {exc})") from None
@@ -201,11 +206,10 @@ def load_eval_model(cfg: EvalConfig, device: str, dtype):
     from train.llm_source import check_checkpoint_llm
 
     check_checkpoint_llm(cfg.checkpoint, cfg.llm)  # before torch: a hub no one can reach is one line in seconds
-    from train.checkpoint import check_encoder, load_for_inference, read_checkpoint
+    from train.checkpoint import check_spec, load_for_inference, read_checkpoint
 
     check_eval_shards(cfg.shards)
-    check_encoder(read_checkpoint(cfg.checkpoint), read_index(cfg.shards).get("encoder"),
-                  f"the evaluation shards in {cfg.shards}")
+    check_spec(read_checkpoint(cfg.checkpoint), read_index(cfg.shards), f"the evaluation shards in {cfg.shards}")
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     model.conv_format = cfg.conv_format or model.conv_format
     return model

@@ -29,7 +29,7 @@ from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou, vt
 from eval.parse import dense_caption_events, parse_grounding
 from eval.prediction_formats import EXPECTED, from_vtimellm_log, whole_file_json
 from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
-from pipeline.contract.timing import grounding_span
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
 
 SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
 SCORING = "vtimellm"
@@ -50,10 +50,12 @@ def line_sentence(line: dict) -> str:
 
 @dataclass(frozen=True)
 class Truth:
-    """One video's ground truth: its duration (time base of the answers) and events in seconds."""
+    """One video's ground truth: its duration (time base of the answers), events in seconds, and the time format its
+    answers are read in (the evaluation shards' feature_spec; VTimeLLM's two-digit positions by default)."""
 
     duration: float
     events: tuple[Event, ...]
+    time: TimeFormat = DEFAULT_TIME_FORMAT
 
 
 def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
@@ -145,9 +147,10 @@ def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
             raise ValueError(f"video {key[0]!r} has no (further) event with the sentence {key[1]!r}")
         gt = queues[key].popleft()
         if "answer" in line:
-            pos = parse_grounding(str(line["answer"]))
-            span = grounding_span(pos[0], pos[1], t.duration) if pos else None
-            frac = (pos[0] / 100, pos[1] / 100) if pos else None
+            pos = parse_grounding(str(line["answer"]), t.time)
+            # the default format: a/100·D and a/100, VTimeLLM's operations (TimeFormat keeps their order)
+            span = t.time.grounding_span(pos[0], pos[1], t.duration) if pos else None
+            frac = (t.time.fraction(pos[0], t.duration), t.time.fraction(pos[1], t.duration)) if pos else None
         else:
             span = _span(line["span"], key[0]) if line["span"] is not None else None
             frac = (span[0] / t.duration, span[1] / t.duration) if span else None
@@ -169,7 +172,7 @@ def dvc_inputs(preds: list[dict], truth: dict[str, Truth], plain_text: bool = Fa
         if vid in events:
             raise ValueError(f"two dense-captioning predictions for video {vid!r}")
         if "answer" in line:
-            parsed = dense_caption_events(str(line["answer"]), t.duration, plain_text)
+            parsed = dense_caption_events(str(line["answer"]), t.duration, plain_text, t.time)
         else:
             try:
                 parsed = [(_span(e["span"], vid), str(e["sentence"])) for e in line["events"]]

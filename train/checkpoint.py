@@ -2,11 +2,13 @@
 converted into this layout by train.import_weights).
 
 A checkpoint folder (`vtl-train --out DIR`) is self-contained:
-- `projector.safetensors` (`weight`, `bias`), the projector the model ran with (trained in stage 1, frozen later);
+- `projector.safetensors` (`weight`, `bias`; `0.*`, `2.*` for `mlp2x_gelu`), the projector the model ran with (trained
+  in stage 1, frozen later), its kind in `projector_type`;
 - `adapter/` (PEFT format) for the LoRA trained in stage 2 or 3, and `base_adapters/NN/` for the adapters that were
   merged into the LLM before it (stage 3 carries stage 2's), in merge order;
 - `llm/` with the LLM + tokenizer when they cannot be named (`tiny-random`), so `--from` continues from exactly it;
-- `vtl_checkpoint.json`, written last, saying how to rebuild the model: LLM source, adapter chain, format, producer.
+- `vtl_checkpoint.json`, written last, saying how to rebuild the model: LLM source, adapter chain, format, projector
+  type, producer, and the `feature_spec` of the shards it was trained on (eval, chat and a next stage compare theirs).
 The training loop adds `run_config.json`, `metrics.jsonl`, `tensorboard/` and `engine/` beside these.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from infra.storage import write_json_atomic
 from pipeline.contract.provenance import producer
 from train.llm_source import CHECKPOINT_JSON, LLM_DIR, read_checkpoint, resolve_llm_path  # torch-free, re-exported
-from train.model import VideoLLM, hidden_size, load_llm
+from train.model import MlpProjector, VideoLLM, hidden_size, load_llm, projector_kind
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,12 @@ def _copy_dir(src: Path, dst: Path) -> None:
 
 def save_checkpoint(model: VideoLLM, out_dir: str | Path, *, stage: int, config: dict | None = None,
                     projector_state: dict | None = None, adapter_state: dict | None = None,
-                    encoder: str | None = None) -> Path:
+                    encoder: str | None = None, feature_spec: dict | None = None) -> Path:
     """Write projector, adapters, LLM (when it has no name) and `vtl_checkpoint.json` (last) into `out_dir`.
 
     `projector_state` / `adapter_state` let a ZeRO-3 caller pass gathered (unpartitioned) weights. `encoder`: the
-    encoder id of the training shards (their index.json), which eval and chat compare with theirs.
+    encoder id of the training shards (their index.json), which eval and chat compare with theirs; `feature_spec`:
+    the training shards' whole spec (pipeline.contract.feature_spec), recorded when given.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,10 @@ def save_checkpoint(model: VideoLLM, out_dir: str | Path, *, stage: int, config:
         saved = LLM_DIR
     meta = {"stage": stage, "llm": {"source": prov.get("llm_source"), "saved": saved},
             "conv_format": model.conv_format, "feature_dim": model.feature_dim, "projector": PROJECTOR_FILE,
+            "projector_type": projector_kind(model.projector),
             "adapters": adapters, "encoder": encoder, "producer": producer(), "config": config or {}}
+    if feature_spec is not None:
+        meta["feature_spec"] = feature_spec
     write_json_atomic(out / CHECKPOINT_JSON, meta)
     return out
 
@@ -89,8 +95,23 @@ def check_encoder(meta: dict, encoder: str | None, where: str) -> None:
                          "--fast-resize choice)")
 
 
+def check_spec(meta: dict, index: dict, where: str, time: bool | None = None) -> None:
+    """Refuse features (and the time format: by default after stage 1, whose captions hold no times) other than the
+    checkpoint was trained on, in one line naming both specs. `index` is the other side's index.json (older ones: the
+    spec their fields imply)."""
+    from pipeline.contract.feature_spec import check, from_checkpoint, from_index
+
+    check(from_checkpoint(meta), from_index(index), f"the checkpoint was trained on {{expected}}, but {where} are "
+          "{found}", time=meta.get("stage", 1) >= 2 if time is None else time)
+
+
+MLP_KEYS = {"0.weight", "0.bias", "2.weight", "2.bias"}
+"""A `mlp2x_gelu` projector's state (LLaVA-1.5's `mm_projector.0/2.*`)."""
+
+
 def load_projector_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """`weight`/`bias` from our `projector.safetensors` or VTimeLLM's `mm_projector.bin` (keys `...mm_projector.X`)."""
+    """`weight`/`bias` (or the MLP's `0.*`/`2.*`) from our `projector.safetensors` or VTimeLLM's / LLaVA's
+    `mm_projector.bin` (keys `...mm_projector.X`)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -101,16 +122,22 @@ def load_projector_file(path: str | Path) -> dict[str, torch.Tensor]:
         state = {k.split("mm_projector.")[-1]: v for k, v in raw.items() if "mm_projector." in k}
         if not state:
             raise ValueError(f"{path}: no 'mm_projector.' keys (found {sorted(raw)[:5]}); not a VTimeLLM projector")
-    if set(state) != {"weight", "bias"}:
-        raise ValueError(f"{path}: a projector needs exactly 'weight' and 'bias', found {sorted(state)}")
+    if set(state) not in ({"weight", "bias"}, MLP_KEYS):
+        raise ValueError(f"{path}: a projector needs exactly 'weight' and 'bias' (linear) or {sorted(MLP_KEYS)} "
+                         f"(mlp2x_gelu), found {sorted(state)}")
     return state
 
 
-def projector_from_state(state: dict[str, torch.Tensor], hidden: int) -> nn.Linear:
-    out_dim, in_dim = state["weight"].shape
+def projector_from_state(state: dict[str, torch.Tensor], hidden: int, kind: str | None = None) -> nn.Module:
+    """The projector a state holds (linear or mlp2x_gelu, told by its keys); `kind`, when recorded, must agree."""
+    found = "mlp2x_gelu" if set(state) == MLP_KEYS else "linear"
+    if kind is not None and kind != found:
+        raise ValueError(f"the checkpoint records a {kind} projector but its weights are a {found} one")
+    out_dim, in_dim = state["2.weight" if found == "mlp2x_gelu" else "weight"].shape[0], \
+        state["0.weight" if found == "mlp2x_gelu" else "weight"].shape[1]
     if out_dim != hidden:
         raise ValueError(f"projector maps to {out_dim} but the LLM hidden size is {hidden}: wrong LLM for it?")
-    proj = nn.Linear(in_dim, out_dim, bias=True)
+    proj = MlpProjector(in_dim, out_dim) if found == "mlp2x_gelu" else nn.Linear(in_dim, out_dim, bias=True)
     proj.load_state_dict({k: v.float() for k, v in state.items()})
     return proj
 
@@ -144,7 +171,8 @@ def load_unmerged(checkpoint_dir: str | Path, llm: str | None = None, dtype: tor
     meta = read_checkpoint(ckpt)
     llm_path = resolve_llm_path(meta, ckpt, llm)
     model, tokenizer = load_llm(llm_path, dtype=dtype, attn=attn)
-    projector = projector_from_state(load_projector_file(ckpt / meta["projector"]), hidden_size(model))
+    projector = projector_from_state(load_projector_file(ckpt / meta["projector"]), hidden_size(model),
+                                     meta.get("projector_type"))
     return model, tokenizer, projector, meta, llm_path
 
 

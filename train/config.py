@@ -20,6 +20,8 @@ PRESET_DIR = Path(__file__).parent / "presets"
 PRECISIONS = ("auto", "bf16", "fp32")
 ENGINES = ("deepspeed", "torch")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+PROJECTORS = ("linear", "mlp2x_gelu")
+"""train.model.PROJECTORS, repeated here so the config (and `vtl-train --help`) imports no torch."""
 
 
 def _env_int(name: str, default: int) -> int:
@@ -78,6 +80,9 @@ class TrainConfig:
     """Conversation format (`plain`, `v1`, `chatglm3`, `chat_template`) (preset); unset: the stage table's."""
     max_tokens: int = 2048
     """Longest sequence (text tokens + feature rows); longer samples are skipped and counted, never cut (preset)."""
+    projector: str = "linear"
+    """Stage 1's new projector: `linear` (VTimeLLM) or `mlp2x_gelu` (LLaVA-1.5: Linear, GELU, Linear); recorded in
+    the checkpoint, and later stages, eval and chat build the recorded one."""
     lora_r: int = 64
     """LoRA rank (stages 2-3) (preset)."""
     lora_alpha: int = 128
@@ -135,6 +140,7 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("attn", self.attn, ATTENTIONS)
+        _check_choice("projector", self.projector, PROJECTORS)
         if self.engine == "torch" and self.world_size > 1:
             raise ValueError("engine 'torch' runs one process; use engine 'deepspeed' for several")
         self.accumulation  # raises if the global batch cannot be kept

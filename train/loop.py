@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from infra.storage import write_json_atomic
+from pipeline.contract.feature_spec import from_index
 from pipeline.contract.provenance import RUN_CONFIG, producer
 from pipeline.contract.shards import FEATURE_DIM, read_index
 from train.config import TrainConfig
@@ -29,6 +30,7 @@ from train.guard import StepGuard, saving
 from train.packing import useful_and_padded
 from train.preflight import (
     ENGINE_DIR,
+    check_from_spec,
     check_llm,
     check_out,
     check_provenance,
@@ -73,6 +75,7 @@ def _run(cfg: TrainConfig) -> Path:
     check_shards(index, world)
     check_provenance(cfg, index)
     check_llm(cfg)
+    check_from_spec(cfg, index)
     with out_lock(cfg, rank):  # one vtl-train per --out; the folder is checked again now that this run holds it
         check_out(cfg)
         return _train(cfg, index, rank, world)
@@ -107,7 +110,8 @@ def _train(cfg: TrainConfig, index: dict, rank: int, world: int) -> Path:
     if rank == 0:
         with saving(out, "the final checkpoint", latest=str(out / ENGINE_DIR), remove=False):
             save_checkpoint(engine.module, out, stage=cfg.stage, config=cfg.to_dict(), projector_state=projector,
-                            adapter_state=adapter, encoder=index.get("encoder"))
+                            adapter_state=adapter, encoder=index.get("encoder"),
+                            feature_spec=from_index(index).to_json())
         print(f"stage {cfg.stage}: {summary['steps']} steps, final loss {_final_loss(summary, out):.4f}, "
               f"{summary['skipped_long']} samples skipped as longer than max_tokens={cfg.max_tokens}; "
               f"checkpoint in {out}")

@@ -1,4 +1,4 @@
-"""VideoLLM: a Hugging Face causal LM plus a Linear projector; video features replace the `<video>` sentinel.
+"""VideoLLM: a Hugging Face causal LM plus a projector (Linear, or LLaVA-1.5's two-layer MLP); video features replace the `<video>` sentinel.
 
 Reference §4.1-4.2: each sample's VIDEO_TOKEN_INDEX position becomes its N projected feature rows (100 for a video,
 1 for an image) in `inputs_embeds`; labels there are IGNORE_INDEX; sequences are re-padded on the right.
@@ -78,12 +78,45 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def new_projector(feature_dim: int, hidden: int, seed: int | None = 0) -> nn.Linear:
-    """Linear(feature_dim -> hidden) with bias; default nn.Linear init from a fixed seed."""
+PROJECTORS = ("linear", "mlp2x_gelu")
+"""`linear` (VTimeLLM: one Linear with bias) or `mlp2x_gelu` (LLaVA-1.5: Linear → GELU → Linear)."""
+
+
+class MlpProjector(nn.Sequential):
+    """LLaVA-1.5's `mlp2x_gelu`: Linear(D → H), GELU, Linear(H → H). Its state dict keys are `0.*` and `2.*`, as in
+    LLaVA's `mm_projector`; `in_features`, `out_features` and `weight` answer as a Linear's do for VideoLLM."""
+
+    def __init__(self, feature_dim: int, hidden: int):
+        super().__init__(nn.Linear(feature_dim, hidden, bias=True), nn.GELU(), nn.Linear(hidden, hidden, bias=True))
+
+    @property
+    def in_features(self) -> int:
+        return self[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self[2].out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The first layer's weight: where the projector's device and dtype are read."""
+        return self[0].weight
+
+
+def projector_kind(projector: nn.Module) -> str:
+    """The name a projector module is recorded under (vtl_checkpoint.json `projector_type`)."""
+    return "mlp2x_gelu" if isinstance(projector, MlpProjector) else "linear"
+
+
+def new_projector(feature_dim: int, hidden: int, seed: int | None = 0, kind: str = "linear") -> nn.Module:
+    """A fresh projector of `kind` (PROJECTORS), default nn.Linear init from a fixed seed; `linear` draws exactly as
+    before (one Linear(feature_dim -> hidden) with bias)."""
+    if kind not in PROJECTORS:
+        raise ValueError(f"projector must be one of {', '.join(PROJECTORS)}, got {kind!r}")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return nn.Linear(feature_dim, hidden, bias=True)
+        return nn.Linear(feature_dim, hidden, bias=True) if kind == "linear" else MlpProjector(feature_dim, hidden)
 
 
 class VideoLLM(nn.Module):

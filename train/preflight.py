@@ -4,6 +4,8 @@
   and the same options (those in RESUME_FREE may change).
 - `--shards`: a reachable location (an object store's credentials, endpoint and bucket checked in one request) with
   at least as many shards as processes.
+- `--from`: its checkpoint was trained on features of the spec `--shards` has (pipeline.contract.feature_spec), and,
+  after stage 1, on the same time format.
 - `--llm` (or the LLM a `--from` checkpoint continues from): `tiny-random`, a local model folder, or a hub name that
   can be had (infra.hub: with the hub offline it must be in the local cache, and an unreachable hub is said in three
   seconds instead of transformers' minute of retries).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import fields
 from pathlib import Path
 
 from infra.hub import looks_like_path
@@ -51,7 +54,9 @@ def check_out(cfg: TrainConfig) -> None:
                               f"(no {ENGINE_DIR}/{LATEST}), so there is nothing to continue from; run the same command "
                               "without --resume to start it again in the same folder")
     saved = json.loads((out / RUN_CONFIG).read_text())["config"]
-    changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FREE and saved.get(k) != v)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}  # a field newer than the run: its default then
+    changed = sorted(k for k, v in cfg.to_dict().items()
+                     if k not in RESUME_FREE and saved.get(k, defaults.get(k)) != v)
     if changed:
         was = ", ".join(f"{k}: {saved.get(k)!r} → {cfg.to_dict()[k]!r}" for k in changed)
         raise RefusedValue(f"--resume with changed options ({was}): the run would not continue the same training; "
@@ -126,6 +131,18 @@ def check_provenance(cfg: TrainConfig, index: dict) -> None:
             raise RefusedValue(f"--from {cfg.from_checkpoint}: its projector takes {width}-d features, but --shards "
                                f"{cfg.shards} hold {dim}-d ones (another encoder); build the shards with the "
                                "checkpoint's encoder")
+
+
+def check_from_spec(cfg: TrainConfig, index: dict) -> None:
+    """`--from`: refuse shards whose feature spec (or, after stage 1, time format) differs from the checkpoint's."""
+    if not cfg.from_checkpoint:
+        return
+    from train.checkpoint import check_spec, read_checkpoint
+
+    try:
+        check_spec(read_checkpoint(cfg.from_checkpoint), index, f"--shards {cfg.shards}")
+    except (FileNotFoundError, ValueError) as err:
+        raise RefusedValue(f"--from: {err}") from None
 
 
 def check_llm(cfg: TrainConfig) -> None:

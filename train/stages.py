@@ -108,7 +108,7 @@ def prepare_stage1(cfg, texts: Iterable[str] | None = None, dtype: torch.dtype |
                    feature_dim: int = FEATURE_DIM) -> VideoLLM:
     """Stage 1: load (or build) the LLM and freeze it; add a new projector, the only trainable part."""
     llm, tok, prov = base_llm(cfg, texts, dtype)
-    projector = new_projector(feature_dim, hidden_size(llm), seed=cfg.seed)
+    projector = new_projector(feature_dim, hidden_size(llm), seed=cfg.seed, kind=getattr(cfg, "projector", "linear"))
     return _finish(llm, tok, projector, prov, STAGES[1], cfg)
 
 

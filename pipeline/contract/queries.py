@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
+
 BENCHMARKS = ("grounding", "dvc")
 """The two evaluations: temporal grounding and dense video captioning (DESIGN: benchmarks, never "tasks")."""
 
@@ -66,3 +68,11 @@ QVH_TASKS = {"mr": MOMENT_QUERY, "hd": HIGHLIGHT_QUERY}
 def qvh_query(task: str, sentence: str) -> str:
     """The moment-retrieval (`mr`) or highlight-detection (`hd`) query that asks about `sentence`."""
     return QVH_TASKS[task].format(sentence=normalize_sentence(sentence))
+
+
+def dvc_query(fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> str:
+    """The dense-captioning query for a time format: VTimeLLM's verbatim for the default ("from xx to xx"), with the
+    format's look ("from xx.xs to xx.xs") otherwise."""
+    if fmt.example == "xx":
+        return DVC_QUERY
+    return DVC_QUERY.replace('"from xx to xx"', f'"from {fmt.example} to {fmt.example}"')

@@ -1,10 +1,12 @@
 """The two time contracts of DESIGN.md, as pure functions: which frames a sample uses, and how seconds become the
-two-digit timestamp tokens in text (and back). Everything that samples frames, renders or parses timestamps calls
-these; nothing else re-implements them.
+timestamp text (and back): VTimeLLM's two-digit positions (`render_time`, `grounding_span`, ...) and the time formats
+`relative` | `seconds` | `frame` (`TimeFormat`, whose defaults give exactly the two-digit text). Everything that
+samples frames, renders or parses timestamps calls these; nothing else re-implements them.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 NUM_FRAMES = 100
 """Frames per video sample (VTimeLLM, paper §3.1)."""
@@ -106,3 +108,112 @@ def duration_mismatch(annotated: float | None, decoded: float | None) -> dict | 
 
 def is_finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+TIME_FORMATS = ("relative", "seconds", "frame")
+"""How a time is written in text: `relative` (VTimeLLM: the position 0…N−1 of the time in the video's length, N the
+number of positions, zero-padded to the digits N−1 needs: "00"–"99" for N = 100), `seconds` ("12.5s", with
+`precision` decimals) or `frame` (the index 0…N−1 of the nearest of N uniformly sampled frames, no padding)."""
+
+
+@dataclass(frozen=True)
+class TimeFormat:
+    """One time format, bound to the N positions (relative) or sampled frames (frame) of a sample.
+
+    build-qa renders with it, the eval parser reads with `pattern` and the scorer converts back with `grounding_span`
+    / `dense_span`; with the defaults (relative, N = 100) every result equals the two-digit functions above."""
+
+    kind: str = "relative"
+    precision: int = 1
+    """`seconds`: decimals written ("12.5s" at 1)."""
+    frames: int = NUM_FRAMES
+    """`relative`: positions N; `frame`: sampled frames N."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in TIME_FORMATS:
+            raise ValueError(f"time format must be one of {', '.join(TIME_FORMATS)}, got {self.kind!r}")
+        if not 0 <= self.precision <= 6:
+            raise ValueError(f"seconds precision must be in 0..6, got {self.precision}")
+        if self.frames < 1:
+            raise ValueError(f"a time format needs at least one position, got {self.frames}")
+
+    @property
+    def digits(self) -> int:
+        """`relative`: the digits N−1 needs (2 for N = 100)."""
+        return len(str(self.frames - 1))
+
+    def position(self, seconds: float, duration: float) -> int:
+        """`relative`: `min(round(t / D · N), N − 1)`, floored at 0 (= `quantize` for N = 100); `frame`: the index of
+        the nearest of N frames spread evenly from 0 to D, `round(t / D · (N − 1))` clamped to 0…N−1."""
+        if not duration > 0:
+            raise ValueError(f"duration must be positive, got {duration}")
+        if self.kind == "relative":
+            return max(0, min(round(seconds / duration * self.frames), self.frames - 1))
+        return max(0, min(round(seconds / duration * (self.frames - 1)), self.frames - 1))
+
+    def render(self, seconds: float, duration: float) -> str:
+        """A time (seconds from the start of the sample) as text: "07", "12.5s" or "42"."""
+        if self.kind == "seconds":
+            if not duration > 0:
+                raise ValueError(f"duration must be positive, got {duration}")
+            return f"{max(0.0, min(float(seconds), duration)):.{self.precision}f}s"
+        q = self.position(seconds, duration)
+        return f"{q:0{self.digits}d}" if self.kind == "relative" else str(q)
+
+    @property
+    def pattern(self) -> str:
+        """A regex for one rendered time with one group, the number (`\\d{2}` for the default, as VTimeLLM's eval)."""
+        if self.kind == "relative":
+            return rf"(\d{{{self.digits}}})"
+        if self.kind == "seconds":
+            return r"(\d+(?:\.\d+)?)s"
+        return r"(\d+)"
+
+    @property
+    def example(self) -> str:
+        """How a time looks in a layout shown to the model ("xx" for the default, VTimeLLM's dense query)."""
+        if self.kind == "relative":
+            return "x" * self.digits
+        return "x" * 2 + ("." + "x" * self.precision if self.precision else "") + "s" if self.kind == "seconds" \
+            else "n"
+
+    def seconds(self, number: str | int | float, duration: float) -> float:
+        """One parsed number (a `pattern` group) → seconds, without VTimeLLM's dense-caption end rule."""
+        if self.kind == "relative":
+            return int(number) / self.frames * duration
+        if self.kind == "seconds":
+            return float(number)
+        return int(number) * duration / (self.frames - 1) if self.frames > 1 else 0.0
+
+    def grounding_span(self, a, b, duration: float) -> tuple[float, float]:
+        """A grounding answer's two numbers → seconds (relative: `a/N·D`, `b/N·D`, no +1: `grounding_span`)."""
+        return self.seconds(a, duration), self.seconds(b, duration)
+
+    def dense_span(self, a, b, duration: float) -> tuple[float, float]:
+        """A dense-caption event's two numbers → seconds; relative keeps VTimeLLM's +1 on the end and its order of
+        float operations (`dense_caption_span`), the other formats name instants and take none."""
+        if self.kind == "relative":
+            return int(a) * duration / self.frames, (int(b) + 1) * duration / self.frames
+        return self.grounding_span(a, b, duration)
+
+    def fraction(self, number, duration: float) -> float:
+        """A parsed number as a fraction of the duration (relative: `a / N`, VTimeLLM's IoU of fractions)."""
+        if self.kind == "relative":
+            return int(number) / self.frames
+        return self.seconds(number, duration) / duration
+
+    def resolution(self, duration: float) -> float:
+        """The largest distance (seconds) between a time in 0…D and its rendering read back (round trip bound)."""
+        if self.kind == "relative":
+            return duration / self.frames
+        if self.kind == "seconds":
+            return 0.5 * 10 ** -self.precision
+        return duration / (2 * (self.frames - 1)) if self.frames > 1 else duration
+
+    def to_json(self) -> dict:
+        if self.kind == "seconds":
+            return {"kind": self.kind, "precision": self.precision}
+        return {"kind": self.kind, "positions": self.frames} if self.kind == "relative" else {"kind": self.kind}
+
+
+DEFAULT_TIME_FORMAT = TimeFormat()

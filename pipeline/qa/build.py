@@ -17,8 +17,11 @@ from infra.lock import run_lock
 from manifests.schema import make_key
 from pipeline.contract.checked import BadSample, iter_checked, load_index
 from pipeline.contract.conversation import FORMATS, turns_problem
+from pipeline.contract.feature_spec import KEY as SPEC_KEY
+from pipeline.contract.feature_spec import FeatureSpec, from_index
 from pipeline.contract.queries import SHARD_BENCHMARKS
 from pipeline.contract.shards import Sample
+from pipeline.contract.timing import TIME_FORMATS
 from pipeline.qa import durations
 from pipeline.qa import rules as qa
 from pipeline.qa.budget import TokenBudget, default_format, not_checked
@@ -95,6 +98,11 @@ class BuildQaConfig:
     on_duration_mismatch: str = "skip"
     """Samples whose meta.json flags an annotated duration the media does not have (`duration_mismatch`): skip
     (error records), flag (kept and counted) or refuse (stop before writing); pipeline.qa.durations."""
+    time_format: str = "relative"
+    """How times are written in the text: relative (VTimeLLM: position 0..N-1 of N, "00"-"99" for 100 frames),
+    seconds ("12.5s") or frame (index of the sampled frame); recorded in the output's feature_spec."""
+    time_precision: int = 1
+    """--time-format seconds: decimals written."""
     timestamp_shift: int = 0
     """Test-only misalignment switch: every rendered timestamp of stages 2-3 moves by this many positions (clamped to
     00..99). The end-to-end test uses it to show that a 10-position shift stops the model from learning grounding."""
@@ -119,6 +127,13 @@ class BuildQaConfig:
                              f"got {self.on_duration_mismatch!r}")
         if self.overlap not in qa.OVERLAP_RULES:
             raise ValueError(f"--overlap must be one of {qa.OVERLAP_RULES}, got {self.overlap!r}")
+        if self.time_format not in TIME_FORMATS:
+            raise ValueError(f"--time-format must be one of {', '.join(TIME_FORMATS)}, got {self.time_format!r}")
+        if not 0 <= self.time_precision <= 6:
+            raise ValueError(f"--time-precision must be in 0..6, got {self.time_precision}")
+        if self.generate and self.time_format != "relative":
+            raise ValueError("--generate writes relative times only for now; build its dialogues without "
+                             "--time-format")
         if self.max_tokens < 1 or self.samples_per_shard < 1:
             raise ValueError("--max-tokens and --samples-per-shard must be ≥ 1")
         if self.conv_format is not None and self.conv_format not in FORMATS:
@@ -146,12 +161,12 @@ Made = Iterator[tuple[str, dict | None, str, str]]
 reason, detail)."""
 
 
-def _stage1(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+def _stage1(sample: Sample, cfg: BuildQaConfig, stats: QaStats, spec: FeatureSpec) -> Made:
     conv = qa.stage1_conversation(sample.meta.get("caption"))
     yield sample.key, conv, "no_caption", "sample has no caption"
 
 
-def _stage2(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+def _stage2(sample: Sample, cfg: BuildQaConfig, stats: QaStats, spec: FeatureSpec) -> Made:
     duration = _duration(sample.meta)
     if duration is None:
         yield sample.key, None, "bad_duration", f"duration {sample.meta.get('duration')!r}"
@@ -164,12 +179,14 @@ def _stage2(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
         detail = ", ".join(f"{k}: {v}" for k, v in clean.dropped.items()) or "no events"
         yield sample.key, None, "no_usable_events", detail
         return
+    fmt = spec.sample_time(sample.meta, int(sample.features.shape[0]))
     yield sample.key, qa.stage2_conversation(clean.kept, duration, cfg.seed, sample.key, cfg.dense_ratio,
-                                             cfg.grounding_ratio), "", ""
+                                             cfg.grounding_ratio, fmt), "", ""
 
 
-def _eval(sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
-    conv, dropped = qa.eval_conversation(cfg.benchmark, sample.key, sample.meta.get("events") or [])
+def _eval(sample: Sample, cfg: BuildQaConfig, stats: QaStats, spec: FeatureSpec) -> Made:
+    fmt = spec.sample_time(sample.meta, int(sample.features.shape[0]))
+    conv, dropped = qa.eval_conversation(cfg.benchmark, sample.key, sample.meta.get("events") or [], fmt)
     stats.events_dropped.update(dropped)
     if conv is not None:
         stats.events_kept += len(conv.get("events") or conv["queries"])
@@ -194,7 +211,7 @@ class DialogueJoin:
             else:
                 self.by_video.setdefault(kr.video_key, []).append(kr)
 
-    def __call__(self, sample: Sample, cfg: BuildQaConfig, stats: QaStats) -> Made:
+    def __call__(self, sample: Sample, cfg: BuildQaConfig, stats: QaStats, spec: FeatureSpec) -> Made:
         source = sample.meta.get("source_id")
         video = sample.key if sample.key in self.by_video or not source else make_key(str(source))
         records = self.by_video.pop(video, None)
@@ -211,7 +228,8 @@ class DialogueJoin:
             if duration and given and abs(given - duration) > DURATION_TOLERANCE * duration:
                 stats.notes["duration_mismatch"] += 1
             try:
-                turns, note = render_dialogue(kr.record, duration)
+                turns, note = render_dialogue(kr.record, duration,
+                                              spec.sample_time(sample.meta, int(sample.features.shape[0])))
             except RecordError as exc:
                 yield kr.key, None, exc.reason, exc.detail
                 continue
@@ -225,10 +243,10 @@ class DialogueJoin:
                 out.error(kr.key, "no_features", f"no feature sample with key {kr.video_key!r}")
 
 
-def _made(samples, make, cfg: BuildQaConfig, stats: QaStats):
+def _made(samples, make, cfg: BuildQaConfig, stats: QaStats, spec: FeatureSpec):
     for sample in samples:
         stats.inputs["feature_samples"] += 1
-        for key, conv, reason, detail in make(sample, cfg, stats):
+        for key, conv, reason, detail in make(sample, cfg, stats, spec):
             yield sample, key, conv, reason, detail
 
 
@@ -262,12 +280,14 @@ def _build(cfg: BuildQaConfig, index_in: dict, records: list | None, budget: Tok
         raise
     stats.token_budget = budget.report() if budget else not_checked(
         "eval queries are not checked" if cfg.benchmark else "no --tokenizer given", cfg.max_tokens)
+    spec = output_spec(cfg, index_in)
     run_config = {"command": "build-qa", "config": asdict(cfg),
                   "input": {"features": str(cfg.features), "encoder": index_in.get("encoder"),
                             "shards": [s["sha256"] for s in index_in.get("shards", [])]}}
     if cfg.generate:
         run_config["generation"] = {**settings(cfg), "prompt_without_events": build_prompt([])}
-    index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"))
+    index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"),
+                       extra={SPEC_KEY: spec.to_json()})
     return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
 
 
@@ -281,7 +301,8 @@ def _fill(cfg: BuildQaConfig, out: QaOutput, index_in: dict, records: list | Non
     label = f"build-qa stage {cfg.stage}" if cfg.stage else f"build-qa {cfg.benchmark}"
     checked = progress_iter(iter_checked(cfg.features, index_in), total, label, cfg.progress)
     samples = durations.apply(_decodable(checked, out), cfg.on_duration_mismatch, out)
-    made = generate_samples(samples, cfg, stats, budget) if cfg.generate else _made(samples, make, cfg, stats)
+    made = (generate_samples(samples, cfg, stats, budget) if cfg.generate
+            else _made(samples, make, cfg, stats, output_spec(cfg, index_in)))
     for sample, key, conv, reason, detail in made:
         if conv is None:
             out.error(key, reason, detail, sample.meta.get("source_id"))
@@ -297,6 +318,11 @@ def _fill(cfg: BuildQaConfig, out: QaOutput, index_in: dict, records: list | Non
         out.write(key, sample.features, meta, conv)
     if join is not None:
         join.leftovers(out)
+
+
+def output_spec(cfg: BuildQaConfig, index_in: dict) -> FeatureSpec:
+    """The input's feature spec (or the one its older index.json implies) with this build's time format."""
+    return from_index(index_in).with_time(cfg.time_format, cfg.time_precision)
 
 
 def _decodable(checked, out: QaOutput):

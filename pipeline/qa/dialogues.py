@@ -14,6 +14,7 @@ from pathlib import Path
 
 from manifests.schema import make_key
 from pipeline.contract.conversation import turns_problem
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
 from pipeline.qa.rules import leftover_placeholders, place_video_token, render_placeholders
 
 
@@ -98,7 +99,8 @@ def record_tokens(record: dict) -> dict:
     return tokens
 
 
-def render_dialogue(record: dict, duration: float | None) -> tuple[list[dict], str | None]:
+def render_dialogue(record: dict, duration: float | None,
+                    fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> tuple[list[dict], str | None]:
     """A record's turns with every placeholder of meta.token rendered against `duration` and `<video>` placed by the
     contract. Returns (turns, note from place_video_token); raises RecordError."""
     turns = check_turns(record.get("conversations"))
@@ -106,7 +108,7 @@ def render_dialogue(record: dict, duration: float | None) -> tuple[list[dict], s
     if tokens:
         if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
             raise RecordError("bad_duration", f"duration {duration!r} cannot quantise timestamps")
-        turns = render_placeholders(turns, tokens, float(duration))
+        turns = render_placeholders(turns, tokens, float(duration), fmt)
     left = leftover_placeholders(turns)
     if left:
         raise RecordError("unrendered_placeholder", f"no time in meta.token for {', '.join(left[:5])}")

@@ -141,7 +141,10 @@ class QaOutput:
             writer._pending.discard()
             writer._tar = None
 
-    def finish(self, run_config: dict, encoder: str | None, manifest_hash: str | None) -> Path:
+    def finish(self, run_config: dict, encoder: str | None, manifest_hash: str | None,
+               extra: dict | None = None) -> Path:
+        """Close the shards, write errors.jsonl and run_config.json, then index.json (last) with the QA statistics
+        and `extra` (build-qa: the `feature_spec` of the output)."""
         try:
             shards = self.writer.close()
             write_errors(storage.join(self.out, ERRORS), self.errors)
@@ -153,7 +156,7 @@ class QaOutput:
         dims = {shape[1] for shape in self.shapes}
         return write_index(self.out, shards, encoder=encoder, num_frames=rows.pop() if len(rows) == 1 else None,
                            dim=dims.pop() if len(dims) == 1 else None, manifest_hash=manifest_hash,
-                           errors=len(self.errors), extra={"qa": self.stats.to_json()})
+                           errors=len(self.errors), extra={**(extra or {}), "qa": self.stats.to_json()})
 
 
 def progress_iter(items: Iterable, total: int | None, description: str, enabled: bool) -> Iterator:

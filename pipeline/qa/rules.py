@@ -7,10 +7,13 @@
 - Stage 3 / imports: `<sK>`/`<eK>` placeholders replaced from `meta.token` in every turn (reference §2.4).
 - Evaluation: VTimeLLM's grounding and dense-captioning queries (pipeline.contract.queries) with ground truth
   (reference §6.2).
-Events are cleaned first by `clean_events`; docs/build-qa.md states each rule.
+Events are cleaned first by `clean_events`; docs/build-qa.md states each rule. Times are written in the build's time
+format (pipeline.contract.timing.TimeFormat; default VTimeLLM's two-digit positions): the templates only hold
+`{s}`/`{e}` slots, so they are the same for every format.
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -19,9 +22,9 @@ from dataclasses import dataclass, field
 
 from manifests.schema import Event
 from pipeline.contract.conversation import VIDEO_PLACEHOLDER, video_turn
-from pipeline.contract.queries import BENCHMARKS, DVC_QUERY, QVH_TASKS, QVHIGHLIGHTS, grounding_query, qvh_query
+from pipeline.contract.queries import BENCHMARKS, QVH_TASKS, QVHIGHLIGHTS, dvc_query, grounding_query, qvh_query
 from pipeline.contract.record import eval_record, training_record
-from pipeline.contract.timing import render_time
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
 from pipeline.qa import templates
 
 PLACEHOLDER_RE = re.compile(r"<[se]\d+>")
@@ -134,22 +137,24 @@ def as_phrase(caption: str) -> str:
     return text
 
 
-def _span(ev: Event, duration: float) -> tuple[str, str]:
-    return render_time(ev.start, duration), render_time(ev.end, duration)
+def _span(ev: Event, duration: float, fmt: TimeFormat) -> tuple[str, str]:
+    return fmt.render(ev.start, duration), fmt.render(ev.end, duration)
 
 
-def dense_captioning_turns(events: list[Event], duration: float, template_id: str) -> list[dict]:
+def dense_captioning_turns(events: list[Event], duration: float, template_id: str,
+                           fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> list[dict]:
     """One turn: a D template, answered with every event in time order ("From ss to ee, caption." joined by spaces)."""
     ordered = sorted(events, key=lambda ev: (ev.start, ev.end))
     answer = " ".join(templates.DENSE_ANSWER.format(s=s, e=e, T=as_sentence(ev.caption))
-                      for ev in ordered for s, e in [_span(ev, duration)])
+                      for ev in ordered for s, e in [_span(ev, duration, fmt)])
     return [video_turn(templates.DENSE_CAPTIONING[template_id]),
             {"from": "gpt", "value": answer}]
 
 
-def event_turn(ev: Event, duration: float, template_id: str) -> tuple[str, str]:
+def event_turn(ev: Event, duration: float, template_id: str,
+               fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> tuple[str, str]:
     """(question, answer) for one event: E templates ask for the caption, T templates for the span."""
-    s, e = _span(ev, duration)
+    s, e = _span(ev, duration, fmt)
     if template_id in templates.EVENT_CAPTIONING:
         question = templates.EVENT_CAPTIONING[template_id].format(s=s, e=e)
         return question, templates.EVENT_ANSWER.format(T=as_sentence(ev.caption))
@@ -157,17 +162,18 @@ def event_turn(ev: Event, duration: float, template_id: str) -> tuple[str, str]:
     return question, templates.GROUNDING_ANSWER.format(s=s, e=e)
 
 
-def multi_turn_turns(pairs: list[tuple[Event, str]], duration: float) -> list[dict]:
+def multi_turn_turns(pairs: list[tuple[Event, str]], duration: float,
+                     fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> list[dict]:
     turns: list[dict] = []
     for i, (ev, template_id) in enumerate(pairs):
-        question, answer = event_turn(ev, duration, template_id)
+        question, answer = event_turn(ev, duration, template_id, fmt)
         turns.append(video_turn(question) if i == 0 else {"from": "human", "value": question})
         turns.append({"from": "gpt", "value": answer})
     return turns
 
 
 def stage2_conversation(events: list[Event], duration: float, seed: int, key: str, dense_ratio: float = 0.2,
-                        grounding_ratio: float = 0.5) -> dict:
+                        grounding_ratio: float = 0.5, fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> dict:
     """The stage-2 conversation of one sample (needs at least one event). Draw order, fixed so that output stays
     reproducible: dense or multi-turn, then (dense) template id, or (multi-turn) per event in order grounding or
     captioning + template id, then the shuffle of the turns."""
@@ -176,31 +182,34 @@ def stage2_conversation(events: list[Event], duration: float, seed: int, key: st
     rng = sample_rng(seed, key)
     if rng.random() < dense_ratio:
         template_id = rng.choice(list(templates.DENSE_CAPTIONING))
-        return training_record(dense_captioning_turns(events, duration, template_id), 2, "dense_captioning",
+        return training_record(dense_captioning_turns(events, duration, template_id, fmt), 2, "dense_captioning",
                                [template_id], seed)
     pairs = []
     for ev in events:
         pool = templates.TEMPORAL_GROUNDING if rng.random() < grounding_ratio else templates.EVENT_CAPTIONING
         pairs.append((ev, rng.choice(list(pool))))
     rng.shuffle(pairs)
-    return training_record(multi_turn_turns(pairs, duration), 2, "multi_turn", [t for _, t in pairs], seed)
+    return training_record(multi_turn_turns(pairs, duration, fmt), 2, "multi_turn", [t for _, t in pairs], seed)
 
 
-def _template_pattern(text: str) -> re.Pattern:
+def _template_pattern(text: str, time: str) -> re.Pattern:
     pattern = re.escape(text)
-    for slot, sub in (("{s}", r"\d\d"), ("{e}", r"\d\d"), ("{T}", r".+")):
+    for slot, sub in (("{s}", time), ("{e}", time), ("{T}", r".+")):
         pattern = pattern.replace(re.escape(slot), sub)
     return re.compile(pattern, re.S)
 
 
-_PATTERNS = [(tid, _template_pattern(text)) for tid, text in templates.TEMPLATES.items()]
+@functools.lru_cache(maxsize=16)
+def _patterns(fmt: TimeFormat) -> list[tuple[str, re.Pattern]]:
+    time = fmt.pattern.replace("(", "(?:", 1)  # the time's regex, its number group made non-capturing
+    return [(tid, _template_pattern(text, time)) for tid, text in templates.TEMPLATES.items()]
 
 
-def identify_template(question: str) -> str | None:
+def identify_template(question: str, fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> str | None:
     """The id of the stage-2 template a rendered question was made from (`<video>\n` ignored), or None. Used to
     count template use in imported data and to check that built questions parse back to their recorded ids."""
     text = question.replace(VIDEO_PLACEHOLDER, "").strip()
-    return next((tid for tid, pattern in _PATTERNS if pattern.fullmatch(text)), None)
+    return next((tid for tid, pattern in _patterns(fmt) if pattern.fullmatch(text)), None)
 
 
 def stage1_conversation(caption: str | None) -> dict | None:
@@ -225,10 +234,11 @@ def shift_timestamps(conv: dict, shift: int) -> dict:
     return {**conv, "turns": turns, "timestamp_shift": shift}
 
 
-def render_placeholders(turns: list[dict], tokens: dict, duration: float) -> list[dict]:
-    """VTimeLLM's loader rule: every (placeholder, seconds) of `tokens`, quantised against `duration`, replaced in
-    every turn, human and gpt alike."""
-    rendered = {name: render_time(float(seconds), duration) for name, seconds in (tokens or {}).items()}
+def render_placeholders(turns: list[dict], tokens: dict, duration: float,
+                        fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> list[dict]:
+    """VTimeLLM's loader rule: every (placeholder, seconds) of `tokens`, rendered against `duration` (quantised, in
+    the default format), replaced in every turn, human and gpt alike."""
+    rendered = {name: fmt.render(float(seconds), duration) for name, seconds in (tokens or {}).items()}
     out = []
     for turn in turns:
         value = turn["value"]
@@ -259,7 +269,8 @@ def place_video_token(turns: list[dict]) -> tuple[list[dict], str | None]:
     return [video_turn(rest), *turns[1:]], note
 
 
-def eval_conversation(benchmark: str, key: str, raw_events: list[dict]) -> tuple[dict | None, Counter]:
+def eval_conversation(benchmark: str, key: str, raw_events: list[dict],
+                      fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> tuple[dict | None, Counter]:
     """Evaluation sample: `grounding` → one query per event with its published span; `dvc` → the §6.2 query plus
     the ground-truth events. Events with an empty sentence or non-numeric times are skipped and counted; None when
     no event is left."""
@@ -282,7 +293,7 @@ def eval_conversation(benchmark: str, key: str, raw_events: list[dict]) -> tuple
                     "span": ev["span"]} for i, ev in enumerate(events)]
         return eval_record(benchmark, queries), dropped
     if benchmark == "dvc":
-        query = {"id": f"{key}_q0", "query": DVC_QUERY, "sentence": None, "span": None}
+        query = {"id": f"{key}_q0", "query": dvc_query(fmt), "sentence": None, "span": None}
         return eval_record(benchmark, [query], events), dropped
     if benchmark == QVHIGHLIGHTS:
         return eval_record(benchmark, qvh_queries(key, events)), dropped
