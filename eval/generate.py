@@ -54,12 +54,10 @@ def _left_pad(embs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def stop_ids(model) -> list[int]:
-    """Token ids that end an answer: EOS, plus `<|user|>` for the chatglm3 format."""
-    tok = model.tokenizer
-    stops = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    if getattr(model, "conv_format", None) == "chatglm3":
-        stops.append(tok.convert_tokens_to_ids("<|user|>"))
-    return stops
+    """Token ids that end an answer: EOS, plus `<|user|>` for the chatglm3 format (train.chatglm.answer_stop_ids)."""
+    from train.chatglm import answer_stop_ids
+
+    return answer_stop_ids(model.tokenizer, getattr(model, "conv_format", None))
 
 
 def _decode(tokenizer, ids: list[int], stops: list[int]) -> str:
