@@ -10,6 +10,9 @@ skipped by the position ids), so greedy answers equal one-at-a-time `transformer
 
 `generate_batch` is the plain `transformers.generate` path (left padding, KV cache): vtl-chat and the benchmark's
 VTimeLLM-style baseline use it.
+
+An answer ends at EOS; in the `chatglm3` format also at `<|user|>` (`stop_ids`), as VTimeLLM's GLM inference stops,
+since a ChatGLM3 model ends its turn by opening the next user turn.
 """
 from __future__ import annotations
 
@@ -50,22 +53,27 @@ def _left_pad(embs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs, mask
 
 
-def _decode(tokenizer, ids: list[int]) -> str:
-    eos = tokenizer.eos_token_id
-    if eos is not None and eos in ids:
-        ids = ids[:ids.index(eos)]
-    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+def stop_ids(model) -> list[int]:
+    """Token ids that end an answer: EOS, plus `<|user|>` for the chatglm3 format (train.chatglm.answer_stop_ids)."""
+    from train.chatglm import answer_stop_ids
+
+    return answer_stop_ids(model.tokenizer, getattr(model, "conv_format", None))
+
+
+def _decode(tokenizer, ids: list[int], stops: list[int]) -> str:
+    end = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+    return tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
 
 
 @torch.inference_mode()
 def generate_batch(model, queries: Sequence[Query], max_new_tokens: int) -> list[str]:
     """Greedy answers through `transformers.generate` (inputs_embeds only: it returns just the new tokens)."""
     inputs, mask = _batch_embeds(model, queries)
-    tok = model.tokenizer
+    tok, stops = model.tokenizer, stop_ids(model)
     out = model.llm.generate(inputs_embeds=inputs, attention_mask=mask, max_new_tokens=max_new_tokens,
                              do_sample=False, num_beams=1, use_cache=True, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
-    return [_decode(tok, row.tolist()) for row in out]
+                             eos_token_id=stops if len(stops) > 1 else tok.eos_token_id)
+    return [_decode(tok, row.tolist(), stops) for row in out]
 
 
 def _split(q: Query) -> tuple[tuple[int, ...], list[int]]:
@@ -209,7 +217,7 @@ def generate_shared(model, queries: Sequence[Query], max_new_tokens: int, keys: 
 
     `keys`: the queries' `_video_key`s when the caller has them already.
     """
-    llm, tok = model.llm, model.tokenizer
+    llm, tok, stops = model.llm, model.tokenizer, set(stop_ids(model))
     keys = [_video_key(q) for q in queries] if keys is None else list(keys)
     if not all(_split(q)[1] for q in queries):
         raise ValueError("a prompt ends at its video rows; generation needs text after them (the assistant prefix)")
@@ -222,7 +230,7 @@ def generate_shared(model, queries: Sequence[Query], max_new_tokens: int, keys: 
         nxt = logits.argmax(dim=-1)
         keep = []
         for j, (row, token) in enumerate(zip(batch.rows, nxt.tolist())):
-            if token != tok.eos_token_id:
+            if token not in stops:
                 answers[row].append(token)
                 keep.append(j)
         if not keep or step == max_new_tokens - 1:
@@ -234,7 +242,7 @@ def generate_shared(model, queries: Sequence[Query], max_new_tokens: int, keys: 
         out = llm(inputs_embeds=embed_tokens(nxt)[:, None], attention_mask=batch.step_mask(),
                   position_ids=batch.last[:, None], use_cache=True, logits_to_keep=1, **{batch.word: batch.cache})
         logits = out.logits[:, -1]
-    return [_decode(tok, a) for a in answers]
+    return [_decode(tok, a, stops) for a in answers]
 
 
 def generate(model, queries: Sequence[Query], batch_size: int, max_new_tokens: int, progress=None) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 HEAVY = ("torch", "ray", "deepspeed", "decord", "open_clip", "transformers", "gradio")
 APPS = {"vtl-pipeline": "pipeline.cli", "vtl-train": "train.cli", "vtl-eval": "eval.cli", "vtl-chat": "eval.chat_cli",
-        "vtl-import-weights": "train.import_cli"}
+        "vtl-import-weights": "train.import_cli", "vtl-export": "train.export_cli"}
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in a fresh interpreter: `--help` of the app and of every (nested) subcommand, recording after each one which

@@ -31,6 +31,8 @@ from pipeline.qa.import_vtimellm import ImportConfig
 from pipeline.synth.dataset import SynthConfig
 from train.cli import app as train_app
 from train.config import TrainConfig
+from train.export import ExportConfig
+from train.export_cli import app as export_app
 from train.import_cli import ImportWeightsConfig
 from train.import_cli import app as import_weights_app
 
@@ -164,6 +166,7 @@ COMMANDS = {
     # TrainConfig.world_size comes from the launcher's WORLD_SIZE; --local-rank is set by the deepspeed launcher.
     "vtl-train": (train_app, None, TrainConfig, {"world_size"}, {"local_rank"}),
     "vtl-import-weights": (import_weights_app, None, ImportWeightsConfig, set(), set()),
+    "vtl-export": (export_app, None, ExportConfig, set(), set()),
 }
 
 
@@ -200,7 +203,7 @@ def test_flag_names_kept(command):
     app, sub, _, _, _ = COMMANDS[command]
     for p in _params(app, sub):
         if isinstance(p, typer.core.TyperArgument):
-            assert p.name in ("shard_dir", "video")
+            assert p.name in ("shard_dir", "video", "checkpoint")
             continue
         assert p.opts == FLAG_NAMES.get((command, p.name), ["--" + p.name.replace("_", "-")]), p.name
         assert bool(p.secondary_opts) == (p.name in SWITCHES), p.name

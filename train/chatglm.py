@@ -12,7 +12,13 @@ name (a mid-word "sop", say) to that special token; the fast tokenizer built her
 the special ids, which reproduces both.
 
 `load_chatglm3` converts in memory on load; `convert_chatglm3` writes a reusable folder (`vtl-import-weights
---convert-chatglm3`).
+--convert-chatglm3`). `glm_adapter` renames a LoRA trained on ChatGLM3 (VTimeLLM's GLM releases) to the converted
+model's modules: `query_key_value`'s LoRA B is split like the weight (its A is shared by q, k and v), so the merged
+weights equal ChatGLM3's merged weights converted.
+
+VTimeLLM puts LoRA on every nn.Linear but one named `lm_head`; ChatGLM3's output layer is `output_layer`, so its GLM
+recipe trains a LoRA on the output layer too. After conversion that layer is `lm_head`, and `keeps_lm_head_lora`
+says to keep it a LoRA target for GLM models (train.stages.lora_targets), as VTimeLLM's GLM recipe does.
 """
 from __future__ import annotations
 
@@ -159,6 +165,73 @@ def convert_chatglm3(src: str, out: str) -> Path:
     model.save_pretrained(dst)
     tok.save_pretrained(dst)
     return dst
+
+
+_LORA_TARGETS = {"query_key_value": ("q_proj", "k_proj", "v_proj"), "dense": ("o_proj",),
+                 "dense_h_to_4h": ("gate_up_proj",), "dense_4h_to_h": ("down_proj",), "output_layer": ("lm_head",)}
+_PEFT_PREFIX = "base_model.model."
+
+
+def is_chatglm_adapter(adapter_config: dict, state: dict) -> bool:
+    """True for a LoRA trained on ChatGLM3's module names (VTimeLLM's GLM releases)."""
+    targets = adapter_config.get("target_modules") or ()
+    return "query_key_value" in targets or any(".encoder.layers." in k for k in state)
+
+
+def glm_adapter(adapter_config: dict, state: dict, config) -> tuple[dict, dict]:
+    """(adapter_config, LoRA weights) renamed from ChatGLM3's modules to the converted GlmForCausalLM's (`config`)."""
+    targets = adapter_config.get("target_modules")
+    if not isinstance(targets, (list, tuple)) or not set(targets) <= set(_LORA_TARGETS):
+        raise ValueError(f"ChatGLM LoRA target_modules {targets!r}: expected a list of {sorted(_LORA_TARGETS)}")
+    q_rows = config.num_attention_heads * config.head_dim
+    kv_rows = config.num_key_value_heads * config.head_dim
+    out = {}
+    for key, tensor in state.items():
+        module, lora, tail = key.partition(".lora_")
+        module = module.removeprefix(_PEFT_PREFIX)
+        glm = _TOP_NAMES.get(module + ".weight")
+        match = _LAYER.fullmatch(module)
+        if glm is None and match and match[2] == "self_attention.query_key_value":
+            glm = f"model.layers.{match[1]}.self_attn.qkv.weight"
+        elif glm is None and match and match[2] + ".weight" in _LAYER_NAMES:
+            glm = f"model.layers.{match[1]}.{_LAYER_NAMES[match[2] + '.weight']}"
+        if not lora or glm is None:
+            raise ValueError(f"unexpected ChatGLM LoRA weight {key!r}")
+        base = _PEFT_PREFIX + glm.removesuffix(".weight")
+        if not base.endswith(".qkv"):
+            out[f"{base}.lora_{tail}"] = tensor
+            continue
+        parts = tensor.split([q_rows, kv_rows, kv_rows]) if tail.startswith("B") else (tensor,) * 3
+        for proj, part in zip(("q_proj", "k_proj", "v_proj"), parts):
+            out[f"{base.removesuffix('qkv')}{proj}.lora_{tail}"] = part.clone()  # B split by rows, A shared
+    renamed = [name for t in targets for name in _LORA_TARGETS[t]]
+    return {**adapter_config, "target_modules": renamed}, out
+
+
+def llm_glm_config(llm: str):
+    """The GlmConfig of `--llm` for renaming a ChatGLM LoRA: a ChatGLM3 folder's (converted) or a GLM model's."""
+    from transformers import AutoConfig
+
+    if is_chatglm3(llm):
+        return glm_config(json.loads((Path(llm) / "config.json").read_text()))
+    config = AutoConfig.from_pretrained(llm)
+    if config.model_type != "glm":
+        raise ValueError(f"{llm} is a {config.model_type!r} model; a ChatGLM LoRA needs ChatGLM3 or its GLM conversion")
+    return config
+
+
+def answer_stop_ids(tokenizer, conv_format: str) -> list[int]:
+    """Token ids that end a generated answer: EOS, plus `<|user|>` in the chatglm3 format (VTimeLLM's GLM inference
+    stops there: a ChatGLM3 model ends its turn by opening the next user turn)."""
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if conv_format == "chatglm3":
+        stops.append(tokenizer.convert_tokens_to_ids("<|user|>"))
+    return stops
+
+
+def keeps_lm_head_lora(llm) -> bool:
+    """True for GLM models: VTimeLLM's GLM recipe puts LoRA on ChatGLM3's `output_layer`, GLM's `lm_head`."""
+    return getattr(getattr(llm, "config", None), "model_type", None) == "glm"
 
 
 def default_conv_format(llm, tokenizer, stage_format: str) -> str:

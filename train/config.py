@@ -16,6 +16,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from train.report import REPORTERS
+
 PRESET_DIR = Path(__file__).parent / "presets"
 PRECISIONS = ("auto", "bf16", "fp32")
 ENGINES = ("deepspeed", "torch")
@@ -111,6 +113,9 @@ class TrainConfig:
     """Write the sample keys each rank trained on to `out/keys.rank{R}.txt` (to audit data splits)."""
     progress: bool = True
     """Show the progress bar (rank 0 only)."""
+    report_to: str = "tensorboard"
+    """Where per-step metrics go besides metrics.jsonl: `tensorboard` (OUT/tensorboard), `wandb` (offline unless
+    WANDB_MODE says otherwise), `mlflow` (MLFLOW_TRACKING_URI, else a file store in OUT/mlruns) or `none`."""
     world_size: int = field(default_factory=lambda: _env_int("WORLD_SIZE", 1))
     """Number of processes (from the launcher's WORLD_SIZE; recorded so a resume can check it)."""
 
@@ -141,6 +146,7 @@ class TrainConfig:
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("attn", self.attn, ATTENTIONS)
         _check_choice("projector", self.projector, PROJECTORS)
+        _check_choice("report_to", self.report_to, REPORTERS)
         if self.engine == "torch" and self.world_size > 1:
             raise ValueError("engine 'torch' runs one process; use engine 'deepspeed' for several")
         self.accumulation  # raises if the global batch cannot be kept

@@ -2,7 +2,10 @@
 checkpoint folder (train.checkpoint's layout), which `vtl-train --from` continues from and `vtl-eval` evaluates.
 
 The release's LoRA keys already match PEFT's, so adapters are copied as PEFT folders with safetensors weights; a
-projector may also come from the `non_lora_trainables.bin` VTimeLLM stores beside each LoRA. `vtl-import-weights`
+projector may also come from the `non_lora_trainables.bin` VTimeLLM stores beside each LoRA. A LoRA of VTimeLLM's
+ChatGLM3 release names ChatGLM's modules (`query_key_value`, `dense`, `dense_h_to_4h`, `dense_4h_to_h`,
+`output_layer`); it is renamed to the converted GLM model's (train.chatglm.glm_adapter), which `--llm` (a ChatGLM3
+folder, converted on load, or its conversion) provides, and the checkpoint's format defaults to `chatglm3`. `vtl-import-weights`
 (train/import_cli.py) is the command for it.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 
 from infra.storage import write_json_atomic
 from pipeline.contract.provenance import producer
+from train.chatglm import glm_adapter, is_chatglm_adapter, llm_glm_config
 from train.checkpoint import (
     BASE_ADAPTERS_DIR,
     CHECKPOINT_JSON,
@@ -24,8 +28,9 @@ from train.checkpoint import (
 )
 
 
-def _vtimellm_adapter(src: Path, dst: Path) -> None:
-    """Copy a VTimeLLM LoRA folder as a PEFT folder with safetensors weights (its keys already match PEFT's)."""
+def _vtimellm_adapter(src: Path, dst: Path, llm: str) -> bool:
+    """Copy a VTimeLLM LoRA folder as a PEFT folder with safetensors weights (its keys already match PEFT's, or are
+    ChatGLM's and get renamed for `llm`'s GLM conversion); True for a ChatGLM one."""
     cfg = json.loads((src / "adapter_config.json").read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{src}: expected a LoRA adapter, got peft_type {cfg.get('peft_type')!r}")
@@ -40,6 +45,9 @@ def _vtimellm_adapter(src: Path, dst: Path) -> None:
     bad = [k for k in state if "lora_" not in k]
     if bad:
         raise ValueError(f"{src}: adapter holds non-LoRA weights {bad[:3]}; not supported")
+    chatglm = is_chatglm_adapter(cfg, state)
+    if chatglm:
+        cfg, state = glm_adapter(cfg, state, llm_glm_config(llm))
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -47,6 +55,7 @@ def _vtimellm_adapter(src: Path, dst: Path) -> None:
     save_tensors(tmp / "adapter_model.safetensors", state)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.replace(dst)
+    return chatglm
 
 
 def _non_lora_projector(adapter_dirs: list[Path]) -> dict | None:
@@ -78,13 +87,13 @@ def import_vtimellm(out_dir: str | Path, *, llm: str, mm_projector: str | Path |
     if state is None:
         raise ValueError("no projector given: pass mm_projector.bin (stage 1 release)")
     save_tensors(out / PROJECTOR_FILE, state)
-    rels = []
+    rels, chatglm = [], False
     for i, src in enumerate(adapter_dirs):
         rels.append(f"{BASE_ADAPTERS_DIR}/{i:02d}")
-        _vtimellm_adapter(src, out / rels[-1])
+        chatglm = _vtimellm_adapter(src, out / rels[-1], llm) or chatglm
     stage = 1 + len(rels)
     meta = {"stage": stage, "llm": {"source": llm, "saved": None},
-            "conv_format": conv_format or ("plain" if stage == 1 else "v1"),
+            "conv_format": conv_format or ("plain" if stage == 1 else "chatglm3" if chatglm else "v1"),
             "feature_dim": int(state["weight"].shape[1]), "projector": PROJECTOR_FILE, "adapters": rels,
             "producer": producer(),
             "config": {"imported_from": {"mm_projector": str(mm_projector) if mm_projector else None,

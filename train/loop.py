@@ -1,7 +1,7 @@
 """`run(cfg)`: prepare the stage's model → stream the data → fit → save. One loop for all three stages.
 
-Every optimizer step appends one line to `metrics.jsonl` (step, loss, lr, tokens, ...) and writes the same scalars to
-TensorBoard; `--save-every N` writes an engine checkpoint (trainable weights, optimizer, schedule, loader position and
+Every optimizer step appends one line to `metrics.jsonl` (step, loss, lr, tokens, ...) and reports it to TensorBoard,
+wandb or MLflow (`--report-to`, train.report); `--save-every N` writes an engine checkpoint (trainable weights, optimizer, schedule, loader position and
 RNG state per rank) to `out/engine/`, and `--resume` continues from the latest one: the resumed run trains on exactly
 the samples, in exactly the order, an uninterrupted run would have. The final checkpoint (projector, adapters,
 vtl_checkpoint.json) is written by train.checkpoint; `run_config.json` beside it records the resolved config.
@@ -40,12 +40,12 @@ from train.preflight import (
     shards_digest,
 )
 from train.progress import Progress
+from train.report import check_reporter, open_reporter
 from train.zero3 import log_share, partitioned_build, restore_linear
 
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
-TENSORBOARD = "tensorboard"
 
 
 def plan_steps(cfg: TrainConfig, samples_per_epoch: int) -> tuple[int, int]:
@@ -76,6 +76,7 @@ def _run(cfg: TrainConfig) -> Path:
     check_provenance(cfg, index)
     check_llm(cfg)
     check_from_spec(cfg, index)
+    check_reporter(cfg.report_to)
     with out_lock(cfg, rank):  # one vtl-train per --out; the folder is checked again now that this run holds it
         check_out(cfg)
         return _train(cfg, index, rank, world)
@@ -146,7 +147,7 @@ def prepare(cfg: TrainConfig, precision: str, feature_dim: int, rank: int):
 def fit(cfg: TrainConfig, engine, loader: TrainLoader, out: Path, start: int, total: int, state: dict,
         rank: int) -> dict:
     """The training loop: micro-batches until `total` optimizer steps, logging each step, saving every N."""
-    metrics = _MetricsLog(out, start, rank, cfg.log_keys)
+    metrics = _MetricsLog(out, start, rank, cfg)
     tokens, elapsed = state.get("tokens", 0), state.get("elapsed", 0.0)
     padded_tokens, micro_padded = state.get("padded_tokens", 0), 0
     step, losses, micro_tokens, last = start, [], 0, {"loss": float("nan"), "skipped_long": 0}
@@ -249,19 +250,18 @@ def _barrier() -> None:
 
 
 class _MetricsLog:
-    """metrics.jsonl + TensorBoard on rank 0; `keys.rank{R}.jsonl` per rank with --log-keys. Resume trims the tail."""
+    """metrics.jsonl + the --report-to reporter on rank 0; `keys.rank{R}.jsonl` per rank with --log-keys. Resume trims
+    the tail."""
 
-    def __init__(self, out: Path, start: int, rank: int, log_keys: bool):
-        self.rank, self.tb, self.metrics, self.key_file = rank, None, None, None
+    def __init__(self, out: Path, start: int, rank: int, cfg: TrainConfig):
+        self.rank, self.report, self.metrics, self.key_file = rank, None, None, None
         out.mkdir(parents=True, exist_ok=True)
-        if log_keys:
+        if cfg.log_keys:
             self.key_file = _open_trimmed(out / f"keys.rank{rank}.jsonl", start)
         if rank != 0:
             return
-        from torch.utils.tensorboard import SummaryWriter
-
         self.metrics = _open_trimmed(out / METRICS, start)
-        self.tb = SummaryWriter(str(out / TENSORBOARD), purge_step=start + 1 if start else None)
+        self.report = open_reporter(cfg.report_to, out, start, cfg.to_dict())
 
     def keys(self, step: int, keys: list[str]) -> None:
         if self.key_file:
@@ -274,15 +274,14 @@ class _MetricsLog:
             return
         self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
-        for name in ("loss", "lr", "tokens_per_s", "skipped_long", "epoch"):
-            self.tb.add_scalar(f"train/{name}", row[name], row["step"])
+        self.report.log(row)
 
     def close(self) -> None:
         for f in (self.metrics, self.key_file):
             if f:
                 f.close()
-        if self.tb:
-            self.tb.close()
+        if self.report:
+            self.report.close()
 
 
 def _open_trimmed(path: Path, start: int):

@@ -47,9 +47,13 @@ STAGES = {
 
 
 def lora_targets(llm: nn.Module) -> list[str]:
-    """Names of every nn.Linear leaf of the LLM but `lm_head` (reference §5.2: found before the projector exists)."""
+    """Names of every nn.Linear leaf of the LLM but `lm_head` (reference §5.2: found before the projector exists);
+    GLM keeps `lm_head`, ChatGLM3's `output_layer`, which VTimeLLM's GLM recipe trains (train.chatglm)."""
+    from train.chatglm import keeps_lm_head_lora
+
     names = {name.split(".")[-1] for name, mod in llm.named_modules() if isinstance(mod, nn.Linear)}
-    names.discard("lm_head")
+    if not keeps_lm_head_lora(llm):
+        names.discard("lm_head")
     if not names:
         raise ValueError(f"{type(llm).__name__} has no nn.Linear layers to put LoRA on (e.g. GPT-2's Conv1D)")
     return sorted(names)

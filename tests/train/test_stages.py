@@ -64,7 +64,7 @@ PAPER = {1: (1e-3, 1, 3, 16, "plain"), 2: (1e-4, 2, 3, 8, "v1"), 3: (1e-4, 2, 2,
 
 def test_presets_load_and_match_the_paper():
     files = sorted(PRESET_DIR.glob("*.yaml"))
-    assert [f.stem for f in files] == ["stage1", "stage2", "stage3"]
+    assert [f.stem for f in files] == ["glm_stage1", "glm_stage2", "glm_stage3", "stage1", "stage2", "stage3"]
     for f in files:
         load_preset(f)
     assert sorted(STAGES) == sorted(PAPER)
@@ -76,6 +76,20 @@ def test_presets_load_and_match_the_paper():
         assert (cfg.global_batch, cfg.warmup_ratio, cfg.weight_decay, cfg.max_tokens) == (128, 0.03, 0.0, 2048)
         assert cfg.gradient_checkpointing
         assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05)
+
+
+# VTimeLLM's GLM scripts (scripts/stage{1,2,3}_glm.sh): lr, epochs, ZeRO (zero3.json, zero3.json, zero2.json),
+# per-device batch (× accumulation = 128), LoRA r/α; the format is vtl's chatglm3 from stage 2 on.
+GLM_SCRIPTS = {1: (1e-3, 1, 3, 16, "plain"), 2: (1e-4, 2, 3, 8, "chatglm3"), 3: (1e-4, 2, 2, 8, "chatglm3")}
+
+
+def test_glm_presets_match_vtimellm_glm_scripts():
+    for number, expected in GLM_SCRIPTS.items():
+        cfg = resolve_config(number, shards="s", llm="tiny-random", out="o", preset=f"glm_stage{number}",
+                             from_checkpoint="f" if number > 1 else None)
+        assert (cfg.lr, cfg.epochs, cfg.zero, cfg.micro_batch, cfg.conv_format) == expected
+        assert (cfg.global_batch, cfg.lora_r, cfg.lora_alpha, cfg.warmup_ratio) == (128, 64, 128, 0.03)
+        assert cfg.preset.endswith(f"glm_stage{number}.yaml") and cfg.gradient_checkpointing
 
 
 def test_gradient_clipping_is_off_by_default_and_still_available():

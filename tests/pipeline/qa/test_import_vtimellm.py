@@ -197,3 +197,29 @@ def test_a_nul_or_over_long_id_is_one_error_record(tmp_path):
     out = _run(tmp_path, path, feat_dir, "o", stage=2)
     assert sorted(e.reason for e in read_errors(out)) == ["bad_id", "bad_id"]
     assert read_index(out)["totals"]["samples"] == 1
+
+
+def test_chinese_records_import_unchanged(tmp_path):
+    """VTimeLLM's Chinese data (its GLM recipe): Chinese text, `从<s0>到<e0>` answers, a dialogue turn with no times."""
+    feat_dir = tmp_path / "feat"
+    feat_dir.mkdir()
+    f = np.random.default_rng(1).standard_normal((100, 768)).astype(np.float16)
+    np.save(feat_dir / "zh-video_1.npy", f)
+    record = {"source": "internvid", "id": "zh-video_1",
+              "meta": {"split": [0.0, 50.0], "duration": 50.0, "token": {"<s0>": 0.0, "<e0>": 10.0, "<s1>": 25.0,
+                                                                       "<e1>": 49.5}},
+              "conversations": [
+                  {"from": "human", "value": "<video>\n请描述视频中不同时间段发生的事件。"},
+                  {"from": "gpt", "value": "从<s0>到<e0>，一个男人在切洋葱。从<s1>到<e1>，他把洋葱放进锅里。"},
+                  {"from": "human", "value": "他在做什么菜？"},
+                  {"from": "gpt", "value": "他在做洋葱炒蛋。"}]}
+    path = tmp_path / "stage2_chinese.json"
+    path.write_text(json.dumps([record], ensure_ascii=False), encoding="utf-8")
+    out = _run(tmp_path, path, feat_dir, "zh")
+    [sample] = list(iter_samples(out))
+    turns = sample.conversation["turns"]
+    assert [t["value"] for t in turns] == ["<video>\n请描述视频中不同时间段发生的事件。",
+                                           "从00到20，一个男人在切洋葱。从50到99，他把洋葱放进锅里。",
+                                           "他在做什么菜？", "他在做洋葱炒蛋。"]
+    assert sample.features.tobytes() == f.tobytes() and not list(read_errors(out))
+    assert read_index(out)["totals"]["samples"] == 1
