@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _extract_helpers import make_media
 
 from pipeline.extract.clip import ClipConfig
 from pipeline.extract.single import extract_one
-from tests._extract_helpers import make_media
 
 REF = Path(__file__).resolve().parents[2] / "data" / "extract_reference"
 CASES = [("v150_window", "v150", (1.5, 4.2), False), ("v37_fast", "v37", None, True), ("image", "im", None, False)]
