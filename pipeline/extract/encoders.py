@@ -78,6 +78,8 @@ def register_tiny_timm() -> None:
         return
 
     def vtl_tiny_siglip(pretrained: bool = False, **kw):
+        for name in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's loading options
+            kw.pop(name, None)
         kw = {"img_size": 64, "patch_size": 16, "embed_dim": 128, "depth": 2, "num_heads": 2, "class_token": False,
               "global_pool": "map", **kw}
         return VisionTransformer(**kw)
@@ -165,7 +167,8 @@ def _timm_shape(cfg: dict) -> VisionShape:
     if v["timm_model_name"] == TIMM_TINY_SIGLIP:
         register_tiny_timm()
     with torch.device("meta"):
-        trunk = timm.create_model(v["timm_model_name"], pretrained=False, img_size=v.get("image_size", IMAGE_SIZE))
+        trunk = timm.create_model(v["timm_model_name"], pretrained=False, num_classes=0,
+                                  img_size=v.get("image_size", IMAGE_SIZE))
     blocks = getattr(trunk, "blocks", [])
     mlp = blocks[0].mlp.fc1.out_features if len(blocks) else 4 * trunk.num_features
     out = cfg["embed_dim"] if v.get("timm_proj") not in (None, "none") else trunk.num_features
