@@ -151,8 +151,11 @@ def synth_cmd(given: dict) -> None:
         typer.echo(f"  {name:15s} {cfg.out / rel}")
 
 
-ENCODER = Group(ClipConfig, {"fast_resize": "fast_resize", "device": "device"})
-"""Extract's other encoder options (`--fast-resize`, `--device`): ClipConfig fields without the `--clip-` prefix."""
+ENCODER = Group(ClipConfig, {"fast_resize": "fast_resize", "device": "device", "encoder": "encoder",
+                              "frames": "frames", "fps": "fps", "max_frames": "max_frames",
+                              "tokens_per_frame": "tokens_per_frame"})
+"""Extract's other encoder options (`--fast-resize`, `--device`, `--encoder`, `--frames`, `--fps`, `--max-frames`,
+`--tokens-per-frame`): ClipConfig fields without the `--clip-` prefix."""
 
 
 @app.command("extract", cls=STRICT)
@@ -164,7 +167,8 @@ ENCODER = Group(ClipConfig, {"fast_resize": "fast_resize", "device": "device"})
                     "default: start Ray on this machine."),
     "progress": flag(switch=True, help="Show a progress bar.")})
 def extract_cmd(given: dict) -> None:
-    """Decode videos, sample 100 frames per sample and write CLIP features to shards (resumable Ray job)."""
+    """Decode videos, sample frames (100 per video by default) and write encoder features to shards (resumable Ray
+    job)."""
     from pipeline.extract.job import ExtractError, run_extract
     from pipeline.extract.report import print_summary
 

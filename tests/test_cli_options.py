@@ -156,7 +156,8 @@ COMMANDS = {
     "vtl-pipeline synth": (pipeline_app, "synth", SynthConfig, set(), set()),
     # ExtractConfig.clip is built from the CLIP options (ClipConfig.seed, of the tiny-random weights, is not one).
     "vtl-pipeline extract": (pipeline_app, "extract", ExtractConfig, {"clip"},
-                             {"clip_model", "clip_weights", "clip_pretrained", "fast_resize", "device"}),
+                             {"clip_model", "clip_weights", "clip_pretrained", "fast_resize", "device", "encoder",
+                              "frames", "fps", "max_frames", "tokens_per_frame"}),
     "vtl-eval score": (eval_app, "score", ScoreConfig, set(), {"task"}),
     # EvalConfig.benchmark is the subcommand itself.
     "vtl-eval grounding": (eval_app, "grounding", EvalConfig, {"benchmark", "annotations"}, set()),

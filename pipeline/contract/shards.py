@@ -1,7 +1,9 @@
 """The shard contract: what a sample holds, how shards are written and read, the index and the error records.
 
 A shard is a WebDataset tar whose members are `{key}.features.npy` (float16 (N, D)), `{key}.meta.json` and, after
-build-qa, `{key}.conversation.json`. Shards are written under a temporary name and renamed; `index.json` is written
+build-qa, `{key}.conversation.json`. N is the sample's feature rows: its frames × the feature spec's tokens per frame
+(rows frame by frame, a frame's K rows in raster order of its pooled patch grid); it may differ between samples (the
+fps rule), D is the encoder's width (index.json `dim`, `feature_spec`). Shards are written under a temporary name and renamed; `index.json` is written
 last. Readers decode `.npy` with allow_pickle=False and `.json` with the json module: nothing is ever unpickled.
 The writer, extract, build-qa, the trainer, inspect and the tests all import this module.
 """

@@ -39,6 +39,28 @@ def frame_indices(num_frames: int, fps: float, window: tuple[float, float] | Non
     return [int(start + i * step) if i < n - 1 else int(end) for i in range(n)]
 
 
+def sample_indices(num_frames: int, fps: float, window: tuple[float, float] | None = None, *,
+                   frames: int = NUM_FRAMES, rate: float | None = None, max_frames: int | None = None) -> list[int]:
+    """The frames of one sample under the feature spec's sampling rule.
+
+    `uniform` (rate None): `frame_indices(…, n=frames)`, VTimeLLM's rule for frames = 100. `fps` (rate F frames a
+    second, at most `max_frames` M): the span [start, end] of `frame_indices` lasts (end − start + 1) / fps seconds
+    and gets n = max(1, floor(seconds · F)) frames, frame k at start + int(k · fps / F) (the frame shown at
+    k / F seconds into the span); when n > M, M frames spread evenly with `frame_indices`' linspace rule."""
+    if rate is None:
+        return frame_indices(num_frames, fps, window, frames)
+    if not rate > 0 or not (max_frames and max_frames >= 1):
+        raise ValueError(f"the fps rule needs a rate > 0 and max_frames ≥ 1 (got {rate}, {max_frames})")
+    if not fps > 0:
+        raise ValueError(f"the fps rule needs the video's frame rate (fps={fps})")
+    bounds = frame_indices(num_frames, fps, window, 2)
+    start, end = bounds[0], bounds[-1]
+    n = max(1, math.floor((end - start + 1) / fps * rate))
+    if n > max_frames:
+        return frame_indices(num_frames, fps, window, max_frames)
+    return [min(start + int(k * fps / rate), end) for k in range(n)]
+
+
 def frame_times(indices: list[int], fps: float) -> list[float]:
     """Seconds (from the start of the file) at which the given frames are shown."""
     return [i / fps for i in indices] if fps > 0 else [0.0 for _ in indices]

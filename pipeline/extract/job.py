@@ -19,11 +19,10 @@ from pathlib import Path
 from infra import storage
 from infra.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
-from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.clip import ModelLoadError, encoder_id
 from pipeline.extract.config import ExtractConfig, ExtractError
 from pipeline.extract.encoder_plan import Cluster, EncoderPlan, plan_encoders
-from pipeline.extract.executors import FRAMES_PER_ROW, Executor, InProcessExecutor, Job
+from pipeline.extract.executors import Executor, InProcessExecutor, Job
 from pipeline.extract.lock import RunLocked, run_lock
 from pipeline.extract.ray_executor import RayExecutor
 from pipeline.extract.report import ExtractSummary, ProgressBar
@@ -67,8 +66,8 @@ def build_job(cfg: ExtractConfig, store: TaskStore, encoder: str, plan: EncoderP
     """The extract job, as a list you can read."""
     steps = [
         Decode(threads=cfg.decode_threads),
-        SampleFrames(fast_resize=cfg.clip.fast_resize),
-        Preprocess(fast_resize=cfg.clip.fast_resize, dtype=plan.pixel_dtype),
+        SampleFrames(fast_resize=cfg.clip.fast_resize, pixels=cfg.clip.pixel_spec, sampling=cfg.clip.sampling),
+        Preprocess(fast_resize=cfg.clip.fast_resize, dtype=plan.pixel_dtype, pixels=cfg.clip.pixel_spec),
         Encode(cfg.clip, batch_size=plan.batch_size, encoder=encoder),
         Write(store, samples_per_shard=cfg.samples_per_shard),
     ]
@@ -106,7 +105,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
             ready = time.time()
             outcomes = _run(cfg, executor, job, plan, store, todo, console)
             failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
-            counts = RunCounts(0, Counter()) if failed else _finalize(store, rows)
+            counts = RunCounts(0, Counter()) if failed else _finalize(store, rows, cfg)
     except (PlanMismatch, RunLocked) as e:
         raise ExtractError(str(e)) from e
     step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
@@ -142,11 +141,15 @@ def _run(cfg: ExtractConfig, executor: Executor, job: Job, plan: EncoderPlan, st
         executor.shutdown()
 
 
-def _finalize(store: TaskStore, rows: list[dict]) -> RunCounts:
-    """errors.jsonl, then index.json (every task done)."""
+def _finalize(store: TaskStore, rows: list[dict], cfg: ExtractConfig) -> RunCounts:
+    """errors.jsonl, then index.json (every task done) with the feature spec (pipeline/extract/spec.py)."""
+    from pipeline.extract.spec import SPEC_KEY, extract_spec, rows_per_sample
+
     kinds = {r["kind"] for r in rows}
-    return store.finalize(num_frames=FRAMES_PER_ROW[kinds.pop()] if len(kinds) == 1 else None, dim=FEATURE_DIM,
-                          extra={"rows": len(rows), "tasks": store.plan["num_tasks"]})
+    spec = extract_spec(cfg.clip)
+    return store.finalize(num_frames=rows_per_sample(cfg.clip, kinds.pop()) if len(kinds) == 1 else None,
+                          dim=spec["encoder"]["width"],
+                          extra={"rows": len(rows), "tasks": store.plan["num_tasks"], SPEC_KEY: spec})
 
 
 def write_run_config(cfg: ExtractConfig, plan: dict, encoders: EncoderPlan) -> str | Path:

@@ -19,9 +19,9 @@ _ENCODERS: dict = {}  # (ClipConfig, batch size) → its loaded Encode step, for
 
 def extract_one(media_path: str | os.PathLike, clip_config: ClipConfig, window: tuple[float, float] | None = None,
                 *, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, dict]:
-    """Features of one video or image with the extract steps, in this process: (float16 (N, 768), meta dict).
+    """Features of one video or image with the extract steps, in this process: (float16 (N·K, D), meta dict).
 
-    N = 100 for a video (optionally inside `window` seconds), 1 for an image (by its suffix, as manifests tell
+    N = the config's frame rule (default 100) for a video (optionally inside `window` seconds), 1 for an image (by its suffix, as manifests tell
     them apart). Bad media raises `pipeline.extract.decode.MediaError` (with `.reason`).
     """
     from manifests.common import IMAGE_EXTS
@@ -37,7 +37,10 @@ def extract_one(media_path: str | os.PathLike, clip_config: ClipConfig, window: 
         encode.setup()
         _ENCODERS[clip_config, batch_size] = encode
     items = [Item(row=row)]
-    for step in (Decode(), SampleFrames(clip_config.fast_resize), Preprocess(clip_config.fast_resize), encode):
+    pixels = clip_config.pixel_spec
+    steps = (Decode(), SampleFrames(clip_config.fast_resize, pixels, clip_config.sampling),
+             Preprocess(clip_config.fast_resize, pixels=pixels), encode)
+    for step in steps:
         items = step(items)
     item = items[0]
     if item.error is not None:

@@ -103,31 +103,35 @@ class Decode(Step):
 
 
 class SampleFrames(Step):
-    """The frames the time contract asks for (pipeline.contract.timing.frame_indices), and the sample's meta.json."""
+    """The frames the time contract asks for (pipeline.contract.timing.sample_indices under the run's rule:
+    `sampling` holds its keyword arguments, default VTimeLLM's 100 uniform frames), and the sample's meta.json."""
 
     name = "sample_frames"
 
-    def __init__(self, fast_resize: bool = False):
+    def __init__(self, fast_resize: bool = False, pixels=None, sampling: dict | None = None):
+        from pipeline.extract.pixels import DEFAULT_PIXELS
+
         self.fast_resize = fast_resize
+        self.pixels = pixels or DEFAULT_PIXELS
+        self.sampling = sampling or {}
 
     def process(self, item: Item) -> Item:
-        from pipeline.extract.pixels import short_side_size
-
         row = item.row
         if row["kind"] == "image":
             media = item.local or row["media"]
-            size = short_side_size(*image_size(media)) if self.fast_resize else None
+            size = self.pixels.decoder_size(*image_size(media)) if self.fast_resize else None
             item.frames = read_image(media, size)
             item.meta = sample_meta(row, fps=None, num_frames=1, indices=[0], times=[0.0], decoder="pil")
             return item
         src, window = item.source, row.get("window")
         try:
-            indices = timing.frame_indices(src.num_frames, src.fps, tuple(window) if window else None)
+            indices = timing.sample_indices(src.num_frames, src.fps, tuple(window) if window else None,
+                                            **self.sampling)
         except ValueError as e:
             raise MediaError("window_outside_file", str(e)) from e
         if self.fast_resize:  # the decoder resizes: its output size must be bounded before it reads
             check_shape(*src.frame_shape(), "the video's frame")
-        size = short_side_size(*src.frame_shape()) if self.fast_resize else None
+        size = self.pixels.decoder_size(*src.frame_shape()) if self.fast_resize else None
         item.frames = src.read(indices, size)
         check_shape(*item.frames.shape[1:3], "the video's frame")  # before Preprocess resizes them
         item.meta = sample_meta(row, fps=src.fps, num_frames=src.num_frames, indices=indices,
@@ -171,9 +175,12 @@ class Preprocess(Step):
 
     name = "preprocess"
 
-    def __init__(self, fast_resize: bool = False, dtype: str = "float32"):
+    def __init__(self, fast_resize: bool = False, dtype: str = "float32", pixels=None):
+        from pipeline.extract.pixels import DEFAULT_PIXELS
+
         self.fast_resize = fast_resize
         self.dtype = dtype
+        self.pixels = pixels or DEFAULT_PIXELS
 
     def setup(self) -> None:
         import torch  # noqa: F401  (seconds on a cold worker; the preprocess path needs no torchvision)
@@ -184,15 +191,16 @@ class Preprocess(Step):
         from pipeline.extract.pixels import center_crop_uint8, preprocess
 
         if self.fast_resize:
-            item.pixels = center_crop_uint8(item.frames)
+            item.pixels = center_crop_uint8(item.frames, self.pixels.size)
         else:
-            item.pixels = preprocess(item.frames, dtype=getattr(torch, self.dtype)).numpy()
+            item.pixels = preprocess(item.frames, dtype=getattr(torch, self.dtype), spec=self.pixels).numpy()
         item.frames = None
         return item
 
 
 class Encode(Step):
-    """CLIP `encode_image` of every frame of a batch of items, `batch_size` frames per forward pass (the plan's)."""
+    """The encoder's rows for every frame of a batch of items (`tokens_per_frame` each), `batch_size` frames per
+    forward pass (the plan's)."""
 
     name = "encode"
     shared = True
@@ -202,22 +210,26 @@ class Encode(Step):
         self.batch_size = batch_size
         self.encoder = encoder
         self.model = None
+        self.pixels = None  # the encoder's pixel spec, read from its config in setup()
 
     def setup(self) -> None:
         from pipeline.extract.clip import load_model
 
         if self.model is None:
             self.model = load_model(self.clip_config)
+        self.pixels = self.clip_config.pixel_spec
 
     def __call__(self, items: list[Item]) -> list[Item]:
         from pipeline.extract.clip import encode
 
         ok = [i for i in items if i.error is None]
         if ok:
-            feats = encode(self.model, [i.pixels for i in ok], self.batch_size)
+            cfg = self.clip_config
+            k = cfg.tokens_per_frame
+            feats = encode(self.model, [i.pixels for i in ok], self.batch_size, k, self.pixels)
             start = 0
             for item in ok:
-                n = len(item.pixels)
+                n = len(item.pixels) * k
                 item.features, item.pixels = feats[start:start + n], None
                 item.meta["encoder"] = self.encoder
                 start += n
