@@ -148,7 +148,7 @@ def _finalize(store: TaskStore, rows: list[dict], cfg: ExtractConfig) -> RunCoun
     kinds = {r["kind"] for r in rows}
     spec = extract_spec(cfg.clip)
     return store.finalize(num_frames=rows_per_sample(cfg.clip, kinds.pop()) if len(kinds) == 1 else None,
-                          dim=spec["encoder"]["width"],
+                          dim=spec["width"],
                           extra={"rows": len(rows), "tasks": store.plan["num_tasks"], SPEC_KEY: spec})
 
 

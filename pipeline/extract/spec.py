@@ -1,30 +1,17 @@
-"""The feature spec extract writes once per shard set, under `feature_spec` in its index.json: which encoder made the
-features (family, model, weights digest, width), which frames (the sampling rule), how many rows a frame gives, and
-the pixels the encoder was fed. Readable without vtl: plain JSON. build-qa adds the time format.
+"""The feature spec extract writes once per shard set, under `feature_spec` in its index.json, in the contract's form
+(pipeline.contract.feature_spec): which encoder made the features (family, model, weights digest), their width, which
+frames (the sampling rule), how many rows a frame gives and the preprocessing id. The encoder fields are read back
+from extract's encoder id, so a spec derived from an older index.json (which records only that id) compares equal
+for the same settings. The pixels the encoder was fed are spelled out under `pixels` (information, not compared).
+build-qa adds the time format it renders.
 """
 from __future__ import annotations
 
-from pipeline.extract.clip import ClipConfig, output_width, weights_file
+from pipeline.contract.feature_spec import KEY as SPEC_KEY
+from pipeline.contract.feature_spec import FeatureSpec
+from pipeline.extract.clip import ClipConfig, encoder_id, output_width
 
-SPEC_KEY = "feature_spec"
-
-
-def sampling_rule(cfg: ClipConfig) -> dict:
-    """`{"rule": "uniform", "frames": N}` or `{"rule": "fps", "fps": F, "max_frames": M}`."""
-    if cfg.fps is not None:
-        return {"rule": "fps", "fps": float(cfg.fps), "max_frames": int(cfg.max_frames)}
-    return {"rule": "uniform", "frames": int(cfg.frames)}
-
-
-def weights_digest(cfg: ClipConfig) -> str | None:
-    """`sha256:<64 hex>` of the weights file, `pretrained:TAG` for hub weights, `random-seedS` for the seeded random
-    weights of the tiny test encoders (two seeds make different features)."""
-    path = weights_file(cfg)
-    if path:
-        from manifests.schema import file_sha256
-
-        return "sha256:" + file_sha256(path)
-    return f"pretrained:{cfg.pretrained}" if cfg.pretrained else f"random-seed{cfg.seed}"
+__all__ = ["SPEC_KEY", "extract_spec", "rows_per_sample"]
 
 
 def rows_per_sample(cfg: ClipConfig, kind: str) -> int | None:
@@ -34,13 +21,19 @@ def rows_per_sample(cfg: ClipConfig, kind: str) -> int | None:
     return None if cfg.fps is not None else cfg.frames * cfg.tokens_per_frame
 
 
+def feature_spec(cfg: ClipConfig) -> FeatureSpec:
+    """The contract's spec of features made with `cfg` (times relative to its frames until build-qa says else)."""
+    head, weights, preprocessing, *extras = encoder_id(cfg).split("|")
+    family, model = head.split(":", 1)
+    pixels = [part for part in extras if not part.startswith(("fps", "frames", "tokens"))]
+    fps = cfg.fps is not None
+    return FeatureSpec(encoder_family=family, encoder_model=model, weights_digest=weights,
+                       width=int(output_width(cfg)), sampling="fps" if fps else "uniform",
+                       frames=int(cfg.max_frames if fps else cfg.frames), fps=float(cfg.fps) if fps else None,
+                       tokens_per_frame=int(cfg.tokens_per_frame), preprocessing="|".join([preprocessing, *pixels]))
+
+
 def extract_spec(cfg: ClipConfig) -> dict:
-    """The spec of features made with `cfg` (the preprocessing adds `antialias` and `fast_resize`: both change the
-    features)."""
-    return {
-        "encoder": {"family": cfg.family, "model": cfg.model, "weights": weights_digest(cfg),
-                    "width": int(output_width(cfg))},
-        "sampling": sampling_rule(cfg),
-        "tokens_per_frame": int(cfg.tokens_per_frame),
-        "preprocessing": {**cfg.pixel_spec.to_json(), "fast_resize": bool(cfg.fast_resize)},
-    }
+    """`feature_spec` as index.json holds it: the contract's JSON plus the pixel steps spelled out (`pixels`:
+    resize, crop, mean/std, interpolation, antialias, fast resize)."""
+    return {**feature_spec(cfg).to_json(), "pixels": {**cfg.pixel_spec.to_json(), "fast_resize": bool(cfg.fast_resize)}}

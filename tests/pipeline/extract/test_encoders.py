@@ -79,8 +79,8 @@ def test_hugging_face_towers_from_a_local_folder(media, tmp_path, kind):
     assert feats.shape == (64, 64) and len(meta["frame_times"]) == 16
     assert encoder_id(cfg).startswith(f"hf:{folder}|sha256:") and "frames16" in encoder_id(cfg)
     spec = extract_spec(cfg)
-    assert spec["encoder"]["family"] == "hf" and spec["encoder"]["width"] == 64
-    assert spec["encoder"]["weights"].startswith("sha256:") and len(spec["encoder"]["weights"]) == 71
+    assert spec["encoder"]["family"] == "hf" and spec["width"] == 64
+    assert spec["encoder"]["weights"] == encoder_id(cfg).split("|")[1] and spec["encoder"]["weights"].startswith("sha256:")
     assert spec["sampling"] == {"rule": "uniform", "frames": 16} and spec["tokens_per_frame"] == 4
 
 
@@ -111,16 +111,25 @@ def test_fps_run_writes_variable_frames_and_the_spec(media, tmp_path):
     index = read_index(out)
     assert index["num_frames"] is None and index["dim"] == 128
     spec = json.loads(json.dumps(index["feature_spec"]))
-    assert spec == {"encoder": {"family": "open_clip", "model": "tiny-random-siglip", "weights": "random-seed0",
-                                "width": 128},
-                    "sampling": {"rule": "fps", "fps": 1.0, "max_frames": 64}, "tokens_per_frame": 4,
-                    "preprocessing": {"resize": "squash:64", "crop": None, "mean": [0.5] * 3, "std": [0.5] * 3,
-                                      "interpolation": "bicubic", "antialias": False, "fast_resize": False}}
+    pre = encoder_id(clip).split("|")
+    assert spec == {"encoder": {"family": "open_clip", "model": "tiny-random-siglip", "weights": "random-seed0"},
+                    "width": 128, "sampling": {"rule": "fps", "fps": 1.0, "max_frames": 64}, "tokens_per_frame": 4,
+                    "preprocessing": "|".join([pre[2], pre[3]]),
+                    "time_format": {"kind": "relative", "positions": 64},
+                    "pixels": {"resize": "squash:64", "crop": None, "mean": [0.5] * 3, "std": [0.5] * 3,
+                               "interpolation": "bicubic", "antialias": False, "fast_resize": False}}
 
 
 def test_default_spec_is_vtimellms():
     spec = extract_spec(ClipConfig(model="tiny-random"))
-    assert spec["encoder"]["width"] == 768 and spec["sampling"] == {"rule": "uniform", "frames": 100}
-    assert spec["tokens_per_frame"] == 1 and spec["preprocessing"]["resize"] == "short_side:224"
+    assert spec["width"] == 768 and spec["sampling"] == {"rule": "uniform", "frames": 100}
+    assert spec["tokens_per_frame"] == 1 and spec["pixels"]["resize"] == "short_side:224"
+    # the contract reads it back, and a spec derived from an older index.json (its encoder id only) agrees with it
+    from pipeline.contract.feature_spec import FeatureSpec, check
+
+    new = FeatureSpec.from_json(spec)
+    old = FeatureSpec.from_encoder_id(encoder_id(ClipConfig(model="tiny-random")), 100, 768)
+    assert new.describe().startswith("open_clip:tiny-random (random-seed0) 768-d, uniform 100 frames × 1 token")
+    check(old, new, "old shards")
     assert encoder_id(ClipConfig(model="tiny-random")) == \
         "open_clip:tiny-random|random-seed0|tv-bicubic-short224-noaa_center224_clipnorm"
