@@ -5,7 +5,8 @@ pair with the sentence stripped (the published sentences carry leading spaces); 
 text (null) is rejected, not read as "None". An id given twice keeps its first entry, the later ones are rejected as
 `duplicate_id`; an empty id is one rejection (`bad_id`), not the end of the file. Events with start ≥ end are rejected
 one by one; events ending past the duration are kept as published and the row is flagged. Under `--media-root` the
-file is `{vid}` or, as many mirrors name it, the bare YouTube id without `v_`, with .mp4, .mkv or .webm.
+file is `{vid}` or, as many mirrors name it, the bare YouTube id without `v_`, with .mp4, .mkv or .webm. The file is
+read entry by entry (`manifests.jsonstream`) and rows come in file order.
 
 YouCook2 as PDVC lays it out (`yc2_train.json`, `yc2_val.json`) is the same object, read by this reader under the
 name `youcook2` (rows say `dataset: youcook2`). What differs: ids are bare YouTube ids (no `v_`), timestamps are whole
@@ -17,18 +18,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from manifests.common import (
     BAD_ID,
     DUPLICATE_ID,
     NO_CAPTION,
     NO_USABLE_EVENTS,
+    START_NOT_BEFORE_END,
     UNPARSABLE,
     check_events,
-    count_event_stats,
     resolve_video,
 )
-from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
+from manifests.jsonstream import iter_object
+from manifests.schema import Event, ManifestRow, ReadResult, Rejection, collect, make_key
 
 DATASET = "activitynet"
 
@@ -103,32 +106,64 @@ def read_activitynet(annotations: str | Path, durations: str | Path | None = Non
 
 def _read(annotations: str | Path, durations: str | Path | None, media_root: str | Path | None,
           dataset: str) -> ReadResult:
+    stats: dict = {}
+    return collect(stream_activitynet(annotations, durations, media_root, stats=stats, dataset=dataset), stats)
+
+
+def stream_youcook2(annotations: str | Path, durations: str | Path | None = None,
+                    media_root: str | Path | None = None, *, stats: dict) -> Iterator[ManifestRow | Rejection]:
+    return stream_activitynet(annotations, durations, media_root, stats=stats, dataset="youcook2")
+
+
+def stream_activitynet(annotations: str | Path, durations: str | Path | None = None,
+                       media_root: str | Path | None = None, *, stats: dict,
+                       dataset: str = DATASET) -> Iterator[ManifestRow | Rejection]:
+    """Rows and rejections video by video, in file order (the file is parsed incrementally; the published files
+    list their ids sorted); `stats` is complete once the iterator is exhausted. Memory: one entry plus the ids seen
+    (to reject a repeated one)."""
     if durations is not None:
         raise ValueError(f"{dataset} takes durations from its annotation file; --durations is not used")
+    seen: set[str] = set()
+    counts = {"videos_in": 0, "rows": 0, "events_kept": 0, "events_end_past_duration": 0, "events_rejected": 0}
     with open(annotations) as f:
-        data = json.load(f, object_pairs_hook=_first_wins)
-    if not isinstance(data, dict):
-        raise ValueError(f"{annotations}: expected an object {{video id: {{duration, timestamps, sentences}}}}")
-    result = ReadResult()
-    for vid in data.duplicates:  # the first entry of an id is read, a later one is rejected, never merged
-        result.rejected.append(Rejection(vid, DUPLICATE_ID, "the id appears again later in the file; first kept"))
-    for vid in sorted(data):
-        if not vid.strip() or not make_key_ok(vid):
-            result.rejected.append(Rejection(vid or "<empty id>", BAD_ID, f"id {vid!r} gives no sample key"))
-            continue
         try:
-            duration, events = _parse_events(vid, data[vid], result)
-        except (KeyError, TypeError, ValueError) as exc:
-            result.rejected.append(Rejection(vid, UNPARSABLE, f"{type(exc).__name__}: {exc}"))
-            continue
-        kept, flags = check_events(events, duration, vid, result)
-        if not kept:
-            result.rejected.append(Rejection(vid, NO_USABLE_EVENTS, f"{len(events)} published events, none usable"))
-            continue
-        result.rows.append(ManifestRow(
-            key=make_key(vid), dataset=dataset, kind="video",
-            media=resolve_video(media_root, vid, alt_stems=_alt_stems(vid, data[vid])), window=None,
-            duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags))))
-    result.stats = {"videos_in": len(data) + len(data.duplicates)}
-    count_event_stats(result)
-    return result
+            for vid, entry in iter_object(f, pairs_hook=_first_wins):
+                counts["videos_in"] += 1
+                if vid in seen:  # the first entry of an id is read, a later one is rejected, never merged
+                    yield Rejection(vid, DUPLICATE_ID, "the id appears again later in the file; first kept")
+                    continue
+                seen.add(vid)
+                yield from _video(vid, entry, media_root, dataset, counts)
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                raise
+            raise ValueError(f"{annotations}: expected an object {{video id: {{duration, timestamps, sentences}}}}"
+                             ) from None
+    stats.update(counts)
+
+
+def _video(vid: str, entry: object, media_root: str | Path | None, dataset: str,
+           counts: dict) -> Iterator[ManifestRow | Rejection]:
+    """One video's row (or its rejection) after the rejections of its events."""
+    if not vid.strip() or not make_key_ok(vid):
+        yield Rejection(vid or "<empty id>", BAD_ID, f"id {vid!r} gives no sample key")
+        return
+    scratch = ReadResult()
+    try:
+        duration, events = _parse_events(vid, entry, scratch)
+    except (KeyError, TypeError, ValueError) as exc:
+        yield from scratch.rejected
+        yield Rejection(vid, UNPARSABLE, f"{type(exc).__name__}: {exc}")
+        return
+    kept, flags = check_events(events, duration, vid, scratch)
+    counts["events_rejected"] += sum(1 for r in scratch.rejected if r.reason == START_NOT_BEFORE_END)
+    yield from scratch.rejected
+    if not kept:
+        yield Rejection(vid, NO_USABLE_EVENTS, f"{len(events)} published events, none usable")
+        return
+    counts["rows"] += 1
+    counts["events_kept"] += len(kept)
+    counts["events_end_past_duration"] += sum(1 for e in kept if e.end > duration)
+    yield ManifestRow(key=make_key(vid), dataset=dataset, kind="video",
+                      media=resolve_video(media_root, vid, alt_stems=_alt_stems(vid, entry)), window=None,
+                      duration=duration, events=tuple(kept), source_id=vid, flags=tuple(sorted(flags)))

@@ -1,6 +1,6 @@
 """`vtl-pipeline manifest`: its frozen config and the one function the command calls.
 
-`build_manifest` reads one annotation source with `read_dataset`, writes the Parquet manifest and its
+`build_manifest` streams one annotation source through `stream_dataset` into the Parquet manifest (row groups) and its
 `.errors.jsonl`, and records provenance (dataset, annotation path + sha256, durations path + sha256, media root,
 options, the producing package) in the Parquet metadata, so every manifest says how it was made.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from manifests.readers import READERS, read_dataset, reader_options
-from manifests.schema import ReadResult, errors_path, file_sha256, write_manifest
+from manifests.readers import KEPT, READERS, final_stats, reader_options, stream_dataset
+from manifests.schema import errors_path, file_sha256
+from manifests.writer import ManifestWriter
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,34 @@ def provenance(cfg: ManifestConfig, producer: dict, origin: dict | None = None) 
     }
 
 
-def build_manifest(cfg: ManifestConfig, producer: dict, origin: dict | None = None) -> tuple[ReadResult, Path, Path]:
-    """Read, write the manifest and its errors file; returns the result and both paths."""
-    result = read_dataset(cfg.dataset, cfg.annotations, durations=cfg.durations, media_root=cfg.media_root,
-                          **cfg.options)
-    out = write_manifest(result, cfg.out, provenance(cfg, producer, origin))
-    return result, out, errors_path(out)
+@dataclass
+class ManifestSummary:
+    """What `vtl-pipeline manifest` reports of a written manifest (the rows themselves are in the file)."""
+
+    rows: int
+    events: int
+    flags: dict
+    rejections: dict
+    stats: dict
+
+
+def build_manifest(cfg: ManifestConfig, producer: dict, origin: dict | None = None
+                   ) -> tuple[ManifestSummary, Path, Path]:
+    """Read and write the manifest and its errors file row group by row group (memory does not grow with the
+    annotation file); returns the summary and both paths."""
+    stats: dict = {}
+    items = stream_dataset(cfg.dataset, cfg.annotations, durations=cfg.durations, media_root=cfg.media_root,
+                           stats=stats, **cfg.options)
+    writer = ManifestWriter(cfg.out)
+    try:
+        for stage, item in items:
+            writer.reject(item, stage) if stage != KEPT else writer.add(item)
+        out = writer.close(provenance(cfg, producer, origin),
+                           lambda w: final_stats(stats, w.rows, w.flags, w.reasons))
+    except BaseException:
+        writer.abort()
+        raise
+    summary = ManifestSummary(writer.rows, writer.events, dict(sorted(writer.flags.items())),
+                              dict(sorted(writer.reasons.items())), final_stats(stats, writer.rows, writer.flags,
+                                                                                 writer.reasons))
+    return summary, out, errors_path(out)

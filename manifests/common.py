@@ -179,35 +179,37 @@ def unique_keys(result: ReadResult) -> ReadResult:
     return result
 
 
-def check_rows(result: ReadResult) -> ReadResult:
+def check_row(row: ManifestRow) -> tuple[ManifestRow | None, list[Rejection]]:
     """What every reader's rows must satisfy, as per-record rejections: a duration (when known) finite and > 0; a window
     and event times finite (a window [0, Infinity] would fail extract's whole task, not one row); no
     `<video>` in a caption, or a caption over MAX_CAPTION_CHARS (that event is rejected; a row left without events, or
-    an image caption, is rejected)."""
+    an image caption, is rejected). Returns the row as kept (None when rejected) and the rejections."""
+    ident = row.source_id or row.key
+    d = row.duration
+    if d is not None and not (isinstance(d, (int, float)) and math.isfinite(d) and d > 0):
+        return None, [Rejection(ident, BAD_DURATION, f"duration {d!r}: must be finite and > 0")]
+    if row.window is not None and not all(math.isfinite(t) and t >= 0 for t in row.window):
+        return None, [Rejection(ident, BAD_WINDOW, f"window {list(row.window)}: need finite 0 ≤ start < end")]
+    if not all(math.isfinite(t) for ev in row.events for t in (ev.start, ev.end)):
+        return None, [Rejection(ident, BAD_VALUE, "an event time is not a finite number")]
+    if row.caption is not None and (problem := caption_problem(row.caption)):
+        return None, [Rejection(ident, *problem)]
+    events = tuple(ev for ev in row.events if not caption_problem(ev.caption))
+    rejected = [Rejection(f"{ident}#{i}", *problem)
+                for i, ev in enumerate(row.events) if (problem := caption_problem(ev.caption))]
+    if row.events and not events:
+        return None, [*rejected, Rejection(ident, NO_USABLE_EVENTS, "no event has a usable caption")]
+    return (row if events == row.events else replace(row, events=events)), rejected
+
+
+def check_rows(result: ReadResult) -> ReadResult:
+    """`check_row` over a result's rows."""
     kept = []
     for row in result.rows:
-        ident = row.source_id or row.key
-        d = row.duration
-        if d is not None and not (isinstance(d, (int, float)) and math.isfinite(d) and d > 0):
-            result.rejected.append(Rejection(ident, BAD_DURATION, f"duration {d!r}: must be finite and > 0"))
-            continue
-        if row.window is not None and not all(math.isfinite(t) and t >= 0 for t in row.window):
-            result.rejected.append(Rejection(ident, BAD_WINDOW, f"window {list(row.window)}: need finite 0 ≤ start < end"))
-            continue
-        if not all(math.isfinite(t) for ev in row.events for t in (ev.start, ev.end)):
-            result.rejected.append(Rejection(ident, BAD_VALUE, "an event time is not a finite number"))
-            continue
-        if row.caption is not None and (problem := caption_problem(row.caption)):
-            result.rejected.append(Rejection(ident, *problem))
-            continue
-        events = tuple(ev for ev in row.events if not caption_problem(ev.caption))
-        for i, ev in enumerate(row.events):
-            if problem := caption_problem(ev.caption):
-                result.rejected.append(Rejection(f"{ident}#{i}", *problem))
-        if row.events and not events:
-            result.rejected.append(Rejection(ident, NO_USABLE_EVENTS, "no event has a usable caption"))
-            continue
-        kept.append(row if events == row.events else replace(row, events=events))
+        row, rejected = check_row(row)
+        result.rejected.extend(rejected)
+        if row is not None:
+            kept.append(row)
     result.rows = kept
     return result
 
@@ -253,27 +255,38 @@ def flag_remote(row: ManifestRow) -> ManifestRow:
     return replace(row, flags=tuple(sorted({*row.flags, REMOTE_MEDIA})))
 
 
+def media_checked(row: ManifestRow, media_root: str | Path | None) -> ManifestRow | Rejection:
+    """The row with file:// media stored as a plain path (flagged when it must be downloaded first), or the rejection
+    `media_problem` names (before any file is looked up)."""
+    media = plain_media(row.media)
+    problem = media_problem(media, media_root)
+    if problem:
+        return Rejection(row.source_id or row.key, *problem)
+    return flag_remote(row if media == row.media else replace(row, media=media))
+
+
 def check_media(result: ReadResult, media_root: str | Path | None) -> ReadResult:
-    """Store file:// media as plain paths and reject media `media_problem` names (before any file is looked up)."""
+    """`media_checked` over a result's rows."""
     kept = []
     for row in result.rows:
-        media = plain_media(row.media)
-        problem = media_problem(media, media_root)
-        if problem:
-            result.rejected.append(Rejection(row.source_id or row.key, *problem))
-        else:
-            kept.append(row if media == row.media else replace(row, media=media))
-    result.rows = [flag_remote(row) for row in kept]
+        out = media_checked(row, media_root)
+        (kept if isinstance(out, ManifestRow) else result.rejected).append(out)
+    result.rows = kept
     return result
+
+
+def missing_media(row: ManifestRow) -> Rejection | None:
+    """The rejection of a row whose local media file does not exist (URIs are left to the decoder)."""
+    if is_uri(row.media) or Path(row.media).is_file():
+        return None
+    return Rejection(row.source_id or row.key, MEDIA_MISSING, row.media)
 
 
 def drop_missing_media(result: ReadResult) -> ReadResult:
     """Reject rows whose local media file does not exist (URIs are left to the decoder)."""
     kept = []
     for row in result.rows:
-        if is_uri(row.media) or Path(row.media).is_file():
-            kept.append(row)
-        else:
-            result.rejected.append(Rejection(row.source_id or row.key, MEDIA_MISSING, row.media))
+        rejection = missing_media(row)
+        (kept if rejection is None else result.rejected).append(rejection or row)
     result.rows = kept
     return result

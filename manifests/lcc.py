@@ -1,15 +1,18 @@
 """LLaVA's LCS-558K (`blip_laion_cc_sbu_558k.json`): `[{id, image, conversations}]` → one image row per record.
 
 The caption is the first `gpt` turn (the human turn is one of LLaVA's "describe the image" prompts and is not kept);
-`media` is the `image` path, under `--media-root` when given. Stage 1 of VTimeLLM trains on exactly these pairs.
+`media` is the `image` path, under `--media-root` when given. The file is parsed record by record
+(`manifests.jsonstream`), so its size does not bound memory. Stage 1 of VTimeLLM trains on exactly these pairs.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from manifests.common import NO_CAPTION, NO_MEDIA, UNPARSABLE, resolve_named
-from manifests.schema import ManifestRow, ReadResult, Rejection, make_key
+from manifests.jsonstream import iter_array
+from manifests.schema import ManifestRow, ReadResult, Rejection, collect, make_key
 
 DATASET = "lcc"
 
@@ -34,17 +37,27 @@ def _row(i: int, rec: object, media_root: str | Path | None) -> ManifestRow | Re
                        media=resolve_named(media_root, str(rec["image"])), caption=caption, source_id=rid)
 
 
-def read_lcc(annotations: str | Path, durations: str | Path | None = None,
-             media_root: str | Path | None = None) -> ReadResult:
+def stream_lcc(annotations: str | Path, durations: str | Path | None = None,
+               media_root: str | Path | None = None, *, stats: dict) -> Iterator[ManifestRow | Rejection]:
+    """Rows and rejections record by record (the file is parsed incrementally); `stats` is complete at the end."""
     if durations is not None:
         raise ValueError("lcc holds images; --durations is not used")
+    n = rows = 0
     with open(annotations) as f:
-        data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{annotations}: expected a list of {{id, image, conversations}}")
-    result = ReadResult(stats={"records_in": len(data)})
-    for i, rec in enumerate(data):
-        out = _row(i, rec, media_root)
-        (result.rows if isinstance(out, ManifestRow) else result.rejected).append(out)
-    result.stats["rows"] = len(result.rows)
-    return result
+        try:
+            for i, rec in enumerate(iter_array(f)):
+                n += 1
+                out = _row(i, rec, media_root)
+                rows += isinstance(out, ManifestRow)
+                yield out
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                raise
+            raise ValueError(f"{annotations}: expected a list of {{id, image, conversations}}") from None
+    stats.update({"records_in": n, "rows": rows})
+
+
+def read_lcc(annotations: str | Path, durations: str | Path | None = None,
+             media_root: str | Path | None = None) -> ReadResult:
+    stats: dict = {}
+    return collect(stream_lcc(annotations, durations, media_root, stats=stats), stats)

@@ -4,23 +4,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from manifests.schema import ReadResult
-
 _DETAIL_KEYS = ("rows", "kept", "flagged", "rejected")
 
 
-def summary_table(dataset: str, result: ReadResult, out: Path, errors: Path):
+def summary_table(dataset: str, result, out: Path, errors: Path):
+    """`result`: a `manifests.build.ManifestSummary`."""
     from rich.table import Table
 
     table = Table(title=f"manifest: {dataset}", show_lines=False)
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_row("[bold]kept rows[/]", str(len(result.rows)))
-    table.add_row("  events in kept rows", str(sum(len(r.events) for r in result.rows)))
-    for flag, n in sorted(result.flag_counts().items()):
+    table.add_row("[bold]kept rows[/]", str(result.rows))
+    table.add_row("  events in kept rows", str(result.events))
+    for flag, n in sorted(result.flags.items()):
         table.add_row(f"  [yellow]flagged[/] {flag}", str(n))
-    table.add_row("[bold]rejected[/]", str(len(result.rejected)))
-    for reason, n in sorted(result.rejection_counts().items()):
+    table.add_row("[bold]rejected[/]", str(sum(result.rejections.values())))
+    for reason, n in sorted(result.rejections.items()):
         table.add_row(f"  [red]rejected[/] {reason}", str(n))
     for name, value in result.stats.items():
         if name in _DETAIL_KEYS:

@@ -13,7 +13,9 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from manifests.writer import ManifestWriter, arrow_schema, errors_path  # noqa: F401  (the contract names them here)
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 """A sample key inside shards. No dots: WebDataset splits member names on the first dot."""
@@ -27,12 +29,6 @@ def make_key(text: str) -> str:
     if not key:
         raise ValueError(f"cannot make a key from {text!r}")
     return key
-
-
-def errors_path(manifest_path: str | Path) -> Path:
-    """Where the rejections of a manifest go: `x.parquet` → `x.errors.jsonl`."""
-    p = Path(manifest_path)
-    return p.with_name(p.name.removesuffix(".parquet") + ".errors.jsonl")
 
 
 @dataclass(frozen=True)
@@ -113,22 +109,13 @@ class ReadResult:
         return Counter(r.reason for r in self.rejected)
 
 
-def arrow_schema():
-    import pyarrow as pa
-
-    event = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("caption", pa.string())])
-    return pa.schema([
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("media", pa.string(), nullable=False),
-        pa.field("window", pa.struct([("start", pa.float64()), ("end", pa.float64())])),
-        pa.field("duration", pa.float64()),
-        pa.field("events", pa.list_(event)),
-        pa.field("caption", pa.string()),
-        pa.field("source_id", pa.string()),
-        pa.field("flags", pa.list_(pa.string())),
-    ])
+def collect(items: Iterable[ManifestRow | Rejection], stats: dict) -> ReadResult:
+    """A streaming reader's rows and rejections gathered into one ReadResult (`stats` is filled once drained)."""
+    result = ReadResult()
+    for item in items:
+        (result.rows if isinstance(item, ManifestRow) else result.rejected).append(item)
+    result.stats = stats
+    return result
 
 
 def duplicate_keys(keys: Iterable[str]) -> list[str]:
@@ -149,34 +136,21 @@ def manifest_problem(rows: list[dict]) -> str | None:
 
 
 def write_manifest(result: ReadResult, path: str | Path, provenance: dict) -> Path:
-    """Write rows as Parquet (provenance in the file's metadata) and rejections beside it; returns the Parquet path."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Write rows as Parquet in row groups (provenance in the file's metadata) and rejections beside it; returns the
+    Parquet path."""
     dup = duplicate_keys(r.key for r in result.rows)
     if dup:
         raise ValueError(f"duplicate manifest keys: {dup[:5]}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    records = []
-    for r in result.rows:
-        d = r.to_json()
-        d["window"] = {"start": r.window[0], "end": r.window[1]} if r.window is not None else None
-        records.append(d)
-    meta = {
-        "vtl.provenance": json.dumps(provenance, sort_keys=True),
-        "vtl.stats": json.dumps(result.stats, sort_keys=True, default=str),
-    }
-    table = pa.Table.from_pylist(records, schema=arrow_schema().with_metadata(meta))
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    err = errors_path(path)
-    with open(err.with_name(err.name + ".tmp"), "w") as f:
+    writer = ManifestWriter(path)
+    try:
+        for row in result.rows:
+            writer.add(row)
         for rej in result.rejected:
-            f.write(json.dumps(asdict(rej)) + "\n")
-    err.with_name(err.name + ".tmp").replace(err)
-    return path
+            writer.reject(rej)
+        return writer.close(provenance, lambda _: result.stats)
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def iter_manifest(path: str | Path, batch_size: int = 4096) -> Iterator[ManifestRow]:

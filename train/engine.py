@@ -94,6 +94,9 @@ def _free_port() -> int:
 
 def init_distributed() -> tuple[int, int, int]:
     """Join the launcher's process group (torchrun / deepspeed set RANK etc.); a bare `python` run is rank 0 of 1."""
+    from train.op_cache import set_extensions_dir
+
+    set_extensions_dir(torch.__version__)  # before DeepSpeed builds an op: one op folder per environment
     import deepspeed
     import torch.distributed as dist
 

@@ -30,9 +30,11 @@ GROUNDING_QUERY_RE = re.compile("^" + re.escape(GROUNDING_QUERY).replace(re.esca
 
 
 def normalize_sentence(sentence: str) -> str:
-    """VTimeLLM's eval rule for the query sentence: stripped, lower-cased, one final period removed."""
+    """VTimeLLM's eval rule for the query sentence: stripped, lower-cased, one final period removed; stripped again
+    after that, because ActivityNet writes "... a race ." and a kept trailing space would not survive the query's
+    round trip (`query_sentence` strips what it parses)."""
     text = sentence.strip().lower()
-    return text[:-1] if text.endswith(".") else text
+    return text[:-1].rstrip() if text.endswith(".") else text
 
 
 def grounding_query(sentence: str) -> str:

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from manifests.schema import make_key
 from pipeline.contract.conversation import turns_problem
@@ -59,13 +60,15 @@ def _video_key(record) -> str | None:
 def assign_keys(records: list) -> list[KeyedRecord]:
     """Apply the key rule to every record, in file order. Keys are unique; a record whose key would repeat one
     already given (or that has no id) gets key None and is reported by the caller."""
-    video_keys = [_video_key(r) for r in records]
-    counts = Counter(k for k in video_keys if k is not None)
+    return list(iter_keyed(records, Counter(k for k in map(_video_key, records) if k is not None)))
+
+
+def iter_keyed(records: Iterable, counts: Counter) -> Iterator[KeyedRecord]:
+    """`assign_keys` one record at a time, given the count of each video key over the whole file (a first pass)."""
     seen: Counter = Counter()
     given: set[str] = set()
-    out = []
-    for pos, (record, vkey) in enumerate(zip(records, video_keys)):
-        key = None
+    for pos, record in enumerate(records):
+        vkey, key = _video_key(record), None
         if vkey is not None:
             key = vkey if counts[vkey] == 1 else f"{vkey}-d{seen[vkey]}"
             seen[vkey] += 1
@@ -73,8 +76,7 @@ def assign_keys(records: list) -> list[KeyedRecord]:
                 key = None
             else:
                 given.add(key)
-        out.append(KeyedRecord(key, vkey, record if isinstance(record, dict) else {}, pos))
-    return out
+        yield KeyedRecord(key, vkey, record if isinstance(record, dict) else {}, pos)
 
 
 def record_label(kr: KeyedRecord) -> str:

@@ -7,13 +7,17 @@ random other sample (missing or unreadable `.npy`), we write an error record ins
 """
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from infra import storage
 from infra.preflight import preflight
+from manifests.jsonstream import iter_array
 from manifests.schema import file_sha256
 from pipeline.contract.conversation import FORMATS
 from pipeline.contract.npy import load_npy_bytes
@@ -23,9 +27,9 @@ from pipeline.qa.budget import TokenBudget, default_format, not_checked
 from pipeline.qa.dialogues import (
     KeyedRecord,
     RecordError,
-    assign_keys,
+    _video_key,
     check_turns,
-    load_records,
+    iter_keyed,
     record_duration,
     record_label,
     render_dialogue,
@@ -186,17 +190,43 @@ def _import_one(kr: KeyedRecord, cfg: ImportConfig, stage: int, out: QaOutput, b
     out.write(kr.key, feats, build_meta(kr, feats, stage), conv)
 
 
+def iter_records(path) -> Iterator[object]:
+    """The records of a released JSON list, one at a time (LCS-558K is 1.15 GB: never held whole)."""
+    with storage.open(path, "r", encoding="utf-8") as f:
+        yield from iter_array(f)
+
+
+def scan_records(path) -> tuple[int, Counter, list]:
+    """First pass: number of records, count of each video key (for the key rule), the first 1000 (stage inference).
+    A file that is not a JSON list is a wrong input: one ValueError, before anything is written."""
+    n, counts, head = 0, Counter(), []
+    try:
+        for record in iter_records(path):
+            n += 1
+            vkey = _video_key(record)
+            if vkey is not None:
+                counts[vkey] += 1
+            if len(head) < 1000:
+                head.append(record)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path} as JSON: {exc}") from exc
+    except ValueError:
+        raise ValueError(f"{path}: expected a JSON list of records") from None
+    return n, counts, head
+
+
 def run_import(cfg: ImportConfig) -> ImportResult:
-    records = load_records(cfg.json)
-    stage = cfg.stage or infer_stage(records)
+    n_records, key_counts, head = scan_records(cfg.json)
+    stage = cfg.stage or infer_stage(head)
     budget = None if cfg.tokenizer is None else TokenBudget(Path(cfg.tokenizer), cfg.max_tokens,
                                                              cfg.conv_format or default_format(stage))
     stats = QaStats(stage=stage, source="import-vtimellm")
-    stats.inputs["records"] = len(records)
+    stats.inputs["records"] = n_records
     out = QaOutput(out_location(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard,
                    cfg.overwrite)
     try:
-        for kr in progress_iter(assign_keys(records), len(records), f"import stage {stage}", cfg.progress):
+        keyed = iter_keyed(iter_records(cfg.json), key_counts)  # second pass, record by record
+        for kr in progress_iter(keyed, n_records, f"import stage {stage}", cfg.progress):
             _import_one(kr, cfg, stage, out, budget)
     except BaseException:
         out.abort()  # no half-written shard left behind (a read-only or full output folder)

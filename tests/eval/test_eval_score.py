@@ -172,3 +172,17 @@ def test_malformed_spans_and_events_are_named():
         score("grounding", [{"video": "v", "query": "a man runs", "span": [1]}], truth)
     with pytest.raises(ValueError, match="events must be"):
         score("dvc", [{"video": "v", "events": [{"start": 0}]}], truth)
+
+
+def test_query_only_prediction_on_a_sentence_ending_in_space_period(tmp_path):
+    anet = REAL / "activitynet_captions_train_sample.json"
+    vid, sentence = "v_08ItAtlb60Q", " Men on their bikes are waiting to start a race ."
+    assert sentence in json.loads(anet.read_text())[vid]["sentences"]
+    pred = tmp_path / "pred.jsonl"
+    query = f"During which frames can we see {sentence.strip().lower()[:-1].rstrip()}?"
+    pred.write_text(json.dumps({"video": vid, "query": query, "answer": "From 00 to 10."}) + "\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["score", "--benchmark", "grounding", "--predictions", str(pred),
+                                   "--annotations", str(anet), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "metrics.json").read_text())["n"] == 1

@@ -93,3 +93,10 @@ def test_grounding_query_round_trip():
     assert query_sentence(query) == "a man opens the door"
     assert query_sentence("Some other question.") == "some other question"
     assert DVC_QUERY.endswith('{"event": "xx", "timestamps": "from xx to xx"}.')
+
+
+def test_real_activitynet_sentence_ending_in_space_period_round_trips():
+    # ActivityNet Captions train, v_08ItAtlb60Q, verbatim (a space before the final period)
+    sentence = " Men on their bikes are waiting to start a race ."
+    assert normalize_sentence(sentence) == "men on their bikes are waiting to start a race"
+    assert query_sentence(grounding_query(sentence)) == normalize_sentence(sentence)
