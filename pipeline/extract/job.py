@@ -18,7 +18,7 @@ from pathlib import Path
 from infra import storage
 from infra.preflight import preflight
 from pipeline.contract.provenance import RUN_CONFIG, producer
-from pipeline.contract.shards import FEATURE_DIM, INDEX
+from pipeline.contract.shards import FEATURE_DIM
 from pipeline.extract.clip import ModelLoadError, encoder_id
 from pipeline.extract.config import ExtractConfig, ExtractError
 from pipeline.extract.encoder_plan import Cluster, EncoderPlan, plan_encoders
@@ -91,7 +91,7 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
                 ready, notes = time.time(), list(plan.notes)
                 outcomes = _run(cfg, executor, job, plan, store, todo, console)
             failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
-            counts = RunCounts(0, Counter()) if failed else _finalize(store, done, bool(todo))
+            counts = RunCounts(0, Counter()) if failed else _finalize(store, done)
     except (PlanMismatch, RunLocked) as e:
         raise ExtractError(str(e)) from e
     step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
@@ -139,9 +139,9 @@ def _run(cfg: ExtractConfig, executor: Executor, job: Job, plan: EncoderPlan, st
         executor.shutdown()
 
 
-def _finalize(store: TaskStore, done: dict[int, dict], ran: bool) -> RunCounts:
-    """errors.jsonl, then index.json (every task done); a folder already finished is only read."""
-    if not ran and storage.exists(storage.join(store.out, INDEX)):
+def _finalize(store: TaskStore, done: dict[int, dict] | None) -> RunCounts:
+    """errors.jsonl, then index.json (every task done); a folder already finished (`done` None) is only read."""
+    if done is None:
         return store.counts()
     kinds = store.plan["kinds"]
     return store.finalize(done, num_frames=FRAMES_PER_ROW[kinds[0]] if len(kinds) == 1 else None, dim=FEATURE_DIM,

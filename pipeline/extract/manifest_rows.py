@@ -16,6 +16,9 @@ from pipeline.extract.config import ExtractError
 
 CHECK_BATCH = 65536
 READ_BATCH = 4096
+READ_BUFFER = 1 << 20
+"""Bytes a task reads from the manifest at a time (from an object store: one ranged GET), rather than whole column
+chunks of its row groups."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def read_rows(path: str, start: int, stop: int, base: str) -> list[dict]:
     import pyarrow.parquet as pq
 
     with storage.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, buffer_size=READ_BUFFER)  # pages read as needed: the loop stops at `stop`
         groups, first, offset = [], None, 0
         for g in range(pf.metadata.num_row_groups):
             n = pf.metadata.row_group(g).num_rows

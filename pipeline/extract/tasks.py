@@ -121,29 +121,45 @@ class TaskStore:
             storage.write_json_atomic(self.plan_file, self.plan)
 
     # --- tasks ------------------------------------------------------------------------------------------------
-    def resume(self, tasks: list[Task]) -> tuple[list[Task], dict[int, dict]]:
-        """(the tasks without a valid marker, the valid markers by task): one listing of the folder and one of
-        `tasks/`, one read per marker; what the unfinished tasks left in that listing is removed here."""
+    def resume(self, tasks: list[Task]) -> tuple[list[Task], dict[int, dict] | None]:
+        """(the tasks without a valid marker, the valid markers by task; None for a finished folder): one listing of
+        the folder and one of `tasks/`, then one read per marker; what the unfinished tasks left is removed here.
+        A folder whose index.json is there, with every marker and every indexed shard, is finished: nothing is read.
+        Work left makes the folder unfinished again: its stale index.json goes first."""
         names = set(storage.listdir(self.out))
-        done = self._markers(range(self.plan["num_tasks"]), names)
+        listed = set(storage.listdir(storage.join(self.out, TASKS_DIR)))
+        if INDEX in names and self._finished(names, listed):
+            return [], None
+        done = self._markers(range(self.plan["num_tasks"]), names, listed)
         todo = [t for t in tasks if t.task_id not in done]
+        if todo and INDEX in names:
+            storage.remove(storage.join(self.out, INDEX))
         unfinished = {t.task_id for t in todo}
         for name in names:
             if _task_of(name) in unfinished:
                 storage.remove(storage.join(self.out, name))
         return todo, done
 
-    def _markers(self, task_ids, names: set[str]) -> dict[int, dict]:
+    def _finished(self, names: set[str], listed: set[str]) -> bool:
+        if not all(task_name(t) + MARKER_SUFFIX in listed for t in range(self.plan["num_tasks"])):
+            return False
+        try:
+            return all(s["name"] in names for s in storage.read_json(storage.join(self.out, INDEX))["shards"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return False
+
+    def _markers(self, task_ids, names: set[str], listed: set[str] | None = None) -> dict[int, dict]:
         """The valid markers among `task_ids` (those whose marker file `tasks/` lists), read READERS at once."""
-        listed = set(storage.listdir(storage.join(self.out, TASKS_DIR)))
+        if listed is None:
+            listed = set(storage.listdir(storage.join(self.out, TASKS_DIR)))
         ids = [t for t in task_ids if task_name(t) + MARKER_SUFFIX in listed]
         with ThreadPoolExecutor(READERS) as pool:
             found = list(pool.map(lambda t: self._marker(t, names), ids))
         return {t: m for t, m in zip(ids, found) if m is not None}
 
     def _marker(self, task_id: int, names: set[str]) -> dict | None:
-        """The task's marker without the shards' keys (a run's driver holds every marker) when the task is complete
-        and all its shards are present; None otherwise."""
+        """What the index needs of the task's marker (its shards without their keys, its error count: a run's
+        driver holds every marker) when the task is complete and all its shards are present; None otherwise."""
         path = self.marker_file(task_id)
         try:
             marker = json.loads(storage.read_bytes(path))
@@ -152,8 +168,8 @@ class TaskStore:
         if not all(s["name"] in names for s in marker["shards"]):
             storage.remove(path)
             return None
-        marker["shards"] = [{k: v for k, v in s.items() if k != "keys"} for s in marker["shards"]]
-        return marker
+        return {"errors": marker["errors"],
+                "shards": [{k: s[k] for k in ("name", "samples", "bytes", "sha256")} for s in marker["shards"]]}
 
     def discard(self, task_id: int) -> None:
         """Remove what an earlier attempt of this task left, looking only at the task's own names: its shards
