@@ -90,6 +90,8 @@ def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
                 executor, job, plan = _start(cfg, store, encoder, todo)
                 ready, notes = time.time(), list(plan.notes)
                 outcomes = _run(cfg, executor, job, plan, store, todo, console)
+            else:
+                store.start()  # a folder from before the plan recorded the check gets it now
             failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
             counts = RunCounts(0, Counter()) if failed else _finalize(store, done)
     except (PlanMismatch, RunLocked) as e:

@@ -116,8 +116,9 @@ class TaskStore:
         return True
 
     def start(self) -> None:
-        """Record the plan of a new run (after the models loaded: a run that cannot start leaves no plan)."""
-        if not self.check():
+        """Record the plan of a new run (after the models loaded: a run that cannot start leaves no plan), or the
+        fields an older plan of this run lacks (`kinds`: the manifest was checked)."""
+        if not self.check() or set(self.plan) - set(self.old_plan()):
             storage.write_json_atomic(self.plan_file, self.plan)
 
     # --- tasks ------------------------------------------------------------------------------------------------

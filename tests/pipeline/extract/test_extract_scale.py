@@ -117,6 +117,7 @@ def test_a_rerun_with_nothing_left_starts_nothing(media, tmp_path, monkeypatch):
     again = job.run_extract(config(manifest, out, executor="ray", tasks=2))
     assert again.samples == 1 and again.errors == first.errors
     assert json.loads((out / "index.json").read_text())["shards"] == index["shards"]
+    assert json.loads((out / "tasks" / "plan.json").read_text())["kinds"] == ["image", "video"]  # checked once
     assert_exact(out, rows)
 
 
