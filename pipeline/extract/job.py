@@ -10,7 +10,6 @@ runs one Ray task per manifest task and shares the encoders between them. A reru
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -24,35 +23,16 @@ from pipeline.extract.config import ExtractConfig, ExtractError
 from pipeline.extract.encoder_plan import Cluster, EncoderPlan, plan_encoders
 from pipeline.extract.executors import Executor, InProcessExecutor, Job
 from pipeline.extract.lock import RunLocked, run_lock
+from pipeline.extract.manifest_rows import check_manifest, count_rows, slices
 from pipeline.extract.ray_executor import RayExecutor
 from pipeline.extract.report import ExtractSummary, ProgressBar
 from pipeline.extract.steps import Decode, Encode, Preprocess, SampleFrames, Write
-from pipeline.extract.tasks import PlanMismatch, RunCounts, Task, TaskStore, split_tasks
+from pipeline.extract.tasks import PlanMismatch, RunCounts, Task, TaskStore
 
 
 def default_tasks(rows: int) -> int:
     """Enough slices to keep a few cores busy on small runs, ~250 rows per task on big ones."""
     return max(1, min(rows, 8), math.ceil(rows / 250))
-
-
-def load_rows(manifest: str) -> list[dict]:
-    from manifests.schema import iter_manifest, manifest_problem
-
-    if storage.is_remote(manifest):
-        preflight(manifest, what="manifest")  # bucket, credentials, endpoint, the object itself
-    if not storage.isfile(manifest):
-        raise ExtractError(f"manifest {manifest} not found (--manifest FILE, or --dataset NAME with --data-root)")
-    try:
-        with storage.open(manifest, "rb") as f:
-            rows = [r.to_json() for r in iter_manifest(f)]
-    except Exception as e:
-        raise ExtractError(f"cannot read manifest {manifest}: {type(e).__name__}: {e}") from e
-    if problem := manifest_problem(rows):  # refused before any work: a repeated key would damage shards
-        raise ExtractError(f"manifest {manifest} {problem}")
-    for row in rows:  # relative media: relative to the driver's folder, wherever a task runs
-        if "://" not in row["media"]:
-            row["media"] = os.path.abspath(row["media"])
-    return rows
 
 
 def manifest_sha256(manifest: str) -> str:
@@ -88,29 +68,48 @@ def make_executor(cfg: ExtractConfig) -> tuple[Executor, Cluster]:
 
 def run_extract(cfg: ExtractConfig, console=None) -> ExtractSummary:
     """Validate everything, plan the encoders and load them, run the unfinished tasks, then write errors.jsonl and
-    index.json."""
+    index.json. The manifest is never held here: its footer gives the row count, one streaming pass checks it (once
+    per run folder), and each task reads its own rows. With nothing left to run, neither Ray nor a model starts."""
     t0 = time.time()
-    rows = load_rows(cfg.manifest_path)
-    preflight(cfg.out_dir, write=True, what="output folder")
+    manifest = cfg.manifest_path
+    rows = count_rows(manifest)
     encoder = encoder_id(cfg.clip)
-    store = TaskStore(cfg.out_dir, {"num_tasks": cfg.tasks or default_tasks(len(rows)),
-                                    "manifest_sha256": manifest_sha256(cfg.manifest_path), "encoder": encoder,
-                                    "rows": len(rows)})
+    store = TaskStore(cfg.out_dir, {"num_tasks": cfg.tasks or default_tasks(rows),
+                                    "manifest_sha256": manifest_sha256(manifest), "encoder": encoder, "rows": rows})
+    store.plan["kinds"] = _checked_kinds(store, manifest, rows)  # refused before anything is written
+    preflight(cfg.out_dir, write=True, what="output folder")
     num_tasks = store.plan["num_tasks"]
+    outcomes, notes = {}, []
     try:
         with run_lock(cfg.out_dir):
             store.check()
-            todo = store.todo(split_tasks(rows, num_tasks))
-            executor, job, plan = _start(cfg, store, encoder, todo)
+            todo, done = store.resume([Task(t, s) for t, s in enumerate(slices(manifest, rows, num_tasks))])
             ready = time.time()
-            outcomes = _run(cfg, executor, job, plan, store, todo, console)
+            if todo:
+                executor, job, plan = _start(cfg, store, encoder, todo)
+                ready, notes = time.time(), list(plan.notes)
+                outcomes = _run(cfg, executor, job, plan, store, todo, console)
+            else:
+                store.start()  # a folder from before the plan recorded the check gets it now
             failed = {t: o for t, o in outcomes.items() if isinstance(o, str)}
-            counts = RunCounts(0, Counter()) if failed else _finalize(store, rows, cfg)
+            counts = RunCounts(0, Counter()) if failed else _finalize(store, done, cfg)
     except (PlanMismatch, RunLocked) as e:
         raise ExtractError(str(e)) from e
     step_seconds = sum((o.seconds for o in outcomes.values() if not isinstance(o, str)), Counter())
-    return ExtractSummary(cfg.out_dir, len(rows), counts.samples, counts.errors, len(todo), num_tasks - len(todo),
-                          time.time() - t0, failed, step_seconds, ready - t0, list(plan.notes))
+    return ExtractSummary(cfg.out_dir, rows, counts.samples, counts.errors, len(todo), num_tasks - len(todo),
+                          time.time() - t0, failed, step_seconds, ready - t0, notes)
+
+
+def _checked_kinds(store: TaskStore, manifest: str, rows: int) -> list[str]:
+    """The manifest's kinds, after checking every row (`check_manifest`); a folder started from this very manifest
+    (same sha256) checked it already and recorded its kinds in its plan."""
+    try:
+        old = store.old_plan()
+    except Exception:  # an unreachable output folder: the output preflight that follows says why, in one line
+        old = None
+    if old and old.get("manifest_sha256") == store.plan["manifest_sha256"] and "kinds" in old:
+        return old["kinds"]
+    return check_manifest(manifest, rows)
 
 
 def _start(cfg: ExtractConfig, store: TaskStore, encoder: str, todo: list[Task]) -> tuple[Executor, Job, EncoderPlan]:
@@ -136,20 +135,23 @@ def _run(cfg: ExtractConfig, executor: Executor, job: Job, plan: EncoderPlan, st
     write_run_config(cfg, store.plan, plan)
     try:
         with ProgressBar(cfg.progress, store.plan["rows"], sum(len(t.rows) for t in todo), console) as report:
-            return executor.run(job, todo, report) if todo else {}
+            return executor.run(job, todo, report)
     finally:
         executor.shutdown()
 
 
-def _finalize(store: TaskStore, rows: list[dict], cfg: ExtractConfig) -> RunCounts:
-    """errors.jsonl, then index.json (every task done) with the feature spec (pipeline/extract/spec.py)."""
+def _finalize(store: TaskStore, done: dict[int, dict] | None, cfg: ExtractConfig) -> RunCounts:
+    """errors.jsonl, then index.json (every task done) with the feature spec (pipeline/extract/spec.py); a folder
+    already finished (`done` None) is only read."""
     from pipeline.extract.spec import SPEC_KEY, extract_spec, rows_per_sample
 
-    kinds = {r["kind"] for r in rows}
+    if done is None:
+        return store.counts()
+    kinds = store.plan["kinds"]
     spec = extract_spec(cfg.clip)
-    return store.finalize(num_frames=rows_per_sample(cfg.clip, kinds.pop()) if len(kinds) == 1 else None,
+    return store.finalize(done, num_frames=rows_per_sample(cfg.clip, kinds[0]) if len(kinds) == 1 else None,
                           dim=spec["width"],
-                          extra={"rows": len(rows), "tasks": store.plan["num_tasks"], SPEC_KEY: spec})
+                          extra={"rows": store.plan["rows"], "tasks": store.plan["num_tasks"], SPEC_KEY: spec})
 
 
 def write_run_config(cfg: ExtractConfig, plan: dict, encoders: EncoderPlan) -> str | Path:
