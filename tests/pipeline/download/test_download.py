@@ -184,7 +184,9 @@ def test_sources_and_reasons():
     assert ytdlp_reason("Read timed out.") == "timeout"
     assert out_size(64, 48, 24) == (32, 24) and out_size(65, 47, None) == (64, 46)
     with pytest.raises(ValueError, match="executor"):
-        DownloadConfig(manifest="m", out="o", executor="ray")
+        DownloadConfig(manifest="m", out="o", executor="dask")
+    with pytest.raises(ValueError, match="--executor ray"):
+        DownloadConfig(manifest="m", out="o", tasks=2)
 
 
 def test_object_store_in_and_out(videos, s3, tmp_path):
