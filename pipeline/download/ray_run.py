@@ -18,11 +18,11 @@ wrote. A task that still fails leaves its rows without a marker: the run exits 1
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 from infra import storage
-from infra.local_ray import ClusterJoinError, connect
+from infra.local_ray import connect
 from manifests.schema import ManifestRow
-from pipeline.download.run import DownloadError, RunFolder, fetch_groups
 from pipeline.download.sources import Source
 from pipeline.download.spool import clean_spool
 
@@ -36,9 +36,12 @@ def slices(order: list[Source], tasks: int) -> list[list[Source]]:
     return [order[t * n // tasks:(t + 1) * n // tasks] for t in range(tasks)]
 
 
-def download_task(folder: RunFolder, work: list[tuple[Source, list[ManifestRow]]]) -> dict[str, dict]:
-    """One Ray task: its sources' rows that have no marker yet (a retried task does only the rest); each row's
-    marker record."""
+Work = list[tuple[Source, list[ManifestRow]]]
+
+
+def download_task(fetch: Callable, folder, work: Work) -> dict[str, dict]:
+    """One Ray task: its sources' rows that have no marker yet (a retried task does only the rest) through `fetch`
+    (run.fetch_groups, passed in: this module is imported by run.py); each row's marker record."""
     clean_spool()  # this node's leftovers of a killed run
     results, left = {}, []
     for source, rows in work:
@@ -51,26 +54,25 @@ def download_task(folder: RunFolder, work: list[tuple[Source, list[ManifestRow]]
                 todo.append(row)
         if todo:
             left.append((source, todo))
-    results.update(fetch_groups(folder, left, progress=False))
+    results.update(fetch(folder, left, progress=False))
     return results
 
 
-def run_on_ray(folder: RunFolder, groups: dict[Source, list[ManifestRow]], order: list[Source]) -> dict[str, dict]:
-    """The pending `groups` over Ray tasks, sliced by `order` (every source of the manifest); the marker records."""
+def run_on_ray(fetch: Callable, folder, groups: dict[Source, list[ManifestRow]],
+               order: list[Source]) -> dict[str, dict]:
+    """The pending `groups` (of run.RunFolder `folder`) over Ray tasks, sliced by `order` (every source of the
+    manifest); the marker records. infra.local_ray.ClusterJoinError when --address cannot be joined."""
     import ray
 
     cfg = folder.cfg
-    try:
-        watchdog = connect(cfg.address, cfg.num_cpus)
-    except ClusterJoinError as exc:
-        raise DownloadError(str(exc)) from None
+    watchdog = connect(cfg.address, cfg.num_cpus)
     if watchdog is not None:
         _WATCHDOGS.append(watchdog)
     count = cfg.tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
     work = [[(s, groups[s]) for s in part if s in groups] for part in slices(order, count)]
     remote = ray.remote(download_task).options(num_cpus=1, max_retries=TASK_RETRIES)
     folder_ref = ray.put(folder)
-    refs = {remote.remote(folder_ref, w): t for t, w in enumerate(work) if w}
+    refs = {remote.remote(fetch, folder_ref, w): t for t, w in enumerate(work) if w}
     total, results = len(refs), {}
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1)

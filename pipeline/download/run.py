@@ -233,9 +233,13 @@ def download(cfg: DownloadConfig, provenance: dict) -> Counts:
             continue
         groups.setdefault(sources[row], []).append(row)
     if cfg.executor == "ray":
+        from infra.local_ray import ClusterJoinError
         from pipeline.download.ray_run import run_on_ray
 
-        results.update(run_on_ray(folder, groups, list(dict.fromkeys(sources[r] for r in rows))))
+        try:
+            results.update(run_on_ray(fetch_groups, folder, groups, list(dict.fromkeys(sources[r] for r in rows))))
+        except ClusterJoinError as exc:
+            raise DownloadError(str(exc)) from None
     else:
         results.update(fetch_groups(folder, list(groups.items()), cfg.progress))
     for key in marked - set(results):
