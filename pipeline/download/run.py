@@ -259,7 +259,7 @@ def _finish(folder: RunFolder, rows: list[ManifestRow], results: dict[str, dict]
                                {**provenance, "download": asdict(folder.cfg)})
         storage.write_bytes_atomic(storage.join(folder.out, "errors.jsonl"),
                                    "".join(json.dumps(e) + "\n" for e in errors).encode())
-        storage.upload(local, storage.join(folder.out, "manifest.parquet"))  # last: the run is complete
+        commit(local, storage.join(folder.out, "manifest.parquet"))  # last: the run is complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Counts(len(rows), len(kept), Counter(e["reason"] for e in errors), fetched_now)
