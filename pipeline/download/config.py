@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EXECUTORS = ("local",)
-"""Only the in-process executor exists so far; a Ray executor for very long lists is future work."""
+EXECUTORS = ("local", "ray")
+"""`local`: threads in this process; `ray`: the sources in fixed slices over Ray tasks (pipeline/download/ray_run.py)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,21 @@ class DownloadConfig:
     """Where a bare video id (InternVid, ActivityNet: media = `{id}.mp4`) is fetched from, through yt-dlp."""
 
     executor: str = "local"
-    """`local`: threads in this process (the only executor so far)."""
+    """`local`: threads in this process; `ray`: the sources split into fixed slices, one Ray task each (a local Ray,
+    or the cluster at --address), each with --concurrency threads and its own --per-host limit."""
+
+    address: str | None = None
+    """Ray cluster to join (auto | HOST:PORT | ray://host:port); none: a local Ray. Needs --executor ray."""
+
+    num_cpus: int | None = None
+    """CPUs of a local Ray (none: all of this machine's): the Ray tasks that run at once."""
+
+    tasks: int | None = None
+    """Ray tasks (fixed slices of the manifest's sources, in input order); none: one per CPU of the cluster."""
+
+    retry_failed: bool = False
+    """Attempt again the rows whose marker records a transient failure (timeout, network, truncated, 429, 5xx);
+    permanent ones (404, private, removed, ...) stay as they are."""
 
     progress: bool = True
     """Print one line per finished source."""
@@ -73,8 +87,12 @@ class DownloadConfig:
         if "{id}" not in self.url_template:
             raise ValueError(f"--url-template needs an {{id}} placeholder, got {self.url_template!r}")
         if self.executor not in EXECUTORS:
-            raise ValueError(f"--executor must be one of {EXECUTORS} (a Ray executor is not written yet), "
-                             f"got {self.executor!r}")
+            raise ValueError(f"--executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.executor != "ray" and (self.address or self.num_cpus is not None or self.tasks is not None):
+            raise ValueError("--address, --num-cpus and --tasks need --executor ray")
+        for name in ("num_cpus", "tasks"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
 
     @property
     def reencode(self) -> bool:

@@ -9,14 +9,18 @@
 Resumable per row (STYLE.md 3): a media file is committed whole (temporary name then rename, or one PUT), then its
 marker. A rerun skips rows with a marker, and writes the marker of a row whose file is there without fetching it
 again (a kill between the two), so nothing finished is downloaded twice. Rows sharing a source are fetched once.
+The sources are fetched by threads here (`fetch_groups`) or, with `--executor ray`, by the same function inside Ray
+tasks that each own a fixed slice of them (pipeline/download/ray_run.py): both write the same files and markers, so
+a folder started by one can be finished by the other. `--retry-failed` removes the markers of transient failures
+before the rows are planned, so they are fetched like rows never tried.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +31,8 @@ from manifests.schema import ManifestRow, ReadResult, file_sha256, read_manifest
 from pipeline.download.config import DownloadConfig
 from pipeline.download.cut import probe, write_clip
 from pipeline.download.fetch import YTDLP_MISSING, HostSlots, fetch
-from pipeline.download.sources import CUT_FAILED, FetchError, Source, media_suffix, source_of
+from pipeline.download.sources import CUT_FAILED, FetchError, Source, is_transient, media_suffix, source_of
+from pipeline.download.spool import clean_spool, commit, spool_folder
 
 PLAN_FIELDS = ("manifest_sha256", "margin", "height", "fps", "url_template")
 MEDIA, ROWS = "media", "rows"
@@ -115,22 +120,22 @@ class RunFolder:
         return rec
 
 
-def produce(folder: RunFolder, row: ManifestRow, source: Source, local: str, info) -> dict:
-    """One row's file from the fetched source, committed, then its marker."""
+def produce(folder: RunFolder, row: ManifestRow, source: Source, local: str, info, tmp: str) -> dict:
+    """One row's file from the fetched source (a clip is cut inside `tmp`), committed, then its marker."""
     cfg, target = folder.cfg, folder.media(row, source)
     if not cut_needed(row, cfg):
-        storage.upload(local, target)
+        commit(local, target)
         return folder.write_ok(out_row(row, target, cfg, info.duration if info else None))
     start, end = row.window if row.window is not None else (0.0, float("inf"))
     a, b = max(0.0, start - cfg.margin), end + cfg.margin
-    pending = storage.AtomicFile(target)
+    clip = os.path.join(tmp, f"clip-{row.key}.mp4")
     try:
-        if write_clip(local, pending.local, a, b, info, cfg.height, cfg.fps) == 0:
+        if write_clip(local, clip, a, b, info, cfg.height, cfg.fps) == 0:
             raise FetchError(CUT_FAILED, f"no frame in [{a:.3f}, {b:.3f}) s (video is {info.duration:.3f} s)")
-        pending.commit()
-    except BaseException:
-        pending.discard()
-        raise
+        commit(clip, target)
+    finally:
+        if os.path.exists(clip):
+            os.remove(clip)
     return folder.write_ok(out_row(row, target, cfg, info.duration))
 
 
@@ -138,7 +143,7 @@ def do_source(folder: RunFolder, source: Source, rows: list[ManifestRow], slots:
     """Fetch one source once; write every row that uses it; a failure is an error record for each of its rows."""
     import av
 
-    tmp = tempfile.mkdtemp(prefix="vtl-download-", dir=storage.spool_dir())
+    tmp = spool_folder("src")
     results = {}
     try:
         try:
@@ -148,7 +153,7 @@ def do_source(folder: RunFolder, source: Source, rows: list[ManifestRow], slots:
             return {r.key: folder.write_error(r, source, exc.reason, exc.detail) for r in rows}
         for row in rows:
             try:
-                results[row.key] = produce(folder, row, source, local, info)
+                results[row.key] = produce(folder, row, source, local, info, tmp)
             except FetchError as exc:
                 results[row.key] = folder.write_error(row, source, exc.reason, exc.detail)
             except av.error.FFmpegError as exc:
@@ -160,7 +165,7 @@ def do_source(folder: RunFolder, source: Source, rows: list[ManifestRow], slots:
 
 def _read_input(cfg: DownloadConfig) -> tuple[list[ManifestRow], str]:
     preflight(storage.resolve(cfg.manifest), what="--manifest")
-    tmp = tempfile.mkdtemp(prefix="vtl-download-in-", dir=storage.spool_dir())
+    tmp = spool_folder("in")
     try:
         local = storage.fetch(storage.resolve(cfg.manifest), tmp)
         return read_manifest(local), file_sha256(local)
@@ -183,13 +188,41 @@ def _plan_sources(rows: list[ManifestRow], cfg: DownloadConfig) -> dict[Manifest
     return sources
 
 
+def fetch_groups(folder: RunFolder, groups: list[tuple[Source, list[ManifestRow]]], progress: bool) -> dict:
+    """Every source with `--concurrency` threads, at most `--per-host` per host at once; each row's marker record."""
+    slots, results = HostSlots(folder.cfg.per_host), {}
+    with ThreadPoolExecutor(folder.cfg.concurrency) as pool:
+        futures = [pool.submit(do_source, folder, s, g, slots) for s, g in groups]
+        for n, fut in enumerate(futures, 1):
+            results.update(fut.result())
+            if progress:
+                print(f"download: {n}/{len(futures)} sources", file=sys.stderr)
+    return results
+
+
+def forget_transient(folder: RunFolder, marked: set[str]) -> dict[str, dict]:
+    """`--retry-failed`: remove the markers of rows that failed for a transient reason (they are fetched again);
+    the other markers read, by key."""
+    kept = {}
+    for key in sorted(marked):
+        rec = storage.read_json(folder.marker(key))
+        if "error" in rec and is_transient(rec["error"]["reason"]):
+            storage.remove(folder.marker(key))
+        else:
+            kept[key] = rec
+    return kept
+
+
 def download(cfg: DownloadConfig, provenance: dict) -> Counts:
+    clean_spool()  # what a killed run on this machine left
     rows, sha = _read_input(cfg)
     sources = _plan_sources(rows, cfg)
     folder = RunFolder(cfg)
     preflight(folder.out, write=True, what="--out folder")
     folder.start({"manifest_sha256": sha, **{k: getattr(cfg, k) for k in PLAN_FIELDS[1:]}})
     marked, present = folder.done()
+    known = forget_transient(folder, marked) if cfg.retry_failed else {}
+    marked = set(known) if cfg.retry_failed else marked
     results: dict[str, dict] = {}
     groups: dict[Source, list[ManifestRow]] = {}
     for row in rows:
@@ -199,15 +232,18 @@ def download(cfg: DownloadConfig, provenance: dict) -> Counts:
             results[row.key] = folder.write_ok(out_row(row, folder.media(row, sources[row]), cfg, None))
             continue
         groups.setdefault(sources[row], []).append(row)
-    slots = HostSlots(cfg.per_host)
-    with ThreadPoolExecutor(cfg.concurrency) as pool:
-        futures = [pool.submit(do_source, folder, s, g, slots) for s, g in groups.items()]
-        for n, fut in enumerate(futures, 1):
-            results.update(fut.result())
-            if cfg.progress:
-                print(f"download: {n}/{len(futures)} sources", file=sys.stderr)
+    if cfg.executor == "ray":
+        from infra.local_ray import ClusterJoinError
+        from pipeline.download.ray_run import run_on_ray
+
+        try:
+            results.update(run_on_ray(fetch_groups, folder, groups, list(dict.fromkeys(sources[r] for r in rows))))
+        except ClusterJoinError as exc:
+            raise DownloadError(str(exc)) from None
+    else:
+        results.update(fetch_groups(folder, list(groups.items()), cfg.progress))
     for key in marked - set(results):
-        results[key] = storage.read_json(folder.marker(key))
+        results[key] = known.get(key) or storage.read_json(folder.marker(key))
     return _finish(folder, rows, results, provenance, fetched_now=len(groups))
 
 
@@ -216,14 +252,14 @@ def _finish(folder: RunFolder, rows: list[ManifestRow], results: dict[str, dict]
     """Write manifest.parquet and errors.jsonl from the markers, in input order; return the counts."""
     kept = [ManifestRow.from_json(results[r.key]["row"]) for r in rows if "row" in results.get(r.key, {})]
     errors = [results[r.key]["error"] for r in rows if "error" in results.get(r.key, {})]
-    tmp = tempfile.mkdtemp(prefix="vtl-download-out-", dir=storage.spool_dir())
+    tmp = spool_folder("out")
     try:
         stats = {"inputs": len(rows), "rows": len(kept), "errors": len(errors)}
         local = write_manifest(ReadResult(rows=kept, stats=stats), f"{tmp}/manifest.parquet",
                                {**provenance, "download": asdict(folder.cfg)})
         storage.write_bytes_atomic(storage.join(folder.out, "errors.jsonl"),
                                    "".join(json.dumps(e) + "\n" for e in errors).encode())
-        storage.upload(local, storage.join(folder.out, "manifest.parquet"))  # last: the run is complete
+        commit(local, storage.join(folder.out, "manifest.parquet"))  # last: the run is complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Counts(len(rows), len(kept), Counter(e["reason"] for e in errors), fetched_now)

@@ -33,8 +33,15 @@ def http_status(code: int) -> str:
     return f"http_{code}"
 
 
-TRANSIENT = {TIMEOUT, TRUNCATED, NETWORK, "http_429", "http_500", "http_502", "http_503", "http_504"}
-"""Reasons worth another attempt; the rest (404, private, too large, ...) will not change by retrying."""
+TRANSIENT = {TIMEOUT, TRUNCATED, NETWORK, "http_429"}
+"""Reasons worth another attempt, with every 5xx status (`is_transient`); the rest (404, private, removed, too
+large, ...) will not change by retrying."""
+_SERVER_ERROR = re.compile(r"^http_5\d\d$")
+
+
+def is_transient(reason: str) -> bool:
+    """Worth another attempt: the words in TRANSIENT and any other 5xx status (a server's trouble, not the video's)."""
+    return reason in TRANSIENT or bool(_SERVER_ERROR.match(reason))
 
 
 class FetchError(Exception):
@@ -46,7 +53,7 @@ class FetchError(Exception):
 
     @property
     def transient(self) -> bool:
-        return self.reason in TRANSIENT
+        return is_transient(self.reason)
 
 
 @dataclass(frozen=True)

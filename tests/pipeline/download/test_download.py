@@ -1,23 +1,24 @@
 """`vtl-pipeline download` against a local HTTP server: exact accounting, failure reasons, cut windows, resume."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _download_helpers import media_server
+from _download_helpers import assert_exact, media_server, write_rows
 
-from manifests.schema import ManifestRow, ReadResult, read_manifest, write_manifest
+from manifests.schema import ManifestRow, read_manifest
 from pipeline.download.config import DownloadConfig
 from pipeline.download.cut import out_size, probe
 from pipeline.download.fetch import ytdlp_reason
 from pipeline.download.run import download
 from pipeline.download.sources import source_of, video_id
+from pipeline.download.spool import PREFIX
 from pipeline.synth.media import frame_counter_video
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,26 +29,6 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("videos")
     return {"a": frame_counter_video(d / "a.mp4", 100, 10.0), "b": frame_counter_video(d / "b.mp4", 50, 25.0),
             "c": frame_counter_video(d / "c.mp4", 30, 10.0)}
-
-
-def write_rows(rows: list[ManifestRow], path: Path) -> Path:
-    return write_manifest(ReadResult(rows=rows), path, {"test": "download"})
-
-
-def outputs(out: Path) -> tuple[dict[str, ManifestRow], list[dict]]:
-    rows = {r.key: r for r in read_manifest(out / "manifest.parquet")}
-    errors = [json.loads(ln) for ln in (out / "errors.jsonl").read_text().splitlines()]
-    return rows, errors
-
-
-def assert_exact(out: Path, keys: list[str]) -> tuple[dict[str, ManifestRow], dict[str, str]]:
-    """Every input row is a file or an error record, once; every file exists."""
-    rows, errors = outputs(out)
-    reasons = {e["key"]: e["reason"] for e in errors}
-    assert len(reasons) == len(errors)
-    assert sorted(list(rows) + list(reasons)) == sorted(keys)
-    assert all(Path(r.media).is_file() for r in rows.values())
-    return rows, reasons
 
 
 def test_every_row_a_file_or_an_error_with_its_reason(videos, tmp_path):
@@ -144,8 +125,9 @@ def test_resume_after_kill_downloads_nothing_twice(videos, tmp_path):
         rows = [ManifestRow(k, "t", "video", f"{srv.url}/v/{k}.mp4", window=(0.5, 2.0), duration=1.5)
                 for k in names] + [ManifestRow("gone", "t", "video", f"{srv.url}/missing.mp4")]
         manifest = write_rows(rows, tmp_path / "in.parquet")
-        out = tmp_path / "out"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        out, spool = tmp_path / "out", tmp_path / "spool"
+        spool.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "VTL_SPOOL_DIR": str(spool)}
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "download", "--manifest", str(manifest),
                                  "--out", str(out), "--concurrency", "1"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,7 +139,7 @@ def test_resume_after_kill_downloads_nothing_twice(videos, tmp_path):
         done_before = {p.stem for p in (out / "rows").glob("*.json")} | {p.stem for p in (out / "media").glob("*.mp4")}
         assert 3 <= len(done_before) < len(rows) and not (out / "manifest.parquet").exists()
         first = dict(srv.hits)
-        res = _cli("--manifest", str(manifest), "--out", str(out))
+        res = _cli("--manifest", str(manifest), "--out", str(out), env_extra={"VTL_SPOOL_DIR": str(spool)})
         again = {p: n - first.get(p, 0) for p, n in srv.hits.items() if n - first.get(p, 0)}
     assert res.returncode == 0, res.stdout + res.stderr
     assert not {f"/v/{k}.mp4" for k in done_before} & set(again), "a finished row was fetched again"
@@ -165,6 +147,7 @@ def test_resume_after_kill_downloads_nothing_twice(videos, tmp_path):
     _, reasons = assert_exact(out, [r.key for r in rows])
     assert reasons == {"gone": "http_404"}
     assert not list(out.rglob("*.tmp"))
+    assert not list(spool.glob(f"{PREFIX}{proc.pid}-*")), "the killed run's spool folders are removed"
 
 
 def test_sources_and_reasons():
@@ -184,7 +167,9 @@ def test_sources_and_reasons():
     assert ytdlp_reason("Read timed out.") == "timeout"
     assert out_size(64, 48, 24) == (32, 24) and out_size(65, 47, None) == (64, 46)
     with pytest.raises(ValueError, match="executor"):
-        DownloadConfig(manifest="m", out="o", executor="ray")
+        DownloadConfig(manifest="m", out="o", executor="dask")
+    with pytest.raises(ValueError, match="--executor ray"):
+        DownloadConfig(manifest="m", out="o", tasks=2)
 
 
 def test_object_store_in_and_out(videos, s3, tmp_path):
@@ -215,3 +200,48 @@ def test_a_killed_runs_temporary_files_are_removed(videos, tmp_path):
         (tmp_path / "o/media/.k.mp4.tmp").write_bytes(b"half")
         counts = download(DownloadConfig(manifest=str(manifest), out=str(tmp_path / "o"), progress=False), {})
     assert counts.files == 1 and sorted(p.name for p in (tmp_path / "o/media").iterdir()) == ["k.mp4"]
+
+
+def test_retry_failed_fetches_transient_failures_only(videos, tmp_path):
+    with media_server(videos) as srv:
+        srv.broken["b"] = 503
+        rows = [ManifestRow("ok", "t", "video", f"{srv.url}/v/a.mp4"),
+                ManifestRow("busy", "t", "video", f"{srv.url}/v/b.mp4", window=(0.2, 1.2), duration=1.0),
+                ManifestRow("gone", "t", "video", f"{srv.url}/missing.mp4"),
+                ManifestRow("html", "t", "video", f"{srv.url}/html.mp4")]
+        cfg = DownloadConfig(manifest=str(write_rows(rows, tmp_path / "in.parquet")), out=str(tmp_path / "o"),
+                             retries=0, progress=False)
+        first = download(cfg, {})
+        srv.broken.clear()
+        before = dict(srv.hits)
+        plain = download(cfg, {})
+        assert dict(srv.hits) == before, "without --retry-failed a failed row is final"
+        retried = download(replace(cfg, retry_failed=True), {})
+        new = {p: n - before.get(p, 0) for p, n in srv.hits.items() if n != before.get(p, 0)}
+        again = download(replace(cfg, retry_failed=True), {})
+    assert dict(first.errors) == dict(plain.errors) == {"http_503": 1, "http_404": 1, "not_a_video": 1}
+    assert (plain.fetched_now, retried.fetched_now, again.fetched_now) == (0, 1, 0)
+    assert new == {"/v/b.mp4": 1}, "only the 503 row is attempted again; 404 and HTML stay failed"
+    kept, reasons = assert_exact(tmp_path / "o", [r.key for r in rows])
+    assert reasons == {"gone": "http_404", "html": "not_a_video"} and kept["busy"].duration == 1.0
+    assert (retried.files, retried.exit_code) == (2, 0)
+
+
+def test_spool_folders_of_dead_processes_are_removed_at_start(videos, tmp_path, monkeypatch):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setenv("VTL_SPOOL_DIR", str(spool))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = spool / f"{PREFIX}{int(gone.stdout)}-src-abc123"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub/source").write_bytes(b"half a video")
+    live = spool / f"{PREFIX}{os.getppid()}-src-def456"  # a live process's: another run on this machine
+    live.mkdir()
+    other = spool / "someone-elses-folder"
+    other.mkdir()
+    with media_server(videos) as srv:
+        rows = [ManifestRow("k", "t", "video", f"{srv.url}/v/c.mp4", window=(0.5, 1.5), duration=1.0)]
+        counts = download(DownloadConfig(manifest=str(write_rows(rows, tmp_path / "in.parquet")),
+                                         out=str(tmp_path / "o"), progress=False), {})
+    assert counts.files == 1
+    assert sorted(p.name for p in spool.iterdir()) == sorted([live.name, other.name]), "this run's own are gone too"
