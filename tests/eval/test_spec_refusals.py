@@ -2,6 +2,7 @@
 reads answers in the time format the shards record."""
 import json
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from pipeline.contract.feature_spec import KEY, FeatureSpec
 from pipeline.synth.media import write_video
 from tests._eval_helpers import TEXTS, eval_shards
 
+QVH_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "qvhighlights" / "annotations.jsonl"
 CLIP_SPEC = FeatureSpec(encoder_family="open_clip", encoder_model="ViT-L-14", weights_digest="pretrained:openai")
 
 
@@ -32,10 +34,14 @@ def ckpt(tmp_path_factory):
     return save_checkpoint(model, out, stage=2, feature_spec=CLIP_SPEC.with_time("seconds").to_json())
 
 
-def test_eval_refuses_shards_of_another_spec(tmp_path, ckpt):
-    shards = eval_shards(tmp_path / "shards", "grounding")  # encoder "random", relative times
-    res = CliRunner().invoke(app, ["grounding", "--checkpoint", str(ckpt), "--shards", str(shards), "--out",
-                                   str(tmp_path / "out")])
+@pytest.mark.parametrize("benchmark", ["grounding", "dvc", "qvhighlights"])
+def test_eval_refuses_shards_of_another_spec(tmp_path, ckpt, benchmark):
+    # encoder "random", relative times; qvhighlights: the spec is checked before any sample is read, so the
+    # grounding layout stands in for its shards
+    shards = eval_shards(tmp_path / "shards", "dvc" if benchmark == "dvc" else "grounding")
+    extra = ["--annotations", str(QVH_SAMPLE)] if benchmark == "qvhighlights" else []
+    res = CliRunner().invoke(app, [benchmark, "--checkpoint", str(ckpt), "--shards", str(shards), "--out",
+                                   str(tmp_path / "out"), *extra])
     assert res.exit_code == 2, res.output
     text = " ".join(res.output.split())  # the console may wrap the one line
     assert "the checkpoint was trained on open_clip:ViT-L-14 (pretrained:openai) 768-d" in text
