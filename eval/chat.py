@@ -45,6 +45,8 @@ class ChatSession:
     max_question_chars: int | None = None
     time: TimeFormat = DEFAULT_TIME_FORMAT
     """The time format the checkpoint was trained to answer in (its feature_spec; VTimeLLM's by default)."""
+    spec: object = None
+    """The checkpoint's FeatureSpec: how an uploaded video is sampled and its times read (`--web`)."""
 
     def ask(self, question: str) -> str:
         """Answer one question; the first one carries the `<video>` placeholder, later ones continue the dialogue."""
@@ -75,20 +77,36 @@ class ChatSession:
                                   f"context of {limit}: ask a shorter question, or start over")
 
 
-def video_features(video, cfg: ChatConfig, device: str):
-    """(features (100, D), duration s) of one video with the configured CLIP, as the extract job computes them."""
-    features, meta = _extract(video, cfg, device)
+def video_features(video, cfg: ChatConfig, device: str, spec=None):
+    """(features (frames × tokens, D), duration s) of one video with the configured encoder and the frame rule and
+    tokens per frame of `spec` (the checkpoint's FeatureSpec; VTimeLLM's 100 × 1 without one), as extract does."""
+    features, meta = _extract(video, cfg, device, spec)
     return features, meta["duration"]
 
 
-def _extract(video, cfg: ChatConfig, device: str):
-    """(features, meta) of one video; meta carries the float `duration` and the `encoder` id."""
+def _sampling(spec) -> dict:
+    """ClipConfig's frame rule and tokens per frame from a checkpoint's spec (fields it does not know: the defaults)."""
+    if spec is None:
+        return {}
+    out = {"tokens_per_frame": spec.tokens_per_frame} if spec.tokens_per_frame else {}
+    if spec.sampling == "fps":
+        return {**out, "fps": spec.fps, "max_frames": spec.frames}
+    return {**out, "frames": spec.frames} if spec.sampling == "uniform" and spec.frames else out
+
+
+def _clip(cfg: ChatConfig, device: str, spec=None):
     from pipeline.extract.clip import ClipConfig
+
+    return ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
+                      device="cuda" if device.startswith("cuda") else "cpu", **_sampling(spec))
+
+
+def _extract(video, cfg: ChatConfig, device: str, spec=None):
+    """(features, meta) of one video; meta carries the float `duration` and the `encoder` id."""
     from pipeline.extract.decode import MediaError, check_video_bounds
     from pipeline.extract.single import extract_one
 
-    clip = ClipConfig(model=cfg.clip_model, weights=cfg.clip_weights, pretrained=cfg.clip_pretrained,
-                      device="cuda" if device.startswith("cuda") else "cpu")
+    clip = _clip(cfg, device, spec)
     try:
         check_video_bounds(str(video), cfg.max_video_pixels, cfg.max_video_seconds)
         features, meta = extract_one(video, clip)
@@ -115,18 +133,29 @@ def open_session(cfg: ChatConfig) -> ChatSession:
 
     hf_logging.disable_progress_bar()  # a terminal chat: no weight-loading bars between the prompts
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    features, meta = _extract(cfg.video, cfg, device)
-    duration = meta["duration"]
     trained = read_checkpoint(cfg.checkpoint)
-    found = {"encoder": meta.get("encoder"), "num_frames": features.shape[0], "dim": features.shape[1]}
+    spec = from_checkpoint(trained)  # the video is sampled as the checkpoint's features were
+    features, meta = _extract(cfg.video, cfg, device, spec)
+    duration = meta["duration"]
+    from pipeline.extract.spec import feature_spec
+
+    # the spec extract would record for these options (the sampling is the checkpoint's, so the encoder decides)
+    found = {"feature_spec": feature_spec(_clip(cfg, device, spec)).to_json()}
     check_spec(trained, found, "this chat's video features (its --clip-* options)", time=False)
     model = load_for_inference(cfg.checkpoint, llm=cfg.llm, device=device, dtype=dtype)
     if model.feature_dim != features.shape[1]:
         raise ValueError(f"the checkpoint's projector takes {model.feature_dim}-d features but the CLIP gives "
                          f"{features.shape[1]}-d ones")
-    time = from_checkpoint(trained).sample_time(meta, int(features.shape[0]))
+    time = spec.sample_time(meta, int(features.shape[0]))
     return ChatSession(model, features, duration, cfg.max_new_tokens, max_question_chars=cfg.max_question_chars,
-                       time=time)
+                       time=time, spec=spec)
+
+
+def frames_note(session: ChatSession) -> str:
+    """"100 frames" (VTimeLLM), "6 frames × 4 tokens": what the model sees of the video."""
+    k = getattr(session.spec, "tokens_per_frame", None) or 1
+    rows = int(getattr(session.features, "shape", (0,))[0])
+    return f"{rows // k} frames" + (f" × {k} tokens" if k > 1 else "")
 
 
 def render(answer: str, duration: float, time: TimeFormat = DEFAULT_TIME_FORMAT) -> str:
@@ -139,7 +168,7 @@ def render(answer: str, duration: float, time: TimeFormat = DEFAULT_TIME_FORMAT)
 def run_chat(cfg: ChatConfig, ask: Callable[[str], str] = input, say: Callable[[str], None] = print) -> list[dict]:
     """One-shot (`cfg.question`) or a loop until an empty question or end of input; returns the conversation."""
     session = open_session(cfg)
-    say(f"{cfg.video}: {session.duration:.1f} s, 100 frames; ask about it (empty line or Ctrl-D to stop)"
+    say(f"{cfg.video}: {session.duration:.1f} s, {frames_note(session)}; ask about it (empty line or Ctrl-D to stop)"
         if cfg.question is None else f"{cfg.video}: {session.duration:.1f} s")
     questions = [cfg.question] if cfg.question is not None else None
     while True:

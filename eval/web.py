@@ -37,8 +37,8 @@ from typing import Callable, NamedTuple
 
 from eval.chat import ChatSession, QuestionRefused, render
 from eval.config import ChatConfig
-from eval.parse import GROUNDING_RE, PLAIN_EVENT_RE, dense_caption_events
-from pipeline.contract.timing import grounding_span
+from eval.parse import GROUNDING_RE, PLAIN_EVENT_RE, dense_caption_events, grounding_regex
+from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat, grounding_span
 
 COLOURS = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2")
 WIDTH, ROW, AXIS = 1000, 36, 30  # SVG user units: width, height of one span's row, height of the time axis
@@ -61,15 +61,21 @@ class Span(NamedTuple):
     label: str
 
 
-def answer_spans(answer: str, duration: float) -> list[Span]:
-    """The spans an answer names, in seconds (module docstring: dense events, else every "aa to bb")."""
-    events = dense_caption_events(answer, duration)
-    listed = '"timestamps"' in answer or PLAIN_EVENT_RE.match(answer.lstrip())  # JSON, or "From ss to ee, …" first
+def answer_spans(answer: str, duration: float, time: TimeFormat = DEFAULT_TIME_FORMAT) -> list[Span]:
+    """The spans an answer names, in seconds (module docstring: dense events, else every "aa to bb"), its times
+    read in the checkpoint's format (`time`: "12.5s" for seconds; VTimeLLM's two-digit positions by default)."""
+    events = dense_caption_events(answer, duration, fmt=time)
+    plain = PLAIN_EVENT_RE if time == DEFAULT_TIME_FORMAT else re.compile(
+        rf"from {time.pattern} to {time.pattern}", re.IGNORECASE)
+    listed = '"timestamps"' in answer or plain.match(answer.lstrip())  # JSON, or "From ss to ee, …" first
     if events and listed and any(any(ch.isalpha() for ch in text) for _, text in events):
         return [Span(s, e, text) for (s, e), text in events]
     out = []
-    for m in GROUNDING_RE.finditer(answer):
-        s, e = grounding_span(int(m.group(1)), int(m.group(3)), duration)
+    for m in (GROUNDING_RE if time == DEFAULT_TIME_FORMAT else grounding_regex(time)).finditer(answer):
+        if time == DEFAULT_TIME_FORMAT:  # VTimeLLM's rule G2, its float operations as they are
+            s, e = grounding_span(int(m.group(1)), int(m.group(3)), duration)
+        else:
+            s, e = time.grounding_span(m.group(1), m.group(3), duration)
         out.append(Span(s, e, m.group(0)))
     return out
 
@@ -163,8 +169,17 @@ def remove_upload(path: str | Path) -> None:
         path.parent.rmdir()
 
 
+def _video_time(session: ChatSession, features) -> TimeFormat:
+    """The time format answers about a video are read in: the checkpoint's; `frame` times count this video's own
+    sampled frames (the fps rule gives each video its count)."""
+    spec = session.spec
+    if spec is None or getattr(spec, "time_format", None) != "frame" or features is session.features:
+        return session.time
+    return spec.sample_time(None, int(features.shape[0]))
+
+
 def _status(video: str | Path, duration: float) -> str:
-    return f"**{html.escape(Path(video).name)}**: {duration:.1f} s, 100 frames. Ask about it below."
+    return f"**{html.escape(Path(video).name)}**: {duration:.1f} s. Ask about it below."
 
 
 def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], tuple[object, float]],
@@ -181,15 +196,16 @@ def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], t
         if not question.strip():
             return "", messages, gr.skip(), state
         turn = dataclasses.replace(session, features=state["features"], duration=state["duration"],
-                                   turns=list(state["turns"]), max_question_chars=cfg.max_question_chars)
+                                   turns=list(state["turns"]), max_question_chars=cfg.max_question_chars,
+                                   time=_video_time(session, state["features"]))
         try:
             answer = turn.ask(question)
         except QuestionRefused as exc:  # nothing asked: the conversation stays as it was
             return question, [*messages, {"role": "assistant", "content": f"error: {public_message(str(exc))}"}], \
                 gr.skip(), state
         messages = [*messages, {"role": "user", "content": question},
-                    {"role": "assistant", "content": render(answer, turn.duration)}]
-        timeline = timeline_html(answer_spans(answer, turn.duration), turn.duration)
+                    {"role": "assistant", "content": render(answer, turn.duration, turn.time)}]
+        timeline = timeline_html(answer_spans(answer, turn.duration, turn.time), turn.duration)
         return "", messages, timeline, {**state, "turns": turn.turns}
 
     def upload(path: str | None, state: dict, request: gr.Request):
@@ -292,4 +308,4 @@ def serve(cfg: ChatConfig, say: Callable[[str], None] = print) -> None:
     session = open_session(cfg)
     device, _ = resolve_device(cfg.device, cfg.dtype)
     say(f"{cfg.video}: {session.duration:.1f} s; open http://{cfg.host}:{cfg.port} (Ctrl-C to stop)")
-    launch(cfg, session, lambda path: video_features(path, cfg, device), block=True)
+    launch(cfg, session, lambda path: video_features(path, cfg, device, session.spec), block=True)

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("infra", "manifests", "pipeline", "train", "eval")
 WINGS = ("extract", "qa", "inspect", "synth", "download")
-EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.single", "pipeline.extract.clip",
+EVAL_FROM_PIPELINE = ("pipeline.contract", "pipeline.extract.single", "pipeline.extract.clip", "pipeline.extract.spec",
                       "pipeline.extract.decode")
 KNOWN_CYCLES: set[frozenset] = set()
 """None: the review's one circle (P3, `train.model` ↔ `train.checkpoint`) is gone."""

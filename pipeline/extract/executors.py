@@ -35,6 +35,14 @@ class Job:
             raise ValueError("a job has at most one shared (model) step")
 
     @property
+    def video_frames(self) -> int:
+        """Frames a video row gives under the sampling step's rule (`uniform N`: N; `fps`: at most M), VTimeLLM's
+        100 when no step samples frames. Frames, not feature rows: the encoder's cost is per frame, whatever the
+        tokens per frame pooled from its patch grid afterwards."""
+        rule = next((s.sampling for s in self.steps if isinstance(getattr(s, "sampling", None), dict)), {})
+        return int(rule.get("max_frames") or rule.get("frames") or FRAMES_PER_ROW["video"])
+
+    @property
     def shared(self) -> Step | None:
         return next((s for s in self.steps if s.shared), None)
 
@@ -46,12 +54,13 @@ class Job:
         return self.steps[:i], shared, self.steps[i + 1:]
 
 
-def batches(rows: list[dict], batch_frames: int) -> Iterator[list[dict]]:
-    """Consecutive rows until their expected frames reach `batch_frames` (a video counts 100, an image 1)."""
+def batches(rows: list[dict], batch_frames: int, video_frames: int = FRAMES_PER_ROW["video"]) -> Iterator[list[dict]]:
+    """Consecutive rows until their expected frames reach `batch_frames` (a video counts `video_frames`, the
+    sampling rule's N or most frames M, VTimeLLM's 100 by default; an image 1)."""
     batch, frames = [], 0
     for row in rows:
         batch.append(row)
-        frames += FRAMES_PER_ROW[row["kind"]]
+        frames += video_frames if row["kind"] == "video" else FRAMES_PER_ROW[row["kind"]]
         if frames >= batch_frames:
             yield batch
             batch, frames = [], 0
@@ -110,7 +119,7 @@ def run_task(job: Job, task: Task, call_shared: Callable[[list[Item]], object],
     for step in job.steps:
         step.open_task(task.task_id)
     run, pending = _TaskRun(shared, post, report), None
-    for rows in batches(task.rows, job.batch_frames):
+    for rows in batches(task.rows, job.batch_frames, job.video_frames):
         items = run.cpu_steps(pre, rows, stage if shared is not None else None)
         future = run.timed(shared.name, call_shared, items) if shared is not None else Resolved(items)
         if pending is not None:
