@@ -37,8 +37,8 @@ def invoke(app, args: list) -> str:
     return res.output
 
 
-def train_three_stages(tmp: Path, llm: str, presets: list[str | None], conv_format: str | None = None) -> list[Path]:
-    """Stage 1, 2, 3 checkpoints; each stage's metrics.jsonl has two positive losses."""
+def train_stages(tmp: Path, llm: str, presets: list[str | None], conv_format: str | None = None) -> list[Path]:
+    """Checkpoints of stages 1, 2(, 3), one per preset; each stage's metrics.jsonl has two positive losses."""
     from train.cli import app
 
     ckpts: list[Path] = []

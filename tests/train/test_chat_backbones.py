@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _backbone_chain import chat, evaluate, train_three_stages
+from _backbone_chain import chat, evaluate, train_stages
 
 from pipeline.contract.conversation import IGNORE_INDEX, encode, supervised_spans
 from tests._real_tokenizer import VICUNA_DIR
@@ -41,7 +41,7 @@ def _tiny_backbone(name: str, out: Path) -> Path:
 @pytest.mark.parametrize("name", ["qwen3", "llama3.1"])
 def test_three_stages_eval_and_chat_with_the_real_tokenizer(tmp_path, name):
     llm_dir = _tiny_backbone(name, tmp_path / name)
-    ckpts = train_three_stages(tmp_path, str(llm_dir), [f"{PRESETS[name]}_stage{n}" for n in (1, 2, 3)])
+    ckpts = train_stages(tmp_path, str(llm_dir), [f"{PRESETS[name]}_stage{n}" for n in (1, 2, 3)])
     metas = [json.loads((Path(c) / "vtl_checkpoint.json").read_text()) for c in ckpts]
     assert [m["conv_format"] for m in metas] == ["plain", "chat_template", "chat_template"]
     assert metas[1]["adapters"] == ["adapter"] and metas[2]["adapters"] == ["base_adapters/00", "adapter"]

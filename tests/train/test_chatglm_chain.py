@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from _backbone_chain import chat, evaluate, train_three_stages
+from _backbone_chain import chat, evaluate, train_stages
 from safetensors.torch import save_file
 
 from tests.train.test_chatglm import CONFIG, _chatglm_weights, _train_spm
@@ -25,7 +25,7 @@ def test_released_chatglm3_trains_three_stages_evaluates_and_chats(tmp_path):
     (folder / "modeling_chatglm.py").write_text("raise RuntimeError('downloaded code ran')\n")
     (folder / "tokenization_chatglm.py").write_text("raise RuntimeError('downloaded code ran')\n")
 
-    ckpts = train_three_stages(tmp_path, str(folder), ["glm_stage1", "glm_stage2", "glm_stage3"])
+    ckpts = train_stages(tmp_path, str(folder), ["glm_stage1", "glm_stage2", "glm_stage3"])
     metas = [json.loads((c / "vtl_checkpoint.json").read_text()) for c in ckpts]
     assert [m["conv_format"] for m in metas] == ["plain", "chatglm3", "chatglm3"]
     assert metas[2]["adapters"] == ["base_adapters/00", "adapter"]
