@@ -29,7 +29,7 @@ def _reply_span(tokenizer, messages: list[dict], i: int, rendered: str, start: i
     if not full.startswith(prompt):
         raise ValueError("the chat template's rendering of an answered turn does not extend its generation prompt; "
                          "its label mask cannot be derived")
-    reply = full[len(prompt):].rstrip()
+    reply = full[len(prompt):len(prompt) + _turn_length(tokenizer, messages[:i + 1], full, prompt)].rstrip()
     if not reply:
         raise ValueError("the chat template renders an assistant turn as nothing")
     if rendered.startswith(prompt) and rendered.startswith(reply, len(prompt)) and len(prompt) >= start:
@@ -39,6 +39,27 @@ def _reply_span(tokenizer, messages: list[dict], i: int, rendered: str, start: i
         raise ValueError("the chat template renders an assistant turn differently inside a longer conversation; "
                          "its label mask cannot be derived")
     return at, at + len(reply)
+
+
+def _turn_length(tokenizer, messages: list[dict], full: str, prompt: str) -> int:
+    """How much of what `full` adds after `prompt` is the turn itself: a template that closes a finished
+    conversation with special tokens of its own (Phi-3 appends EOS after the last `<|end|>`) drops them once a user
+    turn follows, so the turn ends where the rendering with one more user message departs from `full`, when only
+    special tokens and whitespace are left after it. Otherwise (no closing, or a template that rewrites the turn once
+    another follows, such as Qwen3's <think> block) the turn is the whole addition."""
+    whole = len(full) - len(prompt)
+    try:
+        more = _render(tokenizer, [*messages, {"role": "user", "content": "x"}], False)
+    except Exception:  # a template that refuses the extra turn: nothing to learn from it
+        return whole
+    shared = next((k for k, (a, b) in enumerate(zip(full, more)) if a != b), min(len(full), len(more)))
+    specials = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+    for t in specials:  # never cut inside a special token ("<|user|>" and "<|endoftext|>" share "<|")
+        shared = min([shared] + [k for k in range(max(0, shared - len(t) + 1), shared) if full.startswith(t, k)])
+    tail = full[shared:]
+    for t in specials:
+        tail = tail.replace(t, "")
+    return shared - len(prompt) if shared > len(prompt) and not tail.strip() else whole
 
 
 def rendered_pieces(tokenizer, messages: list[dict], for_generation: bool) -> list[tuple[str, bool]]:

@@ -1,5 +1,7 @@
 """Modern chat backbones through `chat_template`: tiny random Qwen3 and LLaMA-3.1 models with their real tokenizers
-(shared/data/tokenizers) train stage 1 then stage 2; Qwen3's template is not prefix-stable (issue 28 item 3)."""
+(shared/data/tokenizers) train stages 1 → 2 → 3 with their presets through vtl-train, evaluate (`vtl-eval
+grounding`), chat (`vtl-chat --question`), and their answers stop at the template's end-of-turn token; Qwen3's
+template is not prefix-stable (issue 28 item 3)."""
 from __future__ import annotations
 
 import json
@@ -7,14 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _train_helpers import write_training_shards
+from _backbone_chain import chat, evaluate, train_stages
 
 from pipeline.contract.conversation import IGNORE_INDEX, encode, supervised_spans
 from tests._real_tokenizer import VICUNA_DIR
-from train.config import resolve_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning")]
 END_OF_TURN = {"qwen3": "<|im_end|>", "llama3.1": "<|eot_id|>"}
+PRESETS = {"qwen3": "qwen3", "llama3.1": "llama3"}
 
 
 def _tiny_backbone(name: str, out: Path) -> Path:
@@ -25,7 +27,8 @@ def _tiny_backbone(name: str, out: Path) -> Path:
     size = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
                 eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    model = (Qwen3ForCausalLM(Qwen3Config(**size)) if name == "qwen3"
+    # untied: the end-of-turn rig below changes lm_head rows only, not the prompt's embeddings
+    model = (Qwen3ForCausalLM(Qwen3Config(**size, tie_word_embeddings=False)) if name == "qwen3"
              else LlamaForCausalLM(LlamaConfig(**size, tie_word_embeddings=False)))
     model.save_pretrained(out)
     for f in (VICUNA_DIR.parent / name).iterdir():
@@ -34,31 +37,67 @@ def _tiny_backbone(name: str, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen3", "llama3.1"])
-def test_stages_1_and_2_train_with_the_real_tokenizer(tmp_path, name):
-    from train.loop import run
-    from train.model import load_llm
-
+def test_three_stages_eval_and_chat_with_the_real_tokenizer(tmp_path, name):
     llm_dir = _tiny_backbone(name, tmp_path / name)
-    s1 = write_training_shards(tmp_path / "s1", n=8, stage=1, per_shard=8, rows=2)
-    s2 = write_training_shards(tmp_path / "s2", n=8, stage=2, per_shard=8, rows=2, seed=1)
-    base = dict(llm=str(llm_dir), micro_batch=2, global_batch=4, max_steps=2, lr=1e-3, zero=2, lora_r=4,
-                lora_alpha=8, gradient_checkpointing=False, num_workers=1, shuffle_buffer=4, progress=False,
-                world_size=1)
-    c1 = run(resolve_config(1, shards=str(s1), out=str(tmp_path / "c1"), **base))
-    c2 = run(resolve_config(2, shards=str(s2), out=str(tmp_path / "c2"), from_checkpoint=str(c1),
-                            conv_format="chat_template", **base))
-    for ckpt in (c1, c2):
-        rows = [json.loads(line) for line in (Path(ckpt) / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] > 0 for r in rows)
-    meta = json.loads((Path(c2) / "vtl_checkpoint.json").read_text())
-    assert meta["stage"] == 2 and meta["adapters"] == ["adapter"]
-    # Generation stops at the tokenizer's EOS (eval.generate), which is the template's end-of-turn token, and every
-    # supervised span of a stage-2 sample ends with it.
-    _, tok = load_llm(str(llm_dir), attn="sdpa")
+    ckpts = train_stages(tmp_path, str(llm_dir), [f"{PRESETS[name]}_stage{n}" for n in (1, 2, 3)])
+    metas = [json.loads((Path(c) / "vtl_checkpoint.json").read_text()) for c in ckpts]
+    assert [m["conv_format"] for m in metas] == ["plain", "chat_template", "chat_template"]
+    assert metas[1]["adapters"] == ["adapter"] and metas[2]["adapters"] == ["base_adapters/00", "adapter"]
+    for c in ckpts[1:]:  # every linear layer but lm_head, as for LLaMA
+        targets = json.loads((c / "adapter" / "adapter_config.json").read_text())["target_modules"]
+        assert "lm_head" not in targets and "q_proj" in targets
+    preds = evaluate(tmp_path, ckpts[2])
+    assert len(preds) >= 3 and all(END_OF_TURN[name] not in p["answer"] for p in preds)
+    assert chat(tmp_path, ckpts[2]).startswith("model> ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qwen3", "llama3.1"])
+def test_generation_stops_at_the_templates_end_of_turn(tmp_path, name):
+    """A model rigged so that its third greedy token is the end-of-turn token: both generation paths end the answer
+    there, though the model, left to run, goes on past it."""
+    import numpy as np
+    import torch
+
+    from eval.generate import Query, generate_batch, generate_shared, stop_ids, template_end_of_turn
+    from pipeline.contract.conversation import generation_prompt, video_turn
+    from train.model import VideoLLM, load_llm, new_projector
+
+    llm, tok = load_llm(str(_tiny_backbone(name, tmp_path / name)), attn="sdpa")
     eot = tok.convert_tokens_to_ids(END_OF_TURN[name])
-    assert tok.eos_token_id == eot
-    turns = [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "A man cooks."},
-             {"from": "human", "value": "Then?"}, {"from": "gpt", "value": "He eats."}]
-    enc = encode(turns, tok, "chat_template")
-    assert [s[-1] for s in supervised_spans(enc.labels)] == [eot, eot] and IGNORE_INDEX in enc.labels
+    model = VideoLLM(llm, tok, new_projector(16, llm.config.hidden_size), conv_format="chat_template").eval()
+    assert template_end_of_turn(tok) == eot and eot in stop_ids(model)
+    prompt = generation_prompt([video_turn("what happens")], tok, "chat_template")
+    query = Query(prompt, np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32))
+    embeds = model.embed(prompt, torch.from_numpy(query.features))[None]
+
+    def raw(n: int) -> list[int]:  # the tokens the model emits with no stop at all
+        with torch.no_grad():
+            return llm.generate(inputs_embeds=embeds, max_new_tokens=n, do_sample=False, eos_token_id=None,
+                                pad_token_id=tok.pad_token_id)[0].tolist()
+
+    first = raw(3)
+    assert eot not in first
+    with torch.no_grad():  # the end-of-turn logit becomes 3x the third token's (the largest logit there, > 0)
+        llm.lm_head.weight[eot] = 3 * llm.lm_head.weight[first[2]]
+    rigged = raw(6)
+    assert rigged[:3] == [*first[:2], eot] and len(rigged) == 6  # the rig moved only the third token
+    want = tok.decode(first[:2], skip_special_tokens=True).strip()
+    assert want and generate_batch(model, [query], 8) == [want]
+    assert generate_shared(model, [query, query], 8) == [want, want]
+
+
+def test_label_masks_end_every_answer_with_the_end_of_turn_token():
+    from transformers import AutoTokenizer
+
+    from train.model import prepare_tokenizer
+
+    for name, eot_text in END_OF_TURN.items():
+        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(VICUNA_DIR.parent / name))
+        eot = tok.convert_tokens_to_ids(eot_text)
+        turns = [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "A man cooks."},
+                 {"from": "human", "value": "Then?"}, {"from": "gpt", "value": "He eats."}]
+        enc = encode(turns, tok, "chat_template")
+        assert [s[-1] for s in supervised_spans(enc.labels)] == [eot, eot] and IGNORE_INDEX in enc.labels

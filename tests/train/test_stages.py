@@ -64,7 +64,8 @@ PAPER = {1: (1e-3, 1, 3, 16, "plain"), 2: (1e-4, 2, 3, 8, "v1"), 3: (1e-4, 2, 2,
 
 def test_presets_load_and_match_the_paper():
     files = sorted(PRESET_DIR.glob("*.yaml"))
-    assert [f.stem for f in files] == ["glm_stage1", "glm_stage2", "glm_stage3", "stage1", "stage2", "stage3"]
+    families = ["", "glm_", "llama3_", "mistral_", "phi3_", "qwen3_"]
+    assert [f.stem for f in files] == sorted(f"{fam}stage{n}" for fam in families for n in (1, 2, 3))
     for f in files:
         load_preset(f)
     assert sorted(STAGES) == sorted(PAPER)
@@ -90,6 +91,20 @@ def test_glm_presets_match_vtimellm_glm_scripts():
         assert (cfg.lr, cfg.epochs, cfg.zero, cfg.micro_batch, cfg.conv_format) == expected
         assert (cfg.global_batch, cfg.lora_r, cfg.lora_alpha, cfg.warmup_ratio) == (128, 64, 128, 0.03)
         assert cfg.preset.endswith(f"glm_stage{number}.yaml") and cfg.gradient_checkpointing
+
+
+# The chat backbones' presets (LLaMA-3.1, Qwen3, Mistral, Phi-3): VTimeLLM's numbers (PAPER) with the model's own
+# chat template from stage 2 on.
+@pytest.mark.parametrize("family", ["llama3", "qwen3", "mistral", "phi3"])
+def test_chat_backbone_presets_carry_the_recipe_with_the_chat_template(family):
+    for number, (lr, epochs, zero, micro, fmt) in PAPER.items():
+        cfg = resolve_config(number, shards="s", llm="tiny-random", out="o", preset=f"{family}_stage{number}",
+                             from_checkpoint="f" if number > 1 else None)
+        assert (cfg.lr, cfg.epochs, cfg.zero, cfg.micro_batch) == (lr, epochs, zero, micro)
+        assert cfg.conv_format == ("plain" if number == 1 else "chat_template")
+        assert (cfg.global_batch, cfg.warmup_ratio, cfg.weight_decay, cfg.max_tokens) == (128, 0.03, 0.0, 2048)
+        assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05) and cfg.gradient_checkpointing
+        assert cfg.preset.endswith(f"{family}_stage{number}.yaml")
 
 
 def test_gradient_clipping_is_off_by_default_and_still_available():
