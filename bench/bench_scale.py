@@ -23,25 +23,31 @@ ROOT = Path(os.environ.get("VTL_BENCH_ROOT") or Path(__file__).resolve().parents
 CHILD = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
-step, path, out = sys.argv[1:4]
-# Everything the step imports is imported first, so `base` (ru_maxrss before any input is read) is the interpreter and
-# its libraries; what the step holds for its input is the peak above it.
+step, path, out, warm = sys.argv[1:5]
+# The step runs once on a few items first, so `base` (ru_maxrss before the measured input is read) is the interpreter,
+# its libraries and their caches; what the step holds for its input is the peak above it.
 import numpy, pyarrow, pyarrow.parquet  # noqa: F401
 from manifests.build import ManifestConfig, build_manifest
 from pipeline.qa.import_vtimellm import ImportConfig, run_import
 from eval.config import ScoreConfig
 from eval.runner import run_score
 import eval.figures, matplotlib.pyplot  # noqa: F401
+
+
+def run(path, out):
+    if step in ("manifest-internvid", "manifest-lcc"):
+        build_manifest(ManifestConfig(step.split("-")[1], path, out + "/m.parquet"), {{}})
+    elif step == "import-vtimellm":
+        run_import(ImportConfig(json=path, features_dir=out + "/feats", out=out + "/shards", stage=2, progress=False))
+    elif step == "eval-score":
+        run_score(ScoreConfig(benchmark="grounding", predictions=path, annotations=out + "/sta.txt",
+                              durations=out + "/lengths.csv", dataset="charades", out=out + "/score"))
+
+
+run(warm + "/" + path.rsplit("/", 1)[1], warm)  # a few items first: what a step imports or caches on first use
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-if step in ("manifest-internvid", "manifest-lcc"):
-    dataset = step.split("-")[1]
-    build_manifest(ManifestConfig(dataset, path, out + "/m.parquet"), {{}})
-elif step == "import-vtimellm":
-    run_import(ImportConfig(json=path, features_dir=out + "/feats", out=out + "/shards", stage=2, progress=False))
-elif step == "eval-score":
-    run_score(ScoreConfig(benchmark="grounding", predictions=path, annotations=out + "/sta.txt",
-                          durations=out + "/lengths.csv", dataset="charades", out=out + "/score"))
+run(path, out)
 dt = time.perf_counter() - t0
 print(dt, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -96,18 +102,23 @@ def write_grounding(path: Path, n: int) -> None:
 WRITERS = {"manifest-internvid": (write_internvid, "jsonl"), "manifest-lcc": (write_lcc, "json"),
            "import-vtimellm": (write_vtimellm, "json"), "eval-score": (write_grounding, "jsonl")}
 STEPS = tuple(WRITERS)
+WARM_UP = 40
+"""Items of the first, unmeasured run in each child."""
 
 
 def measure(step: str, n: int) -> tuple[float, int, int]:
-    """(seconds per item, peak RSS, peak RSS above the process after its imports; bytes) of one step over n synthetic
+    """(seconds per item, peak RSS, peak RSS above the process after a warm-up run on a few items; bytes) of one step over n synthetic
     items, in a fresh subprocess."""
     write, ext = WRITERS[step]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / f"in.{ext}"
         write(data, n)
+        os.makedirs(Path(tmp) / "warm" / "feats")
+        write(Path(tmp) / "warm" / data.name, WARM_UP)
         os.makedirs(Path(tmp) / "feats")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
-        out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), step, str(data), tmp],
+        out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), step, str(data), tmp,
+                              str(Path(tmp) / "warm")],
                              capture_output=True, text=True, env=env, timeout=3600)
         if out.returncode:
             raise RuntimeError(f"{step} at {n}: {out.stderr[-2000:]}")
@@ -116,14 +127,14 @@ def measure(step: str, n: int) -> tuple[float, int, int]:
 
 
 def growth(step: str, small: int, large: int) -> float:
-    """Peak RSS above the imports at `large` items over the same at `small` (what the test suite checks): start-up
+    """Peak RSS above the warm-up at `large` items over the same at `small` (what the test suite checks): start-up
     (~100 MiB of interpreter and libraries) would hide a whole-file reader at test sizes."""
     return measure(step, large)[2] / max(measure(step, small)[2], 1 << 20)
 
 
 def table(sizes: list[int], steps=STEPS) -> str:
-    lines = ["| step | " + " | ".join(f"{n:,} items: µs/item, peak RSS (above imports)" for n in sizes)
-             + " | RSS ×, last/first (above imports) |", "|---|" + "---|" * (len(sizes) + 1)]
+    lines = ["| step | " + " | ".join(f"{n:,} items: µs/item, peak RSS (above warm-up)" for n in sizes)
+             + " | RSS ×, last/first (above warm-up) |", "|---|" + "---|" * (len(sizes) + 1)]
     for step in steps:
         cells, rss, above = [], [], []
         for n in sizes:
