@@ -16,7 +16,7 @@ from typing import Iterator
 
 from eval.config import EvalConfig, ScoreConfig, resolve_device
 from eval.prediction_formats import resolve_sentence_indices
-from eval.score import Truth, read_predictions, read_truth, score
+from eval.score import Truth, iter_predictions, read_truth, score
 from infra.storage import fsync_file
 from pipeline.contract.conversation import video_turn
 from pipeline.contract.provenance import RUN_CONFIG
@@ -160,12 +160,18 @@ def _run_score(cfg: ScoreConfig) -> dict:
     if cfg.benchmark == "qvhighlights":
         metrics, plot_data = _score_qvhighlights(cfg), {}
     else:
-        preds = read_predictions(cfg.predictions, cfg.benchmark)
         truth = read_truth(cfg.annotations, cfg.dataset, cfg.durations)
-        resolve_sentence_indices(preds, truth)
-        metrics, plot_data = score(cfg.benchmark, preds, truth)
+        preds = _resolved(iter_predictions(cfg.predictions, cfg.benchmark), truth)
+        metrics, plot_data = score(cfg.benchmark, preds, truth, keep_records=cfg.timeline_queries)
     write_outputs(cfg.out, cfg.benchmark, metrics, plot_data, {"command": "score", "config": cfg.to_json()}, cfg)
     return metrics
+
+
+def _resolved(preds: Iterator[dict], truth: dict[str, Truth]) -> Iterator[dict]:
+    """The predictions as they come, VTimeLLM log lines' sentence numbers looked up (one line at a time)."""
+    for line in preds:
+        resolve_sentence_indices([line], truth)
+        yield line
 
 
 def _score_qvhighlights(cfg: ScoreConfig) -> dict:

@@ -21,11 +21,13 @@ beside it, never mixed in: `metrics.json` = VTimeLLM's figures at the top level,
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict, deque
+from array import array
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
-from eval.metrics import Event, dvc_metrics, grounding_metrics, temporal_iou, vtimellm_iou
+from eval.metrics import GROUNDING_THRESHOLDS, Event, dvc_metrics, temporal_iou, vtimellm_iou
 from eval.parse import dense_caption_events, parse_grounding
 from eval.prediction_formats import EXPECTED, from_vtimellm_log, whole_file_json
 from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
@@ -58,17 +60,35 @@ class Truth:
     time: TimeFormat = DEFAULT_TIME_FORMAT
 
 
-def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
-    """Predictions (our JSONL, VTimeLLM's log, a TimeChat-style JSON: eval.prediction_formats) → list of dicts; a
-    malformed line stops with its line number and the shapes accepted (nothing is guessed)."""
-    whole = whole_file_json(path)
-    out = []
+def _jsonl_head(path: str | Path) -> bool:
+    """True when the file's first line is a whole prediction object: JSONL, read line by line (a JSON document is
+    only read whole when it is one, e.g. a TimeChat-style list)."""
+    with open(path, errors="replace") as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    first = json.loads(raw)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(first, dict) and bool({"video", "video_id"} & set(first))
+    return False
+
+
+def _raw_lines(path: str | Path) -> Iterator[tuple[int, object]]:
+    whole = None if _jsonl_head(path) else whole_file_json(path)
     if whole is None:
         with open(path, errors="replace") as f:
-            raw_lines = list(enumerate(f, 1))
+            yield from enumerate(f, 1)
     else:
-        raw_lines = [(i, line) for i, line in enumerate(whole, 1)]
-    for lineno, raw in raw_lines:
+        yield from enumerate(whole, 1)
+
+
+def iter_predictions(path: str | Path, benchmark: str) -> Iterator[dict]:
+    """Predictions (our JSONL, VTimeLLM's log, a TimeChat-style JSON: eval.prediction_formats), one dict at a time;
+    a malformed line stops with its line number and the shapes accepted (nothing is guessed)."""
+    wanted = "span" if benchmark == "grounding" else "events"
+    count = 0
+    for lineno, raw in _raw_lines(path):
         if isinstance(raw, str):
             if not raw.strip():
                 continue
@@ -79,13 +99,17 @@ def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
         line = from_vtimellm_log(raw) if isinstance(raw, dict) and "video_id" in raw and "video" not in raw else raw
         if not isinstance(line, dict) or "video" not in line:
             raise ValueError(f"{path}:{lineno}: a prediction needs a 'video' field; {EXPECTED}")
-        wanted = "span" if benchmark == "grounding" else "events"
         if "answer" not in line and wanted not in line:
             raise ValueError(f"{path}:{lineno}: a {benchmark} prediction needs 'answer' or '{wanted}'; {EXPECTED}")
-        out.append(line)
-    if not out:
+        count += 1
+        yield line
+    if not count:
         raise ValueError(f"{path}: no predictions; {EXPECTED}")
-    return out
+
+
+def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
+    """All predictions at once (small files, tests); `vtl-eval score` streams `iter_predictions`."""
+    return list(iter_predictions(path, benchmark))
 
 
 def read_truth(annotations: str | Path, dataset: str | None = None, durations: str | Path | None = None
@@ -133,56 +157,122 @@ def _span(value, vid: str) -> tuple[float, float]:
     return start, end
 
 
-def grounding_records(preds: list[dict], truth: dict[str, Truth]) -> list[dict]:
-    """Per query: video, sentence, duration, raw answer (None for a span line), ground-truth span, predicted span
+class _Matcher:
+    """Pairs grounding predictions with ground-truth events: per predicted video id, a bit mask of the events already
+    matched (repeated sentences of one video are matched in file order); nothing per query is kept."""
+
+    def __init__(self, truth: dict[str, Truth]):
+        self.truth = truth
+        self.used: dict[str, int] = {}
+        self.norm: dict[int, tuple[str, ...]] = {}
+        """Normalised sentences by id(Truth), for the predicted videos."""
+
+    def sentences(self, t: Truth) -> tuple[str, ...]:
+        if id(t) not in self.norm:
+            self.norm[id(t)] = tuple(normalize_sentence(sentence) for _, sentence in t.events)
+        return self.norm[id(t)]
+
+    def match(self, line: dict) -> tuple[str, str, Truth, tuple[float, float]]:
+        """(video, sentence, its Truth, ground-truth span) of one prediction."""
+        t, vid, sent = _video(self.truth, line), str(line["video"]), line_sentence(line)
+        mask = self.used.get(vid, 0)
+        for i, norm in enumerate(self.sentences(t)):
+            if not mask >> i & 1 and norm == sent:
+                self.used[vid] = mask | 1 << i
+                return vid, sent, t, t.events[i][0]
+        raise ValueError(f"video {vid!r} has no (further) event with the sentence {sent!r}")
+
+    def missing(self) -> list[list[str]]:
+        matched: Counter = Counter()
+        for vid, mask in self.used.items():
+            t = self.truth[vid]
+            matched.update((id(t), s) for i, s in enumerate(self.sentences(t)) if mask >> i & 1)
+        return _missing_from(matched, self.truth)
+
+
+def grounding_record(line: dict, matcher: _Matcher) -> dict:
+    """One query: video, sentence, duration, raw answer (None for a span line), ground-truth span, predicted span
     (None = unparsable), `iou` (VTimeLLM's) and `iou_seconds` (the lenient reading)."""
-    queues: dict[tuple[str, str], deque] = defaultdict(deque)
-    for vid, t in truth.items():
-        for span, sentence in t.events:
-            queues[(vid, normalize_sentence(sentence))].append(span)
-    records = []
-    for line in preds:
-        t, key = _video(truth, line), (str(line["video"]), line_sentence(line))
-        if not queues[key]:
-            raise ValueError(f"video {key[0]!r} has no (further) event with the sentence {key[1]!r}")
-        gt = queues[key].popleft()
-        if "answer" in line:
-            pos = parse_grounding(str(line["answer"]), t.time)
-            # the default format: a/100·D and a/100, VTimeLLM's operations (TimeFormat keeps their order)
-            span = t.time.grounding_span(pos[0], pos[1], t.duration) if pos else None
-            frac = (t.time.fraction(pos[0], t.duration), t.time.fraction(pos[1], t.duration)) if pos else None
-        else:
-            span = _span(line["span"], key[0]) if line["span"] is not None else None
-            frac = (span[0] / t.duration, span[1] / t.duration) if span else None
-        gt_frac = (gt[0] / t.duration, gt[1] / t.duration)
-        records.append({"video": key[0], "sentence": key[1], "duration": t.duration, "answer": line.get("answer"),
-                        "gt": list(gt), "span": list(span) if span else None,
-                        "iou": vtimellm_iou(frac, gt_frac) if frac else None,
-                        "iou_seconds": temporal_iou(span, gt) if span else None})
-    return records
+    vid, sent, t, gt = matcher.match(line)
+    if "answer" in line:
+        pos = parse_grounding(str(line["answer"]), t.time)
+        # the default format: a/100·D and a/100, VTimeLLM's operations (TimeFormat keeps their order)
+        span = t.time.grounding_span(pos[0], pos[1], t.duration) if pos else None
+        frac = (t.time.fraction(pos[0], t.duration), t.time.fraction(pos[1], t.duration)) if pos else None
+    else:
+        span = _span(line["span"], vid) if line["span"] is not None else None
+        frac = (span[0] / t.duration, span[1] / t.duration) if span else None
+    gt_frac = (gt[0] / t.duration, gt[1] / t.duration)
+    return {"video": vid, "sentence": sent, "duration": t.duration, "answer": line.get("answer"),
+            "gt": list(gt), "span": list(span) if span else None,
+            "iou": vtimellm_iou(frac, gt_frac) if frac else None,
+            "iou_seconds": temporal_iou(span, gt) if span else None}
 
 
-def dvc_inputs(preds: list[dict], truth: dict[str, Truth], plain_text: bool = False) -> tuple[dict, dict, int]:
-    """(predicted events by video, ground truth by video, number of unparsable answers); `plain_text` = the lenient
-    reading of answers (VTimeLLM's: JSON only)."""
-    events: dict[str, list[Event]] = {}
-    unparsed = 0
+def grounding_records(preds: Iterable[dict], truth: dict[str, Truth]) -> list[dict]:
+    """`grounding_record` of every prediction (small sets, tests)."""
+    matcher = _Matcher(truth)
+    return [grounding_record(line, matcher) for line in preds]
+
+
+class RunningGrounding:
+    """`eval.metrics.grounding_metrics` over IoUs that arrive one at a time: the same roundings, counts and sum in the
+    same order (Python's float `sum` adds left to right), so the same figures to the last bit."""
+
+    def __init__(self, decimals: int | None = 2):
+        self.decimals, self.n, self.total, self.unparsed = decimals, 0, 0.0, 0
+        self.hits = [0] * len(GROUNDING_THRESHOLDS)
+
+    def add(self, iou: float | None) -> None:
+        v = (iou if self.decimals is None else round(iou, self.decimals)) if iou is not None else 0.0
+        self.n += 1
+        self.total += v
+        self.unparsed += iou is None
+        for k, m in enumerate(GROUNDING_THRESHOLDS):
+            self.hits[k] += v >= m
+
+    def metrics(self) -> dict:
+        if self.n == 0:
+            raise ValueError("no grounding queries to score")
+        out = {f"R1@{m}": 100.0 * h / self.n for m, h in zip(GROUNDING_THRESHOLDS, self.hits)}
+        return {**out, "mIoU": 100.0 * self.total / self.n, "n": self.n, "unparsed": 100.0 * self.unparsed / self.n}
+
+
+def _dvc_events(line: dict, vid: str, t: Truth, plain_text: bool) -> list[Event] | None:
+    if "answer" in line:
+        return dense_caption_events(str(line["answer"]), t.duration, plain_text, t.time)
+    try:
+        return [(_span(e["span"], vid), str(e["sentence"])) for e in line["events"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"video {vid!r}: events must be [{{'span': [s, e], 'sentence': T}}, ...] "
+                         f"({exc!r})") from None
+
+
+def _dvc_collect(preds: Iterable[dict], truth: dict[str, Truth], readings: tuple[bool, ...]
+                 ) -> tuple[list[dict], list[int], list[str]]:
+    """One pass over the predictions: per reading (plain_text flag), the predicted events by video and the number of
+    unparsable answers; and the videos whose answer gave no events in the first reading (rule D6)."""
+    events: list[dict[str, list[Event]]] = [{} for _ in readings]
+    unparsed = [0] * len(readings)
+    unparsable: list[str] = []
     for line in preds:
         vid, t = str(line["video"]), _video(truth, line)
-        if vid in events:
+        if vid in events[0]:
             raise ValueError(f"two dense-captioning predictions for video {vid!r}")
-        if "answer" in line:
-            parsed = dense_caption_events(str(line["answer"]), t.duration, plain_text, t.time)
-        else:
-            try:
-                parsed = [(_span(e["span"], vid), str(e["sentence"])) for e in line["events"]]
-            except (KeyError, TypeError) as exc:
-                raise ValueError(f"video {vid!r}: events must be [{{'span': [s, e], 'sentence': T}}, ...] "
-                                 f"({exc!r})") from None
-        unparsed += parsed is None
-        events[vid] = parsed or []
-    gts = {vid: list(truth[vid].events) for vid in events}
-    return events, gts, unparsed
+        for k, plain_text in enumerate(readings):
+            parsed = _dvc_events(line, vid, t, plain_text)
+            unparsed[k] += parsed is None
+            events[k][vid] = parsed or []
+        if "answer" in line and not events[0][vid]:  # a span line may list none
+            unparsable.append(vid)
+    return events, unparsed, unparsable
+
+
+def dvc_inputs(preds: Iterable[dict], truth: dict[str, Truth], plain_text: bool = False) -> tuple[dict, dict, int]:
+    """(predicted events by video, ground truth by video, number of unparsable answers); `plain_text` = the lenient
+    reading of answers (VTimeLLM's: JSON only)."""
+    (events,), (unparsed,), _ = _dvc_collect(preds, truth, (plain_text,))
+    return events, {vid: list(truth[vid].events) for vid in events}, unparsed
 
 
 def _unique(truth: dict[str, Truth]) -> dict[int, tuple[str, Truth]]:
@@ -193,9 +283,8 @@ def _unique(truth: dict[str, Truth]) -> dict[int, tuple[str, Truth]]:
     return out
 
 
-def missing_queries(records: list[dict], truth: dict[str, Truth]) -> list[list[str]]:
-    """[video, sentence] of every ground-truth event no grounding prediction was matched to, in annotation order."""
-    matched: Counter = Counter((id(truth[r["video"]]), r["sentence"]) for r in records)
+def _missing_from(matched: Counter, truth: dict[str, Truth]) -> list[list[str]]:
+    """[video, sentence] of every ground-truth event beyond the `matched` count of its (id(Truth), sentence)."""
     out = []
     for key, (vid, t) in _unique(truth).items():
         for _, sentence in t.events:
@@ -205,6 +294,11 @@ def missing_queries(records: list[dict], truth: dict[str, Truth]) -> list[list[s
             else:
                 out.append([vid, sent])
     return out
+
+
+def missing_queries(records: list[dict], truth: dict[str, Truth]) -> list[list[str]]:
+    """[video, sentence] of every ground-truth event no grounding prediction was matched to, in annotation order."""
+    return _missing_from(Counter((id(truth[r["video"]]), r["sentence"]) for r in records), truth)
 
 
 def missing_videos(predicted: dict, truth: dict[str, Truth]) -> list[str]:
@@ -223,28 +317,34 @@ def _with_lenient(benchmark: str, metrics: dict, lenient: dict) -> dict:
     return {**metrics, "scoring": SCORING, "lenient": {"rules": LENIENT_RULES[benchmark], **lenient}}
 
 
-def score(benchmark: str, preds: list[dict], truth: dict[str, Truth]) -> tuple[dict, dict]:
+def score(benchmark: str, preds: Iterable[dict], truth: dict[str, Truth], keep_records: int | None = None
+          ) -> tuple[dict, dict]:
     """(metrics.json content, figure data for `eval.figures.write_figures`) for one benchmark: VTimeLLM's figures, and
-    the lenient ones under `lenient`. Figure data: grounding `ious` and the per-query `records`; dvc the per-tIoU
-    scores, the predicted `events` and ground truth `gts` by video, their `durations` and the `unparsable` videos."""
+    the lenient ones under `lenient`. `preds` is read once, as it comes (a file's lines are not held). Figure data:
+    grounding `ious` (0 for unparsable) and the first `keep_records` per-query `records` (None: all); dvc the
+    per-tIoU scores, the predicted `events` and ground truth `gts` by video, their `durations` and the `unparsable`
+    videos."""
     if benchmark == "grounding":
-        records = grounding_records(preds, truth)
-        metrics = grounding_metrics([r["iou"] for r in records])
-        lenient = grounding_metrics([r["iou_seconds"] for r in records], decimals=None)
-        metrics = _with_missing(metrics, missing_queries(records, truth), "queries")
-        return _with_lenient(benchmark, metrics, lenient), {"ious": [r["iou"] for r in records], "records": records}
+        matcher, head, loose = _Matcher(truth), RunningGrounding(2), RunningGrounding(None)
+        ious, records = array("d"), []  # 8 bytes a query, for the histogram
+        for line in preds:
+            r = grounding_record(line, matcher)
+            head.add(r["iou"])
+            loose.add(r["iou_seconds"])
+            ious.append(r["iou"] or 0.0)
+            if keep_records is None or len(records) < keep_records:
+                records.append(r)
+        metrics = _with_missing(head.metrics(), matcher.missing(), "queries")
+        return _with_lenient(benchmark, metrics, loose.metrics()), {"ious": ious, "records": records}
     if benchmark == "dvc":
-        events, gts, unparsed = dvc_inputs(preds, truth)
+        (events, loose), (unparsed, loose_unparsed), unparsable = _dvc_collect(preds, truth, (False, True))
+        gts = {vid: list(truth[vid].events) for vid in events}
         details: dict = {}
         metrics = dvc_metrics(events, gts, unparsed=unparsed, details=details)
-        loose, _, loose_unparsed = dvc_inputs(preds, truth, plain_text=True)
         # Scored again only when the lenient reading found more (METEOR runs are the cost).
         lenient = metrics if loose == events else dvc_metrics(loose, gts, unparsed=loose_unparsed)
-        # An answer that gave no events is unparsable (rule D6); a span line may list none.
-        unparsable = [str(x["video"]) for x in preds if "answer" in x and not events[str(x["video"])]]
         metrics = _with_missing(metrics, missing_videos(events, truth), "videos")
         return _with_lenient(benchmark, metrics, lenient), {
             **details, "events": events, "gts": gts, "durations": {v: truth[v].duration for v in events},
             "unparsable": unparsable}
     raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
-

@@ -288,7 +288,7 @@ def _build(cfg: BuildQaConfig, index_in: dict, records: list | None, budget: Tok
         run_config["generation"] = {**settings(cfg), "prompt_without_events": build_prompt([])}
     index = out.finish(run_config, index_in.get("encoder"), index_in.get("manifest_hash"),
                        extra={SPEC_KEY: spec.to_json()})
-    return BuildQaResult(out_location(cfg.out), index, stats.samples, len(out.errors))
+    return BuildQaResult(out_location(cfg.out), index, stats.samples, out.error_count)
 
 
 def _fill(cfg: BuildQaConfig, out: QaOutput, index_in: dict, records: list | None,

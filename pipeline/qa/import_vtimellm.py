@@ -8,7 +8,6 @@ random other sample (missing or unreadable `.npy`), we write an error record ins
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,11 +28,11 @@ from pipeline.qa.dialogues import (
     RecordError,
     _video_key,
     check_turns,
-    iter_keyed,
     record_duration,
     record_label,
     render_dialogue,
 )
+from pipeline.qa.import_keys import KeyCounts, iter_keyed_bounded
 from pipeline.qa.output import QaOutput, QaStats, out_location, print_summary, progress_iter
 
 ENCODER = "vtimellm-release:clip-vit-l-14"
@@ -196,22 +195,24 @@ def iter_records(path) -> Iterator[object]:
         yield from iter_array(f)
 
 
-def scan_records(path) -> tuple[int, Counter, list]:
-    """First pass: number of records, count of each video key (for the key rule), the first 1000 (stage inference).
-    A file that is not a JSON list is a wrong input: one ValueError, before anything is written."""
-    n, counts, head = 0, Counter(), []
+def scan_records(path) -> tuple[int, KeyCounts, list]:
+    """First pass: number of records, the video keys' counts (for the key rule; `pipeline.qa.import_keys`), the first
+    1000 records (stage inference). A file that is not a JSON list is a wrong input: one ValueError, before anything
+    is written."""
+    n, counts, head = 0, KeyCounts(), []
     try:
         for record in iter_records(path):
             n += 1
             vkey = _video_key(record)
             if vkey is not None:
-                counts[vkey] += 1
+                counts.add(vkey)
             if len(head) < 1000:
                 head.append(record)
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read {path} as JSON: {exc}") from exc
     except ValueError:
         raise ValueError(f"{path}: expected a JSON list of records") from None
+    counts.settle(lambda: iter_records(path))
     return n, counts, head
 
 
@@ -225,7 +226,7 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     out = QaOutput(out_location(cfg.out), f"stage{stage}", "import-vtimellm", stats, cfg.samples_per_shard,
                    cfg.overwrite)
     try:
-        keyed = iter_keyed(iter_records(cfg.json), key_counts)  # second pass, record by record
+        keyed = iter_keyed_bounded(iter_records(cfg.json), key_counts)  # second pass, record by record
         for kr in progress_iter(keyed, n_records, f"import stage {stage}", cfg.progress):
             _import_one(kr, cfg, stage, out, budget)
     except BaseException:
@@ -235,7 +236,7 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     run_config = {"command": "import-vtimellm", "config": {**asdict(cfg), "stage": stage},
                   "input": {"json": str(cfg.json), "json_sha256": _sha256(cfg.json)}}
     index = out.finish(run_config, ENCODER, None)
-    return ImportResult(out_location(cfg.out), index, stats.samples, len(out.errors), stage)
+    return ImportResult(out_location(cfg.out), index, stats.samples, out.error_count, stage)
 
 
 def _sha256(location) -> str:

@@ -7,8 +7,9 @@ silently.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,7 +25,6 @@ from pipeline.contract.shards import (
     ErrorRecord,
     Sample,
     ShardWriter,
-    write_errors,
     write_index,
 )
 
@@ -105,7 +105,10 @@ class QaOutput:
         prepare_out_dir(out, overwrite)
         self.out, self.step, self.stats = out, step, stats
         self.writer = ShardWriter(out, prefix, samples_per_shard, mtime=FIXED_MTIME)
-        self.errors: list[ErrorRecord] = []
+        # Error records go to errors.jsonl as they come (a spool file committed at finish): only their count is kept.
+        self._errors = storage.AtomicFile(storage.join(out, ERRORS))
+        self._errors_file = open(self._errors.local, "w", encoding="utf-8")
+        self.error_count = 0
         self.keys: set[str] = set()
         self.shapes: Counter = Counter()
 
@@ -126,11 +129,17 @@ class QaOutput:
         self.shapes[tuple(features.shape)] += 1
 
     def error(self, key: str, reason: str, detail: str = "", source_id: str | None = None) -> None:
-        self.errors.append(ErrorRecord(key=key, step=self.step, reason=reason, detail=detail, source_id=source_id))
+        record = ErrorRecord(key=key, step=self.step, reason=reason, detail=detail, source_id=source_id)
+        self._errors_file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        self.error_count += 1
         self.stats.skipped[reason] += 1
 
     def abort(self) -> None:
-        """Remove the shard being written (after a failure), so no `.tmp` is left in the output folder."""
+        """Remove the shard being written and the error spool (after a failure), so no `.tmp` is left in the output
+        folder."""
+        if not self._errors_file.closed:
+            self._errors_file.close()
+            self._errors.discard()
         writer = self.writer
         if writer._tar is not None:
             for close in (writer._tar.close, writer._stream.close):
@@ -147,7 +156,8 @@ class QaOutput:
         and `extra` (build-qa: the `feature_spec` of the output)."""
         try:
             shards = self.writer.close()
-            write_errors(storage.join(self.out, ERRORS), self.errors)
+            self._errors_file.close()
+            self._errors.commit()
             storage.write_json_atomic(storage.join(self.out, RUN_CONFIG), {**run_config, "producer": producer()})
         except BaseException:
             self.abort()
@@ -156,7 +166,7 @@ class QaOutput:
         dims = {shape[1] for shape in self.shapes}
         return write_index(self.out, shards, encoder=encoder, num_frames=rows.pop() if len(rows) == 1 else None,
                            dim=dims.pop() if len(dims) == 1 else None, manifest_hash=manifest_hash,
-                           errors=len(self.errors), extra={**(extra or {}), "qa": self.stats.to_json()})
+                           errors=self.error_count, extra={**(extra or {}), "qa": self.stats.to_json()})
 
 
 def progress_iter(items: Iterable, total: int | None, description: str, enabled: bool) -> Iterator:
