@@ -1,7 +1,7 @@
 """Trainer token-efficiency benchmark: how much of a stage-2 step is padding, and what that costs, per batching mode.
 
 Data: real-shaped stage-2 samples. The ActivityNet Captions sample in `shared/data/real/` (300 videos; resolved as
-tests/_real_data.py does: `$VTL_REAL_DATA`, else `shared/data/real` beside the checkout, else
+tests/support/real_data.py does: `$VTL_REAL_DATA`, else `shared/data/real` beside the checkout, else
 `/work/shared/data/real`) becomes conversations through our own rules (`pipeline.qa.rules.clean_events` and
 `stage2_conversation`: VTimeLLM's templates, 20 % dense captioning / 80 % multi-turn), `--copies` per video with
 different sample keys, hence different draws; features are (100, 768) float16 (random: their values do not change

@@ -7,4 +7,4 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from _storage_helpers import s3, s3_server  # noqa: E402,F401  (fixtures: a local S3 server, a fresh bucket)
+from support.storage import s3, s3_server  # noqa: E402,F401  (fixtures: a local S3 server, a fresh bucket)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _qa_helpers import video_meta, write_feature_shards
+from support.qa import video_meta, write_feature_shards
 from typer.testing import CliRunner
 
 from eval.cli import app as eval_app
@@ -480,8 +480,8 @@ def test_absurd_shapes_are_error_records_before_the_resize(tmp_path):
     for 100 frames) are `bad_shape` records; the other rows are extracted, on both resize paths, in seconds."""
     import time
 
-    from _extract_helpers import assert_exact, config, write_rows
     from PIL import Image
+    from support.extract import assert_exact, config, write_rows
 
     from manifests.schema import ManifestRow
     from pipeline.extract.clip import ClipConfig
@@ -528,7 +528,7 @@ def test_duration_mismatch_rule():
 def mismatched_features(tmp_path_factory):
     """Extracted features of: window (2, 10) on a 6 s file, an ActivityNet-style duration of 148 s on a 5 s file, a
     DiDeMo-style window (0, 5) on a 0.1 s file, and one consistent row."""
-    from _extract_helpers import config, write_rows
+    from support.extract import config, write_rows
 
     from manifests.schema import Event, ManifestRow
     from pipeline.extract.job import run_extract

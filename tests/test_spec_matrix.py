@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _encoder_helpers import hf_tower
-from _extract_helpers import write_rows
+from support.encoders import hf_tower
+from support.extract import write_rows
 from typer.testing import CliRunner
 
 from manifests.schema import Event, ManifestRow

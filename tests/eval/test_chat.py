@@ -1,18 +1,11 @@
 """`vtl-chat` end to end: a generated video, the tiny-random CLIP, a tiny random checkpoint from the trainer's API."""
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from eval.chat import render
 from eval.chat_cli import app
 from pipeline.synth.media import write_video
-from tests._eval_helpers import tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +16,7 @@ def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames, fps=10.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_chat_one_shot(video, ckpt):

@@ -4,24 +4,12 @@ import shutil
 
 import pytest
 import torch
+from support.evaluation import VIDEOS, eval_shards
 from typer.testing import CliRunner
 
 from eval.cli import app
-from tests._eval_helpers import VIDEOS, eval_shards, tiny_checkpoint
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: oversubscribed intra-op threads make tiny-model generation many times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_grounding_end_to_end(tmp_path, ckpt):

@@ -4,11 +4,11 @@ import json
 import shutil
 
 import pytest
+from support.real_data import REAL
 from typer.testing import CliRunner
 
 from eval.cli import app
 from eval.score import read_predictions, read_truth
-from tests._real_data import REAL
 
 STA = REAL / "charades_sta_train_sample.txt"
 CSV = REAL / "Charades_v1_train_sample.csv"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support.real_data import REAL
 from typer.testing import CliRunner
 
 from eval.cli import app
@@ -24,7 +25,6 @@ from eval.figures import (
     short_label,
     write_figures,
 )
-from tests._real_data import REAL
 
 ROOT = Path(__file__).resolve().parents[2]
 STA, CSV = REAL / "charades_sta_train_sample.txt", REAL / "Charades_v1_train_sample.csv"

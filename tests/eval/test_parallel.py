@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _storage_helpers import free_port
+from support.evaluation import eval_shards, many_videos, tiny_checkpoint
+from support.storage import free_port
 from typer.testing import CliRunner
 
 from eval.cli import app
@@ -27,7 +28,6 @@ from eval.parallel import (
     world_from_env,
 )
 from eval.parallel_run import _slices
-from tests._eval_helpers import eval_shards, many_videos, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

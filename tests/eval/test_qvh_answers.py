@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from support.evaluation import tiny_checkpoint
 from typer.testing import CliRunner
 
 from eval.cli import app
@@ -16,7 +17,6 @@ from manifests.qvhighlights import read_qvhighlights
 from pipeline.contract.queries import qvh_query
 from pipeline.contract.shards import Sample, ShardWriter, write_index
 from pipeline.qa.rules import eval_conversation
-from tests._eval_helpers import tiny_checkpoint
 
 
 def test_moment_windows_rules():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.evaluation import TEXTS, eval_shards
 from typer.testing import CliRunner
 
 from eval.chat import render
@@ -15,7 +16,6 @@ from eval.runner import read_eval_shards
 from eval.score import score
 from pipeline.contract.feature_spec import KEY, FeatureSpec
 from pipeline.synth.media import write_video
-from tests._eval_helpers import TEXTS, eval_shards
 
 QVH_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "qvhighlights" / "annotations.jsonl"
 CLIP_SPEC = FeatureSpec(encoder_family="open_clip", encoder_model="ViT-L-14", weights_digest="pretrained:openai")

@@ -9,10 +9,10 @@ import json
 import shutil
 
 import pytest
+from support.real_data import REAL
+from support.real_tokenizer import vicuna_tokenizer
 
 from eval.config import EvalConfig
-from tests._real_data import REAL
-from tests._real_tokenizer import vicuna_tokenizer
 
 PREAMBLE = "Here's the requested JSON format with the events and their corresponding timestamps:\n"
 

@@ -96,12 +96,12 @@ def test_page_answers_and_draws_the_spans(tmp_path):
     import torch
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+    from support.evaluation import tiny_checkpoint
 
     from eval.chat import ChatSession, open_session, video_features
     from eval.config import ChatConfig
     from eval.web import launch
     from pipeline.synth.media import write_video
-    from tests._eval_helpers import tiny_checkpoint
 
     class ScriptedSession(ChatSession):
         def ask(self, question: str) -> str:

@@ -33,12 +33,12 @@ def _files(folder: str) -> set[str]:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     import torch
+    from support.evaluation import tiny_checkpoint
 
     from eval.chat import ChatSession, open_session, video_features
     from eval.config import ChatConfig
     from eval.web import launch
     from pipeline.synth.media import write_video
-    from tests._eval_helpers import tiny_checkpoint
 
     tmp = tmp_path_factory.mktemp("web")
     torch.set_num_threads(1)

@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from _eval_helpers import TEXTS
+from support.evaluation import TEXTS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

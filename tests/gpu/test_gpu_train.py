@@ -12,7 +12,7 @@ import types
 
 import pytest
 import torch
-from _train_helpers import tokenizer_for_tests, write_training_shards
+from support.training import tokenizer_for_tests, write_training_shards
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from _storage_helpers import free_port, make_bucket, s3_env
+from support.storage import free_port, make_bucket, s3_env
 
 from infra import lock, storage
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from _storage_helpers import read_only_user, s3_env
+from support.storage import read_only_user, s3_env
 
 from infra import storage
 from infra.preflight import preflight

@@ -7,11 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.real_data import REAL  # noqa: E402
 
 from manifests import READERS, read_dataset
 from manifests.didemo import consensus
 from manifests.schema import KEY_RE
-from tests._real_data import REAL  # noqa: E402
 
 ANET = REAL / "activitynet_captions_train_sample.json"
 CHARADES = REAL / "charades_sta_train_sample.txt"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.real_data import REAL  # noqa: E402
 from typer.testing import CliRunner
 
 from manifests.schema import manifest_metadata, read_manifest
 from pipeline.cli import app
-from tests._real_data import REAL  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="real samples not present")
 runner = CliRunner()

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _backbone_chain import chat, evaluate, train_stages
+from backbone_chain import chat, evaluate, train_stages
+from support.real_tokenizer import VICUNA_DIR
 
 from pipeline.contract.conversation import IGNORE_INDEX, encode, supervised_spans
-from tests._real_tokenizer import VICUNA_DIR
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning")]
 END_OF_TURN = {"qwen3": "<|im_end|>", "llama3.1": "<|eot_id|>"}

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from _backbone_chain import chat, evaluate, train_stages
+from backbone_chain import chat, evaluate, train_stages
 from safetensors.torch import save_file
 
 from tests.train.test_chatglm import CONFIG, _chatglm_weights, _train_spm

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
+from support.models import TEXTS, V1_TURNS, batch, stage_cfg
 
 from pipeline.contract.conversation import encode
-from tests._model_helpers import TEXTS, V1_TURNS, batch, stage_cfg
 from train.checkpoint import (
     CHECKPOINT_JSON,
     load_for_inference,

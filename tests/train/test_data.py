@@ -7,26 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from _train_helpers import conversation, tokenizer_for_tests, write_training_shards
+from loader_helpers import loader
+from support.training import conversation, write_training_shards
 
 from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX
 from pipeline.contract.shards import Sample, ShardWriter, write_index
-from train.data.loader import Shard, ShuffleOrder, TrainLoader, collate, ordered_stream, usable_workers, worker_shards
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer_for_tests()
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_training_shards(tmp_path_factory.mktemp("shards"), n=60, stage=2, per_shard=6)
-
-
-def loader(shards, tok, **kw):
-    args = dict(tokenizer=tok, conv_format="v1", micro_batch=4, max_tokens=512, num_workers=0, buffer=5, seed=3)
-    return TrainLoader(shards, **{**args, **kw})
+from train.data.loader import Shard, ShuffleOrder, collate, ordered_stream, usable_workers, worker_shards
 
 
 def take(ld, n):

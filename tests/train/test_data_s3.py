@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from _train_helpers import conversation, tokenizer_for_tests
+from support.training import conversation, tokenizer_for_tests
 
 from infra import storage
 from pipeline.contract.shard_refs import iter_sample_refs

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from _train_helpers import WORDS, write_training_shards
+from support.training import WORDS, write_training_shards
 
 from train.config import TrainConfig
 from train.data.loader import TrainLoader

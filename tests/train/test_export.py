@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.models import TEXTS, stage_cfg
 from typer.testing import CliRunner
 
-from tests._model_helpers import TEXTS, stage_cfg
 from train.checkpoint import save_checkpoint
 from train.export_cli import app
 from train.stages import prepare_stage1, prepare_stage2

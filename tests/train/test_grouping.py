@@ -5,25 +5,9 @@ import itertools
 import random
 
 import pytest
-from _train_helpers import tokenizer_for_tests, write_training_shards
+from loader_helpers import loader
 
 from train.data.grouping import Peekable, group_window, padded_fraction, take_window
-from train.data.loader import TrainLoader
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tokenizer_for_tests()
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_training_shards(tmp_path_factory.mktemp("shards"), n=60, stage=2, per_shard=6)
-
-
-def loader(shards, tok, **kw):
-    args = dict(tokenizer=tok, conv_format="v1", micro_batch=4, max_tokens=512, num_workers=0, buffer=5, seed=3)
-    return TrainLoader(shards, **{**args, **kw})
 
 
 def test_group_window_sorts_cuts_and_shuffles_batches():

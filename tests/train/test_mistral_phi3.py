@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _train_helpers import WORDS
+from support.training import WORDS
 
 from pipeline.contract.conversation import IGNORE_INDEX, encode, supervised_spans
 
@@ -69,7 +69,7 @@ def _tiny_model(family: str, out: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_stages_1_and_2_train_with_the_family_presets(tmp_path, family):
-    from _backbone_chain import train_stages
+    from backbone_chain import train_stages
 
     llm = _tiny_model(family, tmp_path / family)
     ckpts = train_stages(tmp_path, str(llm), [f"{family}_stage1", f"{family}_stage2"])

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.models import PLAIN_TURNS, TEXTS, V1_TURNS, batch
 
 from pipeline.contract.conversation import IGNORE_INDEX, VIDEO_TOKEN_INDEX, encode
-from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, batch
 from train.model import VideoLLM, attention_implementation, load_llm, new_projector
 from train.tiny import build_tiny_random
 
@@ -141,7 +141,7 @@ def test_gradient_checkpointing_keeps_projector_gradients(tmp_path):
 _FINGERPRINT = """
 import hashlib, sys
 sys.path.insert(0, {root!r})
-from tests._model_helpers import TEXTS
+from support.models import TEXTS
 from train.tiny import train_bpe
 print(hashlib.md5(train_bpe(TEXTS).to_str().encode()).hexdigest())
 """

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _eval_helpers import eval_shards, tiny_checkpoint
-from _train_helpers import write_training_shards
+from support.evaluation import eval_shards, tiny_checkpoint
+from support.training import write_training_shards
 
 from infra.hub import TINY_RANDOM
 from tests.infra.test_hub import closed_port_endpoint

@@ -5,9 +5,9 @@ import copy
 
 import pytest
 import torch
+from support.models import PLAIN_TURNS, TEXTS, V1_TURNS, batch
 
 from pipeline.contract.conversation import IGNORE_INDEX, encode
-from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, batch
 from train.model import VideoLLM, load_llm, new_projector
 from train.packing import attention_inputs, block_causal_mask, sequence_lengths, useful_and_padded
 from train.tiny import build_tiny_random

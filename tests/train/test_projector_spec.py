@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import write_training_shards
+from support.training import write_training_shards
 
 from pipeline.contract.feature_spec import KEY, FeatureSpec
 from pipeline.contract.shards import read_index

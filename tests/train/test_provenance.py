@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from _train_helpers import write_training_shards
+from support.training import write_training_shards
 from test_reliability import args_for, cfg_for, invoke, one_line_error
 
 from pipeline.contract.provenance import RUN_CONFIG

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _train_helpers import write_training_shards
+from support.training import write_training_shards
 from typer.testing import CliRunner
 
 from train.config import resolve_config
@@ -79,7 +79,7 @@ def poisoned_shards(out: Path, bad: set[int]) -> Path:
     corrupt or hostile shard holds; the writer itself is not asked to store NaN)."""
     import random
 
-    from _train_helpers import conversation
+    from support.training import conversation
 
     from pipeline.contract.shards import Sample, ShardWriter, write_index
 
@@ -321,12 +321,13 @@ def test_plain_progress_prints_every_interval_and_the_last_step():
 
 
 def test_the_checkpoint_records_the_shards_encoder_and_eval_refuses_another(finished, tmp_path):
+    from support.evaluation import eval_shards
+
     from eval.cli import app as eval_app
-    from tests._eval_helpers import eval_shards
     from train.checkpoint import check_encoder, read_checkpoint
 
     meta = read_checkpoint(finished)
-    assert meta["encoder"] == "random"  # _train_helpers' shards say encoder "random"
+    assert meta["encoder"] == "random"  # support.training's shards say encoder "random"
     check_encoder(meta, "random", "x")
     check_encoder({"encoder": None}, "other", "x")  # a checkpoint from before: nothing to compare
     with pytest.raises(ValueError, match="fast-resize"):
@@ -341,9 +342,9 @@ def test_the_checkpoint_records_the_shards_encoder_and_eval_refuses_another(fini
 
 def test_the_eval_bar_has_a_total_that_becomes_exact(tmp_path):
     from rich.console import Console
+    from support.evaluation import VIDEOS, eval_shards
 
     from eval.progress import QueryBar
-    from tests._eval_helpers import VIDEOS, eval_shards
 
     shards = eval_shards(tmp_path / "eval", "grounding")
     queries = sum(len(ev) for _, ev in VIDEOS.values())

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _train_helpers import write_training_shards
+from support.training import write_training_shards
 
 from train.config import resolve_config
 

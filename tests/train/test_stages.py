@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.models import PLAIN_TURNS, TEXTS, V1_TURNS, batch, stage_cfg
 
 from pipeline.contract.conversation import encode
 from pipeline.contract.shards import Sample, ShardWriter, write_index
-from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, batch, stage_cfg
 from train.checkpoint import save_checkpoint
 from train.config import PRESET_DIR, load_preset, resolve_config
 from train.model import load_llm

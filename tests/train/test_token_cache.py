@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from _train_helpers import WORDS, tokenizer_for_tests, write_training_shards
+from support.training import WORDS, tokenizer_for_tests, write_training_shards
 
 from train.data import token_cache
 from train.data.loader import TrainLoader, index_shards

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _train_helpers import write_training_shards
+from support.training import write_training_shards
 
 from train.config import TrainConfig, load_preset, preset_path, resolve_config
 

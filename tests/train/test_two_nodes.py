@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _storage_helpers import free_port, s3_env
-from _train_helpers import write_training_shards
+from support.storage import free_port, s3_env
+from support.training import write_training_shards
 
 from infra import storage
 from train.config import resolve_config

@@ -89,7 +89,7 @@ def test_llm_is_partitioned_before_deepspeed_initialize(data, stage1, stage2):
              "merged": dict(stage=3, shards=str(data[2]), llm="tiny-random", from_checkpoint=str(stage2[3]),
                             out=str(report / "merged"))}
     cases = {name: {**COMMON, **case, "zero": 3} for name, case in cases.items()}
-    two_ranks([str(ROOT / "tests" / "_zero3_probe.py"), str(report), json.dumps(cases)])
+    two_ranks([str(ROOT / "tests" / "train" / "zero3_probe.py"), str(report), json.dumps(cases)])
     for name, case in cases.items():
         ranks = [json.loads((report / f"{name}.rank{r}.json").read_text()) for r in (0, 1)]
         assert all(r["flag_inside"] and not r["flag_after"] for r in ranks)

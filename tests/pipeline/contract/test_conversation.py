@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from support.models import PLAIN_TURNS, TEXTS, V1_TURNS, slow_tokenizer
 
 from pipeline.contract.conversation import (
     IGNORE_INDEX,
@@ -12,7 +13,6 @@ from pipeline.contract.conversation import (
     segments,
     supervised_spans,
 )
-from tests._model_helpers import PLAIN_TURNS, TEXTS, V1_TURNS, slow_tokenizer
 from train.tiny import train_tokenizer
 
 
@@ -139,7 +139,7 @@ def test_unknown_format_raises():
 
 
 def _tokenizer_for(fmt: str, kind: str):
-    from tests._train_helpers import tokenizer_for_tests
+    from support.training import tokenizer_for_tests
 
     tok = {"loader": tokenizer_for_tests, "fast": lambda: train_tokenizer(TEXTS, vocab_size=400),
            "slow": slow_tokenizer}[kind]()
@@ -156,9 +156,10 @@ def _tokenizer_for(fmt: str, kind: str):
 @pytest.mark.parametrize("fmt", ["plain", "v1", "chatglm3", "chat_template"])
 def test_encode_many_equals_encode_on_every_sample_of_a_shard_set(tmp_path, fmt, kind):
     """The loader's batched tokenization gives exactly `encode`'s ids and label mask, sample by sample."""
+    from support.training import write_training_shards
+
     from pipeline.contract.conversation import encode_many
     from pipeline.contract.shards import iter_samples
-    from tests._train_helpers import write_training_shards
 
     shards = write_training_shards(tmp_path, n=48, stage=1 if fmt == "plain" else 2, per_shard=16, rows=2)
     convs = [s.conversation["turns"] for s in iter_samples(shards)]

@@ -4,6 +4,7 @@ so its rendering is not prefix-stable and the replies are located in the full re
 from __future__ import annotations
 
 import pytest
+from support.real_tokenizer import VICUNA_DIR
 
 from pipeline.contract.conversation import (
     IGNORE_INDEX,
@@ -14,7 +15,6 @@ from pipeline.contract.conversation import (
     generation_prompt,
     supervised_spans,
 )
-from tests._real_tokenizer import VICUNA_DIR
 
 TOKENIZERS = VICUNA_DIR.parent
 END_OF_TURN = {"qwen3": "<|im_end|>", "llama3.1": "<|eot_id|>"}

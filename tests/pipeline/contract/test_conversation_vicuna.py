@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.real_data import REAL
+from support.real_tokenizer import KINDS, VICUNA_DIR, vicuna_tokenizer
 
 from pipeline.contract.conversation import (
     IGNORE_INDEX,
@@ -20,8 +22,6 @@ from pipeline.contract.conversation import (
     prepends_every_chunk,
     supervised_spans,
 )
-from tests._real_data import REAL
-from tests._real_tokenizer import KINDS, VICUNA_DIR, vicuna_tokenizer
 
 M = IGNORE_INDEX
 V = VIDEO_TOKEN_INDEX

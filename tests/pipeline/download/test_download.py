@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _download_helpers import assert_exact, media_server, write_rows
+from download_helpers import assert_exact, media_server, write_rows
 
 from manifests.schema import ManifestRow, read_manifest
 from pipeline.download.config import DownloadConfig

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _download_helpers import media_server
-from _extract_helpers import config
+from download_helpers import media_server
+from support.extract import config
 from typer.testing import CliRunner
 
 from pipeline.cli import app

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _download_helpers import assert_exact, media_server, outputs, write_rows
+from download_helpers import assert_exact, media_server, outputs, write_rows
 
 from manifests.schema import ManifestRow
 from pipeline.download.config import DownloadConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _extract_helpers import TINY, assert_exact, config, good_rows, make_media, write_rows
+from support.extract import TINY, assert_exact, config, good_rows, make_media, write_rows
 
 from pipeline.extract.clip import (
     ClipConfig,

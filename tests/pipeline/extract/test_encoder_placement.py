@@ -38,7 +38,7 @@ def test_default_is_actors_with_gpus_and_in_task_without():
 
 
 def test_negative_encoders_is_refused():
-    from _extract_helpers import config
+    from support.extract import config
 
     with pytest.raises(ValueError, match="--encoders must be ≥ 0"):
         config("m.parquet", "out", encoders=-1)
@@ -62,7 +62,7 @@ GIB = 2**30
 def test_the_plan_is_made_once_from_the_options_and_the_cluster():
     import dataclasses
 
-    from _extract_helpers import TINY, config
+    from support.extract import TINY, config
 
     from pipeline.extract.clip import cpu_memory_bytes
     from pipeline.extract.encoder_plan import Cluster, plan_encoders
@@ -84,7 +84,7 @@ def test_the_plan_is_made_once_from_the_options_and_the_cluster():
 
 
 def test_memory_is_not_asked_where_nodes_report_none_nor_checked_with_nothing_to_run():
-    from _extract_helpers import config
+    from support.extract import config
 
     from pipeline.extract.encoder_plan import Cluster, plan_encoders
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from _encoder_helpers import hf_tower
-from _extract_helpers import config, make_media, write_rows
+from support.encoders import hf_tower
+from support.extract import config, make_media, write_rows
 
 from manifests.schema import ManifestRow
 from pipeline.contract import timing

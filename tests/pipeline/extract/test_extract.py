@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _extract_helpers import TINY, accounting, assert_exact, bad_rows, config, good_rows, make_media, write_rows
+from support.extract import TINY, accounting, assert_exact, bad_rows, config, good_rows, make_media, write_rows
 
 from pipeline.contract import timing
 from pipeline.contract.shards import META_FIELDS, read_index

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _extract_helpers import assert_exact, config, good_rows, make_media, write_rows
+from support.extract import assert_exact, config, good_rows, make_media, write_rows
 
 from infra.local_ray import ClusterJoinError, check_address
 from manifests.schema import ManifestRow

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _extract_helpers import assert_exact, bad_rows, config, good_rows, make_media, write_rows
+from support.extract import assert_exact, bad_rows, config, good_rows, make_media, write_rows
 
 from manifests.schema import ManifestRow, make_key
 from pipeline.contract.shards import read_index
 from pipeline.extract.job import run_extract
 
 pytestmark = pytest.mark.ray
-from tests._real_data import REAL as REAL_DIR
+from support.real_data import REAL as REAL_DIR
 
 REAL = sorted(glob.glob(f"{REAL_DIR}/*.mov") + glob.glob(f"{REAL_DIR}/*.mp4"))
 

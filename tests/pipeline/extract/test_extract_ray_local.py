@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from _extract_helpers import write_rows
+from support.extract import write_rows
 
 from manifests.schema import ManifestRow
 from pipeline.synth.media import frame_counter_video

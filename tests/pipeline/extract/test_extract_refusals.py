@@ -20,7 +20,7 @@ def _parquet(path, keys: list[str]):
 
 @pytest.mark.parametrize("keys, says", [(["a", "b", "a"], r"repeats the keys \['a'\]"), ([], "holds no rows")])
 def test_a_manifest_extract_cannot_use_is_refused_before_any_work(tmp_path, keys, says):
-    from _extract_helpers import config
+    from support.extract import config
 
     from pipeline.extract.job import ExtractError, run_extract
 

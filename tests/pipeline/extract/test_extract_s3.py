@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _extract_helpers import assert_exact, bad_rows, config, good_rows, make_media, upload_media, write_rows
-from _storage_helpers import read_only_user, s3_env
+from support.extract import assert_exact, bad_rows, config, good_rows, make_media, upload_media, write_rows
+from support.storage import read_only_user, s3_env
 
 from infra import storage
 from manifests.schema import ManifestRow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _extract_helpers import assert_exact, bad_rows, config, good_rows, make_media, write_rows
+from support.extract import assert_exact, bad_rows, config, good_rows, make_media, write_rows
 
 from infra import storage
 from manifests.schema import ManifestRow, arrow_schema, iter_manifest

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _extract_helpers import make_media
+from support.extract import make_media
 
 from pipeline.extract.clip import ClipConfig
 from pipeline.extract.single import extract_one

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.models import TEXTS
 
 from manifests.schema import Event
 from pipeline.contract.conversation import FORMATS, VIDEO_TOKEN_INDEX, encode, encode_many
 from pipeline.qa.budget import TokenBudget
 from pipeline.qa.rules import stage1_conversation, stage2_conversation
-from tests._model_helpers import TEXTS
 from train.tiny import train_tokenizer
 
 REAL = Path("/work/shared/data/tokenizers/llama2-vicuna")

@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from _gen_helpers import build_dialogue_llms
-from _qa_helpers import anet_metas, shard_hashes, video_meta, write_feature_shards
+from gen_helpers import build_dialogue_llms
+from support.qa import anet_metas, shard_hashes, video_meta, write_feature_shards
+from support.real_data import REAL
 
 from manifests.schema import Event
 from pipeline.contract.shards import iter_samples, read_errors, read_index
 from pipeline.qa import llm_dialogues as llm
 from pipeline.qa.build import BuildQaConfig, run_build_qa
 from pipeline.qa.rules import PLACEHOLDER_RE
-from tests._real_data import REAL
 
 EVENTS = [Event(0.0, 3.0, "A man opens a door"), Event(3.0, 7.0, "He walks to the 2 windows")]
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _qa_helpers import video_meta, write_feature_shards
+from support.qa import video_meta, write_feature_shards
 
 from pipeline.contract.shards import read_errors, read_index
 from pipeline.qa.build import BuildQaConfig, run_build_qa

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _qa_helpers import shard_hashes
+from support.qa import shard_hashes
 
 from pipeline.contract.shards import iter_samples, read_errors, read_index
 from pipeline.qa.import_vtimellm import ImportConfig, infer_stage, run_import

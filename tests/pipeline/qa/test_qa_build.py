@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _qa_helpers import anet_metas, shard_hashes, train_tokenizer, video_meta, write_feature_shards
+from support.qa import anet_metas, shard_hashes, train_tokenizer, video_meta, write_feature_shards
+from support.real_data import REAL
 
 from pipeline.contract.shards import iter_samples, read_errors, read_index
 from pipeline.qa.build import BuildQaConfig, run_build_qa
-from tests._real_data import REAL
 
 ANET = REAL / "activitynet_captions_train_sample.json"
 

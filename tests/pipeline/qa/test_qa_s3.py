@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _qa_helpers import shard_hashes, video_meta, write_feature_shards
+from support.qa import shard_hashes, video_meta, write_feature_shards
 from typer.testing import CliRunner
 
 from infra import storage

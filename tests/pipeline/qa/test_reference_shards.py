@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _qa_helpers import video_meta, write_feature_shards
+from support.qa import video_meta, write_feature_shards
 
 from pipeline.contract.shards import iter_samples
 from pipeline.qa.build import BuildQaConfig, run_build_qa

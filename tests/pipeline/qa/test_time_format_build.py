@@ -3,7 +3,7 @@ with it, and the default output is what it was (two digits, the same shard bytes
 import json
 import re
 
-from _qa_helpers import shard_hashes, video_meta, write_feature_shards
+from support.qa import shard_hashes, video_meta, write_feature_shards
 from typer.testing import CliRunner
 
 from pipeline.cli import app

@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def _find() -> Path:
-    candidates = [os.environ.get("VTL_REAL_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data" / "real",
+    candidates = [os.environ.get("VTL_REAL_DATA"), Path(__file__).resolve().parents[3] / "shared" / "data" / "real",
                   "/work/shared/data/real"]
     for c in candidates:
         if c and Path(c).is_dir():

@@ -28,7 +28,7 @@ def tiny_checkpoint(out: Path, seed: int = 0) -> Path:
     cfg = types.SimpleNamespace(stage=1, llm="tiny-random", out=str(out), seed=seed, conv_format="v1", attn="sdpa",
                                 shards=None, resume=False, from_checkpoint=None)
     model = prepare_stage1(cfg, texts=TEXTS * 10)
-    return save_checkpoint(model, out, stage=1, config={"made_by": "tests/_eval_helpers.py"})
+    return save_checkpoint(model, out, stage=1, config={"made_by": "tests/support/evaluation.py"})
 
 
 def many_videos(n: int) -> dict:

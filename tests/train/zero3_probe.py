@@ -1,7 +1,7 @@
 """Run under torchrun by tests/train/test_zero3_init.py: prepare one stage's model as `train.loop.run` does under ZeRO-3
 (inside `partitioned_build`, before `deepspeed.initialize`) and report, per rank, how its parameters are held.
 
-`python _zero3_probe.py REPORT_DIR CASES_JSON`: CASES_JSON maps a case name to `resolve_config(stage, **rest)`
+`python zero3_probe.py REPORT_DIR CASES_JSON`: CASES_JSON maps a case name to `resolve_config(stage, **rest)`
 arguments; the cases are prepared in turn. Per case, each rank writes `NAME.rank{R}.json` (per parameter: DeepSpeed
 id present, local numel, partition numel, full numel; and whether the ZeRO-3 flag was on inside and off after the
 block); rank 0 also writes `NAME.safetensors`, the whole weights gathered one parameter at a time, for comparison

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _eval_helpers import eval_shards
-from _train_helpers import write_training_shards
+from support.evaluation import eval_shards
+from support.training import write_training_shards
 from typer.testing import CliRunner
 
 SMALL = ["--engine", "torch", "--zero", "0", "--max-steps", "2", "--micro-batch", "2", "--global-batch", "2",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _find() -> Path:
     candidates = [os.environ.get("VTL_REAL_TOKENIZERS"),
-                  Path(__file__).resolve().parents[2] / "shared" / "data" / "tokenizers", "/work/shared/data/tokenizers"]
+                  Path(__file__).resolve().parents[3] / "shared" / "data" / "tokenizers", "/work/shared/data/tokenizers"]
     for c in candidates:
         if c and (Path(c) / "llama2-vicuna" / "tokenizer.json").is_file():
             return Path(c) / "llama2-vicuna"

@@ -17,8 +17,9 @@ CAPTIONS = ["A man walks into the room", "A woman picks up a red ball", "The dog
 def real_captions(count: int = 48) -> list[str]:
     """Captions of real ActivityNet and DiDeMo videos the tests do not build shards from (videos 100 onwards), cut to
     8 words: the fixture LLM sees real-world wording, not only the ten captions above."""
+    from support.real_data import REAL
+
     from manifests.readers import read_dataset
-    from tests._real_data import REAL
 
     found = []
     for name, path in (("activitynet", "activitynet_captions_train_sample.json"), ("didemo", "didemo_test_sample.json")):
