@@ -137,10 +137,9 @@ def test_gradient_checkpointing_keeps_projector_gradients(tmp_path):
     assert model.projector.weight.grad.abs().sum() > 0
 
 
-
 _FINGERPRINT = """
 import hashlib, sys
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {root!r} + "/tests"]
 from support.models import TEXTS
 from train.tiny import train_bpe
 print(hashlib.md5(train_bpe(TEXTS).to_str().encode()).hexdigest())
