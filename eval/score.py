@@ -23,15 +23,14 @@ from __future__ import annotations
 import json
 from array import array
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from eval.metrics import GROUNDING_THRESHOLDS, Event, dvc_metrics, temporal_iou, vtimellm_iou
+from eval.metrics import Event, dvc_metrics, temporal_iou, vtimellm_iou
 from eval.parse import dense_caption_events, parse_grounding
 from eval.prediction_formats import EXPECTED, from_vtimellm_log, whole_file_json
-from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
-from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
+from eval.score_stream import Matcher, RunningGrounding, Truth, missing_from, unique_videos, video_truth
+from pipeline.contract.queries import BENCHMARKS
 
 SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
 SCORING = "vtimellm"
@@ -41,23 +40,6 @@ LENIENT_RULES = {
     "grounding": "IoU of the spans in seconds, not rounded (headline: VTimeLLM's IoU of fractions, 2 decimals)",
     "dvc": "plain-text 'From ss to ee, caption.' answers are read too (headline: VTimeLLM's JSON layout only)",
 }
-
-
-def line_sentence(line: dict) -> str:
-    """The sentence a grounding prediction asks about (its `sentence`, else parsed out of `query`)."""
-    if line.get("sentence"):
-        return normalize_sentence(line["sentence"])
-    return query_sentence(str(line.get("query", "")))
-
-
-@dataclass(frozen=True)
-class Truth:
-    """One video's ground truth: its duration (time base of the answers), events in seconds, and the time format its
-    answers are read in (the evaluation shards' feature_spec; VTimeLLM's two-digit positions by default)."""
-
-    duration: float
-    events: tuple[Event, ...]
-    time: TimeFormat = DEFAULT_TIME_FORMAT
 
 
 def _jsonl_head(path: str | Path) -> bool:
@@ -142,13 +124,6 @@ def read_truth(annotations: str | Path, dataset: str | None = None, durations: s
     return truth
 
 
-def _video(truth: dict[str, Truth], line: dict) -> Truth:
-    vid = str(line["video"])
-    if vid not in truth:
-        raise ValueError(f"prediction for video {vid!r}, which the annotations do not have")
-    return truth[vid]
-
-
 def _span(value, vid: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in value)
@@ -157,40 +132,7 @@ def _span(value, vid: str) -> tuple[float, float]:
     return start, end
 
 
-class _Matcher:
-    """Pairs grounding predictions with ground-truth events: per predicted video id, a bit mask of the events already
-    matched (repeated sentences of one video are matched in file order); nothing per query is kept."""
-
-    def __init__(self, truth: dict[str, Truth]):
-        self.truth = truth
-        self.used: dict[str, int] = {}
-        self.norm: dict[int, tuple[str, ...]] = {}
-        """Normalised sentences by id(Truth), for the predicted videos."""
-
-    def sentences(self, t: Truth) -> tuple[str, ...]:
-        if id(t) not in self.norm:
-            self.norm[id(t)] = tuple(normalize_sentence(sentence) for _, sentence in t.events)
-        return self.norm[id(t)]
-
-    def match(self, line: dict) -> tuple[str, str, Truth, tuple[float, float]]:
-        """(video, sentence, its Truth, ground-truth span) of one prediction."""
-        t, vid, sent = _video(self.truth, line), str(line["video"]), line_sentence(line)
-        mask = self.used.get(vid, 0)
-        for i, norm in enumerate(self.sentences(t)):
-            if not mask >> i & 1 and norm == sent:
-                self.used[vid] = mask | 1 << i
-                return vid, sent, t, t.events[i][0]
-        raise ValueError(f"video {vid!r} has no (further) event with the sentence {sent!r}")
-
-    def missing(self) -> list[list[str]]:
-        matched: Counter = Counter()
-        for vid, mask in self.used.items():
-            t = self.truth[vid]
-            matched.update((id(t), s) for i, s in enumerate(self.sentences(t)) if mask >> i & 1)
-        return _missing_from(matched, self.truth)
-
-
-def grounding_record(line: dict, matcher: _Matcher) -> dict:
+def grounding_record(line: dict, matcher: Matcher) -> dict:
     """One query: video, sentence, duration, raw answer (None for a span line), ground-truth span, predicted span
     (None = unparsable), `iou` (VTimeLLM's) and `iou_seconds` (the lenient reading)."""
     vid, sent, t, gt = matcher.match(line)
@@ -211,31 +153,8 @@ def grounding_record(line: dict, matcher: _Matcher) -> dict:
 
 def grounding_records(preds: Iterable[dict], truth: dict[str, Truth]) -> list[dict]:
     """`grounding_record` of every prediction (small sets, tests)."""
-    matcher = _Matcher(truth)
+    matcher = Matcher(truth)
     return [grounding_record(line, matcher) for line in preds]
-
-
-class RunningGrounding:
-    """`eval.metrics.grounding_metrics` over IoUs that arrive one at a time: the same roundings, counts and sum in the
-    same order (Python's float `sum` adds left to right), so the same figures to the last bit."""
-
-    def __init__(self, decimals: int | None = 2):
-        self.decimals, self.n, self.total, self.unparsed = decimals, 0, 0.0, 0
-        self.hits = [0] * len(GROUNDING_THRESHOLDS)
-
-    def add(self, iou: float | None) -> None:
-        v = (iou if self.decimals is None else round(iou, self.decimals)) if iou is not None else 0.0
-        self.n += 1
-        self.total += v
-        self.unparsed += iou is None
-        for k, m in enumerate(GROUNDING_THRESHOLDS):
-            self.hits[k] += v >= m
-
-    def metrics(self) -> dict:
-        if self.n == 0:
-            raise ValueError("no grounding queries to score")
-        out = {f"R1@{m}": 100.0 * h / self.n for m, h in zip(GROUNDING_THRESHOLDS, self.hits)}
-        return {**out, "mIoU": 100.0 * self.total / self.n, "n": self.n, "unparsed": 100.0 * self.unparsed / self.n}
 
 
 def _dvc_events(line: dict, vid: str, t: Truth, plain_text: bool) -> list[Event] | None:
@@ -256,7 +175,7 @@ def _dvc_collect(preds: Iterable[dict], truth: dict[str, Truth], readings: tuple
     unparsed = [0] * len(readings)
     unparsable: list[str] = []
     for line in preds:
-        vid, t = str(line["video"]), _video(truth, line)
+        vid, t = str(line["video"]), video_truth(truth, line)
         if vid in events[0]:
             raise ValueError(f"two dense-captioning predictions for video {vid!r}")
         for k, plain_text in enumerate(readings):
@@ -275,36 +194,15 @@ def dvc_inputs(preds: Iterable[dict], truth: dict[str, Truth], plain_text: bool 
     return events, {vid: list(truth[vid].events) for vid in events}, unparsed
 
 
-def _unique(truth: dict[str, Truth]) -> dict[int, tuple[str, Truth]]:
-    """Each video once (truth holds it under its source id and its manifest key), named by its first id."""
-    out: dict[int, tuple[str, Truth]] = {}
-    for vid, t in truth.items():
-        out.setdefault(id(t), (vid, t))
-    return out
-
-
-def _missing_from(matched: Counter, truth: dict[str, Truth]) -> list[list[str]]:
-    """[video, sentence] of every ground-truth event beyond the `matched` count of its (id(Truth), sentence)."""
-    out = []
-    for key, (vid, t) in _unique(truth).items():
-        for _, sentence in t.events:
-            sent = normalize_sentence(sentence)
-            if matched[(key, sent)] > 0:
-                matched[(key, sent)] -= 1
-            else:
-                out.append([vid, sent])
-    return out
-
-
 def missing_queries(records: list[dict], truth: dict[str, Truth]) -> list[list[str]]:
     """[video, sentence] of every ground-truth event no grounding prediction was matched to, in annotation order."""
-    return _missing_from(Counter((id(truth[r["video"]]), r["sentence"]) for r in records), truth)
+    return missing_from(Counter((id(truth[r["video"]]), r["sentence"]) for r in records), truth)
 
 
 def missing_videos(predicted: dict, truth: dict[str, Truth]) -> list[str]:
     """Videos of the annotations with no dense-captioning prediction (under any of their ids)."""
     done = {id(truth[v]) for v in predicted}
-    return [vid for key, (vid, _) in _unique(truth).items() if key not in done]
+    return [vid for key, (vid, _) in unique_videos(truth).items() if key not in done]
 
 
 def _with_missing(metrics: dict, missing: list, what: str) -> dict:
@@ -325,7 +223,7 @@ def score(benchmark: str, preds: Iterable[dict], truth: dict[str, Truth], keep_r
     per-tIoU scores, the predicted `events` and ground truth `gts` by video, their `durations` and the `unparsable`
     videos."""
     if benchmark == "grounding":
-        matcher, head, loose = _Matcher(truth), RunningGrounding(2), RunningGrounding(None)
+        matcher, head, loose = Matcher(truth), RunningGrounding(2), RunningGrounding(None)
         ious, records = array("d"), []  # 8 bytes a query, for the histogram
         for line in preds:
             r = grounding_record(line, matcher)

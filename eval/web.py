@@ -5,14 +5,7 @@ timeline under the video (click a span and the video seeks to its start), and a 
 its list of events. The model, the feature extraction and the answers are those of the terminal chat
 (`eval.chat.open_session`, `ChatSession.ask`); an uploaded video gets its features from the same CLIP config.
 
-Which spans an answer names (`answer_spans`), read with `eval.parse`:
-  - a dense-captioning answer (rules D1–D4 parse events, the answer is JSON events or starts with "From ss to ee",
-    and at least one caption has a letter in it) is drawn as its events, in seconds by rule D5 ((s/100·D,
-    (e+1)/100·D)); so "From 12 to 45, he opens the door." is one event, but "From 12 to 45." and "He opens it
-    from 12 to 45 and again from 60 to 70." are grounding answers;
-  - otherwise every "aa to bb" / "aa and bb" of the answer (the grounding regex, all matches, not only G1's first)
-    is drawn by rule G2 (a/100·D, b/100·D). A reversed span is drawn between its two ends, dashed.
-The drawing (`timeline_html`) is a pure function of the spans and the duration.
+Which spans an answer names and how they are drawn: eval.web_timeline.
 
 Safe to expose on a LAN (ChatConfig's bounds, docs/reliability.md): uploads are capped (`max_upload_mb`, Gradio's
 max_file_size) and land in a private folder removed when the server stops; a visitor's upload is deleted when they
@@ -37,93 +30,8 @@ from typing import Callable, NamedTuple
 
 from eval.chat import ChatSession, QuestionRefused, render
 from eval.config import ChatConfig
-from eval.parse import GROUNDING_RE, PLAIN_EVENT_RE, dense_caption_events, grounding_regex
-from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat, grounding_span
-
-COLOURS = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2")
-WIDTH, ROW, AXIS = 1000, 36, 30  # SVG user units: width, height of one span's row, height of the time axis
-# Seeks the page's video when a span of the timeline is clicked (runs once per timeline component; the listener
-# survives re-renders because it sits on the component's root element).
-SEEK_JS = """
-element.addEventListener('click', (event) => {
-  const span = event.target.closest('[data-start]');
-  const video = document.querySelector('#vtl-video video');
-  if (span && video) { video.currentTime = parseFloat(span.dataset.start); }
-});
-"""
-
-
-class Span(NamedTuple):
-    """One span of an answer, in seconds of the video, with its text (an event's caption or the "aa to bb")."""
-
-    start: float
-    end: float
-    label: str
-
-
-def answer_spans(answer: str, duration: float, time: TimeFormat = DEFAULT_TIME_FORMAT) -> list[Span]:
-    """The spans an answer names, in seconds (module docstring: dense events, else every "aa to bb"), its times
-    read in the checkpoint's format (`time`: "12.5s" for seconds; VTimeLLM's two-digit positions by default)."""
-    events = dense_caption_events(answer, duration, fmt=time)
-    plain = PLAIN_EVENT_RE if time == DEFAULT_TIME_FORMAT else re.compile(
-        rf"from {time.pattern} to {time.pattern}", re.IGNORECASE)
-    listed = '"timestamps"' in answer or plain.match(answer.lstrip())  # JSON, or "From ss to ee, …" first
-    if events and listed and any(any(ch.isalpha() for ch in text) for _, text in events):
-        return [Span(s, e, text) for (s, e), text in events]
-    out = []
-    for m in (GROUNDING_RE if time == DEFAULT_TIME_FORMAT else grounding_regex(time)).finditer(answer):
-        if time == DEFAULT_TIME_FORMAT:  # VTimeLLM's rule G2, its float operations as they are
-            s, e = grounding_span(int(m.group(1)), int(m.group(3)), duration)
-        else:
-            s, e = time.grounding_span(m.group(1), m.group(3), duration)
-        out.append(Span(s, e, m.group(0)))
-    return out
-
-
-def _x(t: float, duration: float) -> float:
-    return round(WIDTH * min(max(t / duration, 0.0), 1.0), 1)
-
-
-def timeline_html(spans: list[Span], duration: float) -> str:
-    """An SVG timeline of `duration` seconds, one row per span (bar, label, seconds); each row carries `data-start`
-    and `data-end` in seconds so a click can seek. No spans: a one-line note instead."""
-    if duration <= 0:
-        raise ValueError(f"duration must be > 0, got {duration}")
-    if not spans:
-        return '<div class="vtl-timeline vtl-empty">No time span in this answer.</div>'
-    height = AXIS + ROW * len(spans)
-    parts = [f'<div class="vtl-timeline" data-duration="{duration:g}">',
-             f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="100%" '
-             f'font-family="sans-serif" font-size="17">',
-             f'<rect x="0" y="{AXIS - 6}" width="{WIDTH}" height="2" fill="#9ca3af"/>']
-    for k in range(5):  # ticks at 0, ¼, ½, ¾ and the whole duration
-        t = duration * k / 4
-        x = _x(t, duration)
-        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
-        parts.append(f'<line x1="{x}" y1="{AXIS - 12}" x2="{x}" y2="{height}" stroke="#e5e7eb"/>'
-                     f'<text x="{x}" y="{AXIS - 14}" text-anchor="{anchor}" fill="#6b7280">{t:.1f} s</text>')
-    for i, span in enumerate(spans):
-        parts.append(_row(i, span, duration))
-    parts.append("</svg></div>")
-    return "".join(parts)
-
-
-def _row(i: int, span: Span, duration: float) -> str:
-    lo, hi = sorted((span.start, span.end))
-    x0, x1 = _x(lo, duration), _x(hi, duration)
-    y = AXIS + ROW * i
-    colour = COLOURS[i % len(COLOURS)]
-    reversed_ = span.end < span.start
-    seconds = f"{span.start:.1f}–{span.end:.1f} s"
-    text = html.escape(f"{span.label} ({seconds})" if span.label else seconds)
-    anchor, tx = ("start", x0) if x0 < WIDTH * 0.6 else ("end", x1)
-    bar_style = f'fill="none" stroke="{colour}" stroke-dasharray="4 3"' if reversed_ else f'fill="{colour}"'
-    return (f'<g class="vtl-span{" vtl-reversed" if reversed_ else ""}" data-start="{span.start:.3f}" '
-            f'data-end="{span.end:.3f}" style="cursor:pointer">'
-            f'<title>{text}: click to seek</title>'
-            f'<rect x="{x0}" y="{y + 20}" width="{max(x1 - x0, 2):.1f}" height="12" rx="3" {bar_style}/>'
-            f'<text x="{tx}" y="{y + 16}" text-anchor="{anchor}" fill="#111827">{text}</text></g>')
-
+from eval.web_timeline import SEEK_JS, answer_spans, timeline_html
+from pipeline.contract.timing import TimeFormat
 
 _DIRS = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"():,]+[/\\])+")
 
@@ -182,15 +90,9 @@ def _status(video: str | Path, duration: float) -> str:
     return f"**{html.escape(Path(video).name)}**: {duration:.1f} s. Ask about it below."
 
 
-def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], tuple[object, float]],
-               uploads: Uploads | None = None):
-    """The page for `session` (the model and the given video's features); `extract(path)` gives an uploaded video's
-    (features, duration). Each browser tab keeps its own conversation; `session.ask` answers on a copy of `session`
-    (`dataclasses.replace`, so a subclass of ChatSession keeps its own `ask`)."""
+def _ask_handler(cfg: ChatConfig, session: ChatSession):
+    """The question handler: `session.ask` on a copy of `session` holding the tab's video and turns."""
     import gradio as gr
-
-    uploads = uploads or Uploads()
-    given = {"video": str(cfg.video), "features": session.features, "duration": session.duration, "turns": []}
 
     def ask(question: str, messages: list, state: dict):
         if not question.strip():
@@ -207,6 +109,14 @@ def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], t
                     {"role": "assistant", "content": render(answer, turn.duration, turn.time)}]
         timeline = timeline_html(answer_spans(answer, turn.duration, turn.time), turn.duration)
         return "", messages, timeline, {**state, "turns": turn.turns}
+
+    return ask
+
+
+def _video_handlers(given: dict, extract: Callable[[str], tuple[object, float]], uploads: Uploads, video):
+    """(upload, use_given, leave): a visitor's upload replaces the given video in their tab until they go back to it
+    or leave; `video` is the page's video component."""
+    import gradio as gr
 
     def upload(path: str | None, state: dict, request: gr.Request):
         if not path:
@@ -229,29 +139,61 @@ def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], t
 
     for fn in (upload, use_given, leave):  # this module's annotations are strings: Gradio needs the class itself
         fn.__annotations__["request"] = gr.Request
+    return upload, use_given, leave
+
+
+class _Page(NamedTuple):
+    video: object
+    timeline: object
+    status: object
+    back: object
+    chat: object
+    question: object
+    send: object
+
+
+def _page(cfg: ChatConfig, session: ChatSession) -> _Page:
+    """The page's components, made inside the open `gr.Blocks`: video, timeline and status left, the chat right."""
+    import gradio as gr
+
+    gr.Markdown("## vtl-chat: ask when things happen in the video")
+    with gr.Row():
+        with gr.Column(scale=3):
+            video = gr.Video(value=str(cfg.video), sources=["upload"], elem_id="vtl-video", label="video")
+            timeline = gr.HTML("", elem_id="vtl-timeline", js_on_load=SEEK_JS)
+            status = gr.Markdown(_status(cfg.video, session.duration), elem_id="vtl-status")
+            back = gr.Button(f"Use {Path(cfg.video).name} again", size="sm", elem_id="vtl-given")
+        with gr.Column(scale=2):
+            chat = gr.Chatbot(elem_id="vtl-chatbot", label="conversation", height=420)
+            question = gr.Textbox(elem_id="vtl-question", label="question", lines=1,
+                                  max_length=cfg.max_question_chars,
+                                  placeholder="During which frames can we see ...? (Enter to ask)")
+            send = gr.Button("Ask", variant="primary", elem_id="vtl-ask")
+    return _Page(video, timeline, status, back, chat, question, send)
+
+
+def build_demo(cfg: ChatConfig, session: ChatSession, extract: Callable[[str], tuple[object, float]],
+               uploads: Uploads | None = None):
+    """The page for `session` (the model and the given video's features); `extract(path)` gives an uploaded video's
+    (features, duration). Each browser tab keeps its own conversation; `session.ask` answers on a copy of `session`
+    (`dataclasses.replace`, so a subclass of ChatSession keeps its own `ask`)."""
+    import gradio as gr
+
+    uploads = uploads or Uploads()
+    given = {"video": str(cfg.video), "features": session.features, "duration": session.duration, "turns": []}
     ttl = cfg.web_upload_ttl
     with gr.Blocks(title="vtl-chat", analytics_enabled=False, delete_cache=(min(ttl, 300), ttl)) as demo:
         state = gr.State(dict(given))
-        gr.Markdown("## vtl-chat: ask when things happen in the video")
-        with gr.Row():
-            with gr.Column(scale=3):
-                video = gr.Video(value=str(cfg.video), sources=["upload"], elem_id="vtl-video", label="video")
-                timeline = gr.HTML("", elem_id="vtl-timeline", js_on_load=SEEK_JS)
-                status = gr.Markdown(_status(cfg.video, session.duration), elem_id="vtl-status")
-                back = gr.Button(f"Use {Path(cfg.video).name} again", size="sm", elem_id="vtl-given")
-            with gr.Column(scale=2):
-                chat = gr.Chatbot(elem_id="vtl-chatbot", label="conversation", height=420)
-                question = gr.Textbox(elem_id="vtl-question", label="question", lines=1,
-                                      max_length=cfg.max_question_chars,
-                                      placeholder="During which frames can we see ...? (Enter to ask)")
-                send = gr.Button("Ask", variant="primary", elem_id="vtl-ask")
+        page = _page(cfg, session)
+        ask = _ask_handler(cfg, session)
+        upload, use_given, leave = _video_handlers(given, extract, uploads, page.video)
         # one model: every generation and extraction of every visitor waits its turn in one concurrency group
-        for trigger in (question.submit, send.click):
-            trigger(ask, [question, chat, state], [question, chat, timeline, state], api_name="ask",
-                    concurrency_id="model", concurrency_limit=1)
-        video.upload(upload, [video, state], [status, chat, timeline, state], api_name="upload",
-                     concurrency_id="model", concurrency_limit=1)
-        back.click(use_given, None, [video, status, chat, timeline, state])
+        for trigger in (page.question.submit, page.send.click):
+            trigger(ask, [page.question, page.chat, state], [page.question, page.chat, page.timeline, state],
+                    api_name="ask", concurrency_id="model", concurrency_limit=1)
+        page.video.upload(upload, [page.video, state], [page.status, page.chat, page.timeline, state],
+                          api_name="upload", concurrency_id="model", concurrency_limit=1)
+        page.back.click(use_given, None, [page.video, page.status, page.chat, page.timeline, state])
         demo.unload(leave)
     return demo
 

@@ -17,10 +17,9 @@ the space that opens an answer (" " + answer), which SentencePiece/Metaspace tok
 word, so the supervised ids are the ones the full prompt would contain. `encode` never truncates: the caller counts
 and reports over-long samples (build-qa's token budget counts with `encode` too, so both agree).
 
-The module also owns the turn rules every part checks with (`turns_problem`: build-qa and import-vtimellm, inspect
---verify through pipeline.contract.record, and `encode` itself), the `<video>` literal and the first turn that
-carries it (`video_turn`). The `conversation.json` record around the turns is pipeline.contract.record; the
-evaluation queries are pipeline.contract.queries.
+The turn rules every part checks with (`turns_problem`), the `<video>` literal and the first turn that carries it
+(`video_turn`) are pipeline.contract.turns, re-exported here. The `conversation.json` record around the turns is
+pipeline.contract.record; the evaluation queries are pipeline.contract.queries.
 
 Two tokenizer details follow VTimeLLM exactly (issue 13):
 - `plain` tokenizes "\\n" + caption + "\\n" as one chunk, as VTimeLLM does (the text after `<video>`), and masks the
@@ -35,9 +34,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.contract.turns import (  # noqa: F401  (re-exported: the conversation contract's callers take them here)
+    VIDEO_PLACEHOLDER,
+    check_turns,
+    turns_problem,
+    video_turn,
+)
+
 VIDEO_TOKEN_INDEX = -200
 IGNORE_INDEX = -100
-VIDEO_PLACEHOLDER = "<video>"
 FORMATS = ("plain", "v1", "chatglm3", "chat_template")
 V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
              "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -65,45 +70,6 @@ class _Seg:
     supervised: bool = False
     masked_head: str = ""
     """`text` starts with this; as many leading tokens as it gives alone stay unsupervised (VTimeLLM's plain mask)."""
-
-
-def video_turn(question: str) -> dict:
-    """The first human turn of every conversation: `<video>`, a newline, then the question (reference §4.3)."""
-    return {"from": "human", "value": f"{VIDEO_PLACEHOLDER}\n{question}"}
-
-
-def turns_problem(turns, ending: str | None = "gpt", video: bool = True) -> str | None:
-    """What breaks the turn rules, or None: the one validator of turns that build-qa, import-vtimellm, inspect
-    --verify and the trainer share. Turns are a non-empty list of {"from": "human"|"gpt", "value": str} that
-    alternate from a human turn and end with `ending` ("gpt": a training sample, "human": a generation prompt,
-    None: either); with `video`, `<video>` appears exactly once, in the first human turn."""
-    if not isinstance(turns, list) or not turns:
-        return "conversation has no turns"
-    for i, turn in enumerate(turns):
-        want = "human" if i % 2 == 0 else "gpt"
-        if not isinstance(turn, dict) or turn.get("from") != want:
-            got = turn.get("from") if isinstance(turn, dict) else turn
-            return f"turn {i} must come from {want!r} (turns alternate human/gpt), got {got!r}"
-        if not isinstance(turn.get("value"), str):
-            return f"turn {i} has no text value"
-    last = turns[-1]["from"]
-    if ending == "human" and last != "human":
-        return "a generation prompt needs the conversation to end with a human turn"
-    if ending == "gpt" and last != "gpt":
-        return "a training sample needs the conversation to end with a gpt turn"
-    if video:
-        count = sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns)
-        if count != 1:
-            return f"{VIDEO_PLACEHOLDER} must appear exactly once in the conversation, found {count}"
-        if VIDEO_PLACEHOLDER not in turns[0]["value"]:
-            return f"{VIDEO_PLACEHOLDER} must be in the first human turn"
-    return None
-
-
-def check_turns(turns, ending: str | None = "gpt", video: bool = True) -> None:
-    """`turns_problem` as a ValueError."""
-    if problem := turns_problem(turns, ending, video):
-        raise ValueError(problem)
 
 
 class _Specials:

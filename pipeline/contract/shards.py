@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -24,6 +23,12 @@ from infra.storage import fsync_file, json_text
 from manifests.schema import KEY_RE, file_sha256
 from pipeline.contract.npy import load_npy_bytes
 from pipeline.contract.provenance import producer
+from pipeline.contract.tar_members import (  # noqa: F401  (re-exported: shard readers take them from the contract)
+    group_by_key,
+    iter_tar_members,
+    member_name,
+    require_regular_file,
+)
 
 FORMAT_VERSION = 1
 FEATURES = "features.npy"
@@ -115,53 +120,6 @@ def decode_sample(members: dict) -> Sample:
     meta = json.loads(members[META])
     conv = json.loads(members[CONVERSATION]) if CONVERSATION in members else None
     return Sample(key=key, features=feats, meta=meta, conversation=conv)
-
-
-def iter_tar_members(path: str | Path | BinaryIO) -> Iterator[dict]:
-    """Group the members of one shard by key, in file order (the WebDataset layout), values as bytes.
-
-    `path` is a storage location (local or `s3://…`) or an open binary stream (read front to back once), e.g. one
-    that hashes what passes through.
-    """
-    import tarfile
-
-    if not hasattr(path, "read"):
-        if not storage.is_remote(str(path)):
-            require_regular_file(path)
-        with storage.open(path, "rb") as f:
-            yield from iter_tar_members(f)
-        return
-    with tarfile.open(fileobj=path, mode="r|") as tar:
-        yield from group_by_key((info.name, tar.extractfile(info).read()) for info in tar if info.isfile())
-
-
-def require_regular_file(path: str | Path) -> None:
-    """Refuse anything but a regular file before opening it: a FIFO or device in place of a shard would block forever."""
-    import stat
-
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise ValueError(f"{path}: not a regular file (a FIFO, device or folder where a shard should be)")
-
-
-def member_name(name: str) -> tuple[str, str]:
-    """A tar member's name → (sample key, member): the key is everything before the first dot (WebDataset's rule)."""
-    key, _, member = name.partition(".")
-    return key, member
-
-
-def group_by_key(named: Iterable[tuple[str, object]]) -> Iterator[dict]:
-    """(tar member name, value) pairs in file order → one dict per sample: {"__key__": key, member: value, …}."""
-    current: dict | None = None
-    for name, value in named:
-        key, member = member_name(name)
-        if current is None or current["__key__"] != key:
-            if current is not None:
-                yield current
-            current = {"__key__": key}
-        current[member] = value
-    if current is not None:
-        yield current
 
 
 def iter_shard(path: str | Path) -> Iterator[Sample]:

@@ -4,7 +4,8 @@
 - Stage 2: templated boundary QA (reference §3): with probability `dense_ratio` one dense-captioning turn listing every
   event in time order, else one turn per event, each randomly event captioning or temporal grounding, in shuffled
   order. The random choices come from `sample_rng(seed, key)` only, so a (seed, key) pair always gives the same text.
-- Stage 3 / imports: `<sK>`/`<eK>` placeholders replaced from `meta.token` in every turn (reference §2.4).
+- Stage 3 / imports: `<sK>`/`<eK>` placeholders replaced from `meta.token` in every turn (reference §2.4;
+  pipeline.qa.placeholders, re-exported here).
 - Evaluation: VTimeLLM's grounding and dense-captioning queries (pipeline.contract.queries) with ground truth
   (reference §6.2).
 Events are cleaned first by `clean_events`; docs/build-qa.md states each rule. Times are written in the build's time
@@ -26,9 +27,13 @@ from pipeline.contract.queries import BENCHMARKS, QVH_TASKS, QVHIGHLIGHTS, dvc_q
 from pipeline.contract.record import eval_record, training_record
 from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
 from pipeline.qa import templates
+from pipeline.qa.placeholders import (  # noqa: F401  (re-exported: the rules' callers take them here)
+    PLACEHOLDER_RE,
+    leftover_placeholders,
+    place_video_token,
+    render_placeholders,
+)
 
-PLACEHOLDER_RE = re.compile(r"<[se]\d+>")
-"""VTimeLLM's timestamp placeholders: `<s0>`, `<e0>` (stage 2, 0-based), `<s1>`, `<e1>` (stage 3, 1-based)."""
 OVERLAP_RULES = ("keep", "drop")
 _END_PUNCT = ".!?"
 
@@ -232,41 +237,6 @@ def shift_timestamps(conv: dict, shift: int) -> dict:
 
     turns = [{**t, "value": re.sub(r"(?<!\d)\d\d(?!\d)", move, t["value"])} for t in conv["turns"]]
     return {**conv, "turns": turns, "timestamp_shift": shift}
-
-
-def render_placeholders(turns: list[dict], tokens: dict, duration: float,
-                        fmt: TimeFormat = DEFAULT_TIME_FORMAT) -> list[dict]:
-    """VTimeLLM's loader rule: every (placeholder, seconds) of `tokens`, rendered against `duration` (quantised, in
-    the default format), replaced in every turn, human and gpt alike."""
-    rendered = {name: fmt.render(float(seconds), duration) for name, seconds in (tokens or {}).items()}
-    out = []
-    for turn in turns:
-        value = turn["value"]
-        for name, text in rendered.items():
-            value = value.replace(name, text)
-        out.append({"from": turn["from"], "value": value})
-    return out
-
-
-def leftover_placeholders(turns: list[dict]) -> list[str]:
-    return sorted({m for t in turns for m in PLACEHOLDER_RE.findall(t["value"])})
-
-
-def place_video_token(turns: list[dict]) -> tuple[list[dict], str | None]:
-    """Ensure the contract's `<video>\\n` at the start of the first human turn. Returns the turns and a note:
-    None (already so), "video_token_moved" (found elsewhere in that turn) or "video_token_added" (absent).
-    Raises ValueError on a second `<video>` or a conversation that does not start with a human turn."""
-    if not turns or turns[0].get("from") != "human":
-        raise ValueError("conversation does not start with a human turn")
-    later = "".join(t["value"] for t in turns[1:])
-    if sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns) > 1 or VIDEO_PLACEHOLDER in later:
-        raise ValueError(f"more than one {VIDEO_PLACEHOLDER}, or {VIDEO_PLACEHOLDER} outside the first human turn")
-    first = turns[0]["value"]
-    if first.startswith(VIDEO_PLACEHOLDER + "\n"):
-        return turns, None
-    note = "video_token_moved" if VIDEO_PLACEHOLDER in first else "video_token_added"
-    rest = first.replace(VIDEO_PLACEHOLDER, "").strip()
-    return [video_turn(rest), *turns[1:]], note
 
 
 def eval_conversation(benchmark: str, key: str, raw_events: list[dict],

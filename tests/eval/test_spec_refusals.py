@@ -102,7 +102,7 @@ def test_chat_samples_the_video_as_a_seconds_checkpoint_was_trained(tmp_path):
 
 
 def test_web_timeline_reads_the_checkpoints_time_format():
-    from eval.web import answer_spans
+    from eval.web_timeline import answer_spans
     from pipeline.contract.timing import TimeFormat
 
     seconds = TimeFormat("seconds")

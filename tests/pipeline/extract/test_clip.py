@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.extract.clip import ClipConfig, ModelLoadError, _tiny_model, encode, encoder_id, load_model
+from pipeline.extract.clip import ClipConfig, ModelLoadError, encode, encoder_id, load_model
+from pipeline.extract.clip_weights import tiny_clip
 from pipeline.extract.pixels import CLIP_MEAN, CLIP_STD, preprocess, short_side_size
 
 
@@ -54,7 +55,7 @@ def test_tiny_random_is_seeded_and_768_wide():
 
 @pytest.fixture(scope="module")
 def source_model():
-    m = _tiny_model(5).eval()
+    m = tiny_clip(5).eval()
     for p in m.parameters():  # OpenAI checkpoints hold fp16 weights: make ours exactly representable in fp16
         p.data = p.data.half().float()
     return m
@@ -91,7 +92,7 @@ def test_unloadable_weights_raise_a_clear_error(tmp_path):
     torch.save({"obj": _NotTensors()}, tmp_path / "pickled.pt")  # weights_only=True refuses arbitrary objects
     with pytest.raises(ModelLoadError, match="cannot read CLIP weights"):
         load_model(ClipConfig(model="tiny-random", weights=str(tmp_path / "pickled.pt")))
-    narrow = _tiny_model(0)
+    narrow = tiny_clip(0)
     torch.save({k: v for k, v in narrow.state_dict().items() if not k.startswith("visual.proj")},
                tmp_path / "partial.pt")
     with pytest.raises(ModelLoadError, match="does not fit"):

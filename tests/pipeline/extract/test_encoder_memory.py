@@ -16,11 +16,11 @@ from support.extract import TINY, assert_exact, config, good_rows, make_media, w
 from pipeline.extract.clip import (
     ClipConfig,
     ModelLoadError,
-    _tiny_model,
     cpu_memory_bytes,
     encode,
     load_model,
 )
+from pipeline.extract.clip_weights import tiny_clip
 from pipeline.extract.job import ExtractError, run_extract
 from pipeline.extract.pixels import preprocess
 
@@ -37,7 +37,7 @@ def test_estimate_counts_the_vision_tower_of_both_models():
 
     with torch.device("meta"):  # the real architecture's shapes, no memory
         vit_l = CLIP(**open_clip.get_model_config("ViT-L-14"))
-    for cfg, model in ((TINY, _tiny_model(0)), (ClipConfig(model="ViT-L-14", pretrained="openai"), vit_l)):
+    for cfg, model in ((TINY, tiny_clip(0)), (ClipConfig(model="ViT-L-14", pretrained="openai"), vit_l)):
         estimated = cpu_memory_bytes(cfg, 0) / 4  # float32 weights only
         assert abs(estimated / _vision_params(model) - 1) < 0.01, cfg.model
         per_frame = (cpu_memory_bytes(cfg, BATCH) - cpu_memory_bytes(cfg, 0)) / BATCH
@@ -47,7 +47,7 @@ def test_estimate_counts_the_vision_tower_of_both_models():
 
 
 def test_loaded_model_is_the_image_tower_with_the_same_features():
-    full = _tiny_model(0).float().eval()
+    full = tiny_clip(0).float().eval()
     model = load_model(TINY)
     assert {k.split(".")[0] for k in model.state_dict()} == {"visual"}
     assert sum(p.numel() for p in model.parameters()) == _vision_params(full) < sum(p.numel() for p in full.parameters())
