@@ -30,6 +30,7 @@ from typing import Iterable, Iterator
 from eval.metrics import GROUNDING_THRESHOLDS, Event, dvc_metrics, temporal_iou, vtimellm_iou
 from eval.parse import dense_caption_events, parse_grounding
 from eval.prediction_formats import EXPECTED, from_vtimellm_log, whole_file_json
+from manifests.jsonstream import check_annotation_size
 from pipeline.contract.queries import BENCHMARKS, normalize_sentence, query_sentence
 from pipeline.contract.timing import DEFAULT_TIME_FORMAT, TimeFormat
 
@@ -75,7 +76,7 @@ def _jsonl_head(path: str | Path) -> bool:
 
 
 def _raw_lines(path: str | Path) -> Iterator[tuple[int, object]]:
-    whole = None if _jsonl_head(path) else whole_file_json(path)
+    whole = None if _jsonl_head(path) else whole_file_json(check_annotation_size(path))  # held whole: capped
     if whole is None:
         with open(path, errors="replace") as f:
             yield from enumerate(f, 1)
