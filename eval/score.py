@@ -30,6 +30,7 @@ from eval.metrics import Event, dvc_metrics, temporal_iou, vtimellm_iou
 from eval.parse import dense_caption_events, parse_grounding
 from eval.prediction_formats import EXPECTED, from_vtimellm_log, whole_file_json
 from eval.score_stream import Matcher, RunningGrounding, Truth, missing_from, unique_videos, video_truth
+from manifests.jsonstream import check_annotation_size
 from pipeline.contract.queries import BENCHMARKS
 
 SUFFIX_DATASET = {".txt": "charades", ".json": "activitynet"}
@@ -57,7 +58,7 @@ def _jsonl_head(path: str | Path) -> bool:
 
 
 def _raw_lines(path: str | Path) -> Iterator[tuple[int, object]]:
-    whole = None if _jsonl_head(path) else whole_file_json(path)
+    whole = None if _jsonl_head(path) else whole_file_json(check_annotation_size(path))  # held whole: capped
     if whole is None:
         with open(path, errors="replace") as f:
             yield from enumerate(f, 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 from manifests.common import (
     DEFAULT_VIDEO_EXTS,
@@ -24,6 +25,7 @@ from manifests.common import (
     read_durations,
     resolve_named,
 )
+from manifests.jsonstream import expect_array
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "didemo"
@@ -71,13 +73,15 @@ def _window_end(video: str, num_segments: int, lengths: dict[str, float]) -> flo
     return min(end, real) if real is not None else end
 
 
-def _group(data: list, result: ReadResult) -> dict[str, list[tuple[int, dict]]]:
+def _group(data: Iterable, result: ReadResult) -> dict[str, list[tuple[int, dict]]]:
     groups: dict[str, list[tuple[int, dict]]] = {}
     for i, q in enumerate(data):
+        result.stats["queries_in"] += 1
         if not isinstance(q, dict) or not isinstance(q.get("video"), str) or not q.get("times"):
             result.rejected.append(Rejection(f"query{i}", UNPARSABLE, "needs `video`, `times`, `description`"))
             continue
-        groups.setdefault(q["video"], []).append((i, q))
+        kept = {k: q[k] for k in ("times", "description", "num_segments") if k in q}  # not the record's other fields
+        groups.setdefault(q["video"], []).append((i, kept))
     return groups
 
 
@@ -112,15 +116,11 @@ def _video_row(video: str, queries: list[tuple[int, dict]], lengths: dict[str, f
 
 def read_didemo(annotations: str | Path, durations: str | Path | None = None,
                 media_root: str | Path | None = None) -> ReadResult:
-    import json
-
-    with open(annotations) as f:
-        data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{annotations}: expected a list of queries with `video`, `times`, `description`")
     lengths = read_durations(durations) if durations is not None else {}
-    result = ReadResult(stats={"queries_in": len(data), "queries_tied": 0})
-    groups = _group(data, result)
+    result = ReadResult(stats={"queries_in": 0, "queries_tied": 0})
+    with open(annotations) as f:  # streamed: a query at a time, never the whole file's objects (issue 32)
+        groups = _group(expect_array(f, annotations, "a list of queries with `video`, `times`, `description`"),
+                        result)
     result.stats["videos_in"] = len(groups)
     for video in sorted(groups):
         row = _video_row(video, groups[video], lengths, media_root, result)

@@ -2,6 +2,8 @@
 
 - folder: every non-hidden file below it, in sorted path order; `kind` from the extension (other files are rejected
   as `not_media`, so nothing vanishes silently); key = the file stem through `make_key`; media = absolute path.
+  Links to files are read; a dangling link (`dangling_link`), a link loop (`link_loop`), a link to a folder, a
+  folder named like media (`x.mp4/`), a FIFO or socket (`not_a_file`) are rejections, counted in `inputs`.
 - JSONL: one object per line with `media` (or `url` for remote media) and optionally `key`, `kind`, `window`
   ([start, end] or {start, end}),
   `duration`, `events` ([{start, end, caption}] or [[start, end, caption]], seconds relative to the window start),
@@ -14,8 +16,10 @@ key. Duplicate keys get `_2`, `_3`, ... in file order (flag `key_suffixed`).
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 
 from manifests.common import (
@@ -37,6 +41,9 @@ from manifests.common import (
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "files"
+DANGLING_LINK = "dangling_link"
+LINK_LOOP = "link_loop"
+NOT_A_FILE = "not_a_file"
 
 
 def _media_row(path: Path, key: str, lengths: dict[str, float]) -> ManifestRow | Rejection:
@@ -45,6 +52,32 @@ def _media_row(path: Path, key: str, lengths: dict[str, float]) -> ManifestRow |
         return Rejection(str(path), NOT_MEDIA, f"extension {path.suffix!r} is neither a video nor an image")
     return ManifestRow(key=key, dataset=DATASET, kind=kind, media=str(path.resolve()),
                        duration=lengths.get(key) if kind == "video" else None, source_id=str(path))
+
+
+_FOLDER = ("folder", "")
+"""A plain folder of the tree (walked, not an input)."""
+
+
+def _entry_problem(p: Path) -> tuple[str, str] | None:
+    """Why a folder entry is not a media file (a rejection reason and detail), `_FOLDER`, or None for a file. A link
+    to a file is read; a dangling link, a link loop, a link to a folder (not followed), a folder named like media
+    (`x.mp4/`) and anything else that is not a regular file (FIFO, socket) are counted rejections, never skipped."""
+    if p.is_symlink():
+        try:
+            p.resolve(strict=True)
+        except FileNotFoundError:
+            return DANGLING_LINK, f"link to {os.readlink(p)!r}, which does not exist"
+        except (RuntimeError, OSError) as exc:  # Python < 3.13: RuntimeError("Symlink loop"); later OSError ELOOP
+            if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+                return LINK_LOOP, f"link {os.readlink(p)!r} leads back to itself"
+            return NOT_A_FILE, f"link cannot be followed: {exc}"
+    if p.is_file():
+        return None
+    if p.is_dir():
+        if p.is_symlink():
+            return NOT_A_FILE, "a link to a folder (links to folders are not followed)"
+        return (NOT_A_FILE, "a folder, named like media") if kind_of(p) else _FOLDER
+    return NOT_A_FILE, "neither a regular file nor a folder (FIFO, socket or device)"
 
 
 class _BadValue(ValueError):
@@ -157,11 +190,15 @@ def read_files(annotations: str | Path, durations: str | Path | None = None,
     if path.is_dir() or path.suffix.lower() != ".jsonl":
         if media_root is not None:
             raise ValueError("files: --media-root applies to a JSONL; a folder or file is its own media root")
-        paths = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        entries = sorted(p for p in path.rglob("*") if not any(
             part.startswith(".") for part in p.relative_to(path).parts)) if path.is_dir() else [path]
-        inputs = len(paths)
-        for p in paths:
-            out = _media_row(p, make_key(p.stem), lengths)
+        inputs = 0
+        for p in entries:
+            problem = _entry_problem(p)
+            if problem == _FOLDER:
+                continue
+            inputs += 1
+            out = Rejection(str(p), *problem) if problem else _media_row(p, make_key(p.stem), lengths)
             (result.rows if isinstance(out, ManifestRow) else result.rejected).append(out)
     else:
         root = Path(media_root) if media_root is not None else None

@@ -8,9 +8,13 @@ error line); the caller sees the items before it, so it must not publish anythin
 from __future__ import annotations
 
 import json
+import os
 from typing import IO, Iterator
 
 BLOCK = 1 << 20
+MAX_ANNOTATION_MB = 512
+"""The largest file a reader may hold whole (a JSON document that cannot be streamed, e.g. a TimeChat-style results
+object read by `vtl-eval score`); Python holds ~20× a JSON file's size as objects (500 MB took > 10 GB)."""
 _WS = " \t\n\r"
 _DECODER = json.JSONDecoder()
 
@@ -104,3 +108,23 @@ def iter_object(f: IO[str], block: int = BLOCK, pairs_hook=None) -> Iterator[tup
             if s.expect(",}") == "}":
                 break
     s.end()
+
+
+def expect_array(f: IO[str], name: object, what: str) -> Iterator[object]:
+    """`iter_array`, a file that holds something else being one ValueError `{name}: expected {what}` (bad JSON stays
+    a `json.JSONDecodeError` with its offset)."""
+    try:
+        yield from iter_array(f)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        raise ValueError(f"{name}: expected {what}") from None
+
+
+def check_annotation_size(path: str | os.PathLike, max_mb: float = MAX_ANNOTATION_MB) -> str | os.PathLike:
+    """`path` when a whole read of it is bounded; else one ValueError naming the file, its size and the cap."""
+    size = os.stat(path).st_size
+    if size > max_mb * (1 << 20):
+        raise ValueError(f"{path}: {size / (1 << 20):.0f} MB is over the {max_mb:g} MB a file read whole may hold "
+                         f"(MAX_ANNOTATION_MB); give JSONL (read line by line) instead")
+    return path

@@ -9,12 +9,12 @@ empty. Records without `meta` (the VideoInstruct-100K part of stage 3) are rows 
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 from manifests.common import BAD_WINDOW, UNPARSABLE, check_events, count_event_stats, resolve_video
+from manifests.jsonstream import expect_array
 from manifests.schema import Event, ManifestRow, ReadResult, Rejection, make_key
 
 DATASET = "vtimellm"
@@ -91,16 +91,15 @@ def read_vtimellm(annotations: str | Path, durations: str | Path | None = None,
                   media_root: str | Path | None = None) -> ReadResult:
     if durations is not None:
         raise ValueError("vtimellm records carry meta.duration; --durations is not used")
-    with open(annotations) as f:
-        data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{annotations}: expected a list of {{id, conversations, meta}} records")
-    result = ReadResult()
-    for i, rec in enumerate(data):
-        row = _row(i, rec, media_root, result)
-        if row is not None:
-            result.rows.append(row)
-    sources = Counter(str(r.get("source", "unknown")) for r in data if isinstance(r, dict))
-    result.stats = {"records_in": len(data), "records_by_source": dict(sorted(sources.items()))}
+    result, sources, n = ReadResult(), Counter(), 0
+    with open(annotations) as f:  # streamed: a record at a time, never the whole file's objects (issue 32)
+        for i, rec in enumerate(expect_array(f, annotations, "a list of {id, conversations, meta} records")):
+            n += 1
+            if isinstance(rec, dict):
+                sources[str(rec.get("source", "unknown"))] += 1
+            row = _row(i, rec, media_root, result)
+            if row is not None:
+                result.rows.append(row)
+    result.stats = {"records_in": n, "records_by_source": dict(sorted(sources.items()))}
     count_event_stats(result)
     return result

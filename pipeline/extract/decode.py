@@ -250,3 +250,38 @@ def image_size(path: str) -> tuple[int, int]:
         raise MediaError("bad_image", f"{type(e).__name__}: {e}") from e
     check_shape(height, width, "the image")
     return height, width
+
+
+def pts_frame_times(src: VideoSource, indices: list[int]) -> list[float] | None:
+    """The frames' presentation times from the container (seconds after frame 0), where index / average fps misplaces
+    some frame by more than half a frame interval: a variable-frame-rate file (issue 32: off by up to 2 s). None for
+    a constant-rate file (index / fps stays, bit-identical), or when the container gives no usable timestamps. Frame
+    indices, and so the frames read, never change: only the times recorded for them."""
+    try:
+        if src.decoder == "decord":
+            starts = [float(t) for t in src._reader.get_frame_timestamp([0, *indices])[:, 0]]
+        else:
+            starts = _pyav_pts(src.path, [0, *indices], src.num_frames)
+    except Exception:  # timestamps are a refinement: a container without them keeps index / fps
+        return None
+    if starts is None or not all(np.isfinite(starts)):
+        return None
+    times = [t - starts[0] for t in starts[1:]]
+    if any(b < a for a, b in zip(times, times[1:])) or (times and times[0] < 0):
+        return None  # not in presentation order: not timestamps to trust
+    if src.fps > 0 and all(abs(t - i / src.fps) <= 0.5 / src.fps for t, i in zip(times, indices)):
+        return None
+    return times
+
+
+def _pyav_pts(path: str, indices: list[int], num_frames: int) -> list[float] | None:
+    """Seconds of the given frames (presentation order) from the packets' pts, read by demuxing (nothing decoded)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        pts = [p.pts for p in container.demux(stream) if p.size > 0]
+        if len(pts) != num_frames or any(p is None for p in pts):
+            return None
+        pts.sort()
+        return [float(pts[i] * stream.time_base) for i in indices]

@@ -16,7 +16,16 @@ import numpy as np
 
 from pipeline.contract import timing
 from pipeline.contract.shards import DURATION_MISMATCH, ErrorRecord, Sample, ShardWriter, write_errors
-from pipeline.extract.decode import MediaError, MediaSpool, VideoSource, check_shape, image_size, open_video, read_image
+from pipeline.extract.decode import (
+    MediaError,
+    MediaSpool,
+    VideoSource,
+    check_shape,
+    image_size,
+    open_video,
+    pts_frame_times,
+    read_image,
+)
 
 
 @dataclass
@@ -135,7 +144,8 @@ class SampleFrames(Step):
         item.frames = src.read(indices, size)
         check_shape(*item.frames.shape[1:3], "the video's frame")  # before Preprocess resizes them
         item.meta = sample_meta(row, fps=src.fps, num_frames=src.num_frames, indices=indices,
-                                times=timing.frame_times(indices, src.fps), decoder=src.decoder)
+                                times=pts_frame_times(src, indices) or timing.frame_times(indices, src.fps),
+                                decoder=src.decoder)
         item.source = None  # decoder handles stay in this process; items may travel to an encoder actor
         return item
 
