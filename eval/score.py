@@ -118,7 +118,7 @@ def read_truth(annotations: str | Path, dataset: str | None = None, durations: s
     held compactly (`eval.truth`)."""
     from eval import truth
 
-    return truth.read_truth(annotations, dataset, durations, Truth)
+    return truth.read_truth(annotations, dataset, durations, Truth, SUFFIX_DATASET)
 
 
 def _video(truth: dict[str, Truth], line: dict) -> Truth:

@@ -75,17 +75,16 @@ class Events(Sequence):
         return repr(tuple(self))
 
 
-def _rows(path: Path, dataset: str | None, durations) -> Iterator:
+def _rows(path: Path, dataset: str | None, durations, suffixes: dict[str, str]) -> Iterator:
     """The kept rows of a manifest or an annotation file, one at a time."""
     if path.suffix == ".parquet":
         from manifests.schema import iter_manifest
 
         yield from iter_manifest(path)
         return
-    from eval.score import SUFFIX_DATASET
     from manifests.readers import KEPT, stream_dataset
 
-    name = dataset or SUFFIX_DATASET.get(path.suffix)
+    name = dataset or suffixes.get(path.suffix)
     if name is None:
         raise ValueError(f"cannot tell the dataset of {path}: pass --dataset")
     for stage, item in stream_dataset(name, path, durations, stats={}):
@@ -112,8 +111,10 @@ def unique_names(keys: list[str]) -> list[str]:
     return out
 
 
-def read_truth(annotations: str | Path, dataset: str | None, durations, make: Callable) -> dict:
-    """Ground truth by video id (both the source id and the manifest key): `make(duration, Events)` per video."""
+def read_truth(annotations: str | Path, dataset: str | None, durations, make: Callable, suffixes: dict[str, str]
+               ) -> dict:
+    """Ground truth by video id (both the source id and the manifest key): `make(duration, Events)` per video;
+    `suffixes` names the dataset of a file by its suffix when `dataset` is None."""
     from infra import storage
 
     if storage.is_remote(annotations):  # never let Path() turn s3://b/x into a local s3:/b/x
@@ -121,7 +122,7 @@ def read_truth(annotations: str | Path, dataset: str | None, durations, make: Ca
                                    f"here first (object-store annotations are not supported by score yet)")
     path = Path(storage.local_path(annotations))
     store, sources, keys, videos = EventStore(), [], [], []
-    for row in _rows(path, dataset, durations):
+    for row in _rows(path, dataset, durations, suffixes):
         if not row.duration:
             raise ValueError(f"{row.key}: no duration in the annotations; pass --durations")
         lo = len(store)
