@@ -97,32 +97,11 @@ def read_predictions(path: str | Path, benchmark: str) -> list[dict]:
 
 def read_truth(annotations: str | Path, dataset: str | None = None, durations: str | Path | None = None
                ) -> dict[str, Truth]:
-    """Ground truth by video id (both the source id and the manifest key) from annotations or a manifest."""
-    from infra import storage
+    """Ground truth by video id (both the source id and the manifest key) from annotations or a manifest, its events
+    held compactly (`eval.truth`)."""
+    from eval import truth
 
-    if storage.is_remote(annotations):  # never let Path() turn s3://b/x into a local s3:/b/x
-        raise storage.StorageError(f"{annotations}: vtl-eval score reads ground truth from a local file; copy it "
-                                   f"here first (object-store annotations are not supported by score yet)")
-    path = Path(storage.local_path(annotations))
-    if path.suffix == ".parquet":
-        from manifests.schema import read_manifest
-
-        rows = read_manifest(path)
-    else:
-        from manifests import read_dataset
-
-        name = dataset or SUFFIX_DATASET.get(path.suffix)
-        if name is None:
-            raise ValueError(f"cannot tell the dataset of {path}: pass --dataset")
-        rows = read_dataset(name, path, durations=durations).rows
-    truth: dict[str, Truth] = {}
-    for row in rows:
-        if not row.duration:
-            raise ValueError(f"{row.key}: no duration in the annotations; pass --durations")
-        t = Truth(float(row.duration), tuple(((e.start, e.end), e.caption) for e in row.events))
-        for vid in dict.fromkeys((row.source_id or row.key, row.key)):  # source id first: the name reports use
-            truth[vid] = t
-    return truth
+    return truth.read_truth(annotations, dataset, durations, Truth, SUFFIX_DATASET)
 
 
 def _span(value, vid: str) -> tuple[float, float]:
