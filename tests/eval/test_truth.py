@@ -1,12 +1,12 @@
 """The compact ground truth (`eval.truth`) reads back exactly what the manifest readers give, on real excerpts."""
 import pytest
+from support.real_data import REAL
 
 from eval.score import Truth, read_truth
 from eval.truth import Events, EventStore, unique_names
 from manifests import read_dataset
 from manifests.common import unique_keys
 from manifests.schema import ManifestRow, ReadResult
-from tests._real_data import REAL
 
 CASES = [("charades", "charades_sta_train_sample.txt", "Charades_v1_train_sample.csv"),
          ("activitynet", "activitynet_captions_train_sample.json", None),

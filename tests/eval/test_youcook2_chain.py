@@ -10,11 +10,11 @@ import shutil
 
 import numpy as np
 import pytest
+from support.evaluation import tiny_checkpoint
 from typer.testing import CliRunner
 
 from pipeline.contract.shards import iter_samples
 from pipeline.synth.media import write_video
-from tests._eval_helpers import tiny_checkpoint
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.skipif(shutil.which("java") is None, reason="METEOR and the PTB tokenizer need Java")]
