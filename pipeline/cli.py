@@ -60,7 +60,8 @@ def _parse_options(items: tuple[str, ...]) -> dict:
 
 @app.command(cls=STRICT)
 @options(ManifestConfig, flags={
-    "dataset": flag(help="activitynet | charades | didemo | internvid | lcc | vtimellm | files"),
+    "dataset": flag(help="activitynet | youcook2 | charades | didemo | qvhighlights | internvid | lcc | vtimellm | "
+                          "files"),
     **{name: flag(type=str) for name in ("annotations", "out", "durations", "media_root")},  # staged: paths or URLs
     "options": flag("--option", "-o", type=list[str], parse=_parse_options,
                     help="Reader option name=value, repeatable (e.g. max_window_s=120)."),

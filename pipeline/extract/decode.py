@@ -127,6 +127,8 @@ class VideoSource:
         try:
             if self.decoder == "decord":
                 frames = _decord_read(self, indices, size)
+                if frames.ndim != 4 or frames.shape[-1] != 3:  # decord gives 4 channels for some tiny frames
+                    frames = _pyav_read(self.path, indices, size)
             else:
                 frames = _pyav_read(self.path, indices, size)
         except MediaError:
@@ -135,6 +137,8 @@ class VideoSource:
             raise MediaError("decode_failed", f"{type(e).__name__}: {e}") from e
         if frames.shape[0] != len(indices):
             raise MediaError("decode_failed", f"got {frames.shape[0]} of {len(indices)} frames")
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise MediaError("decode_failed", f"the decoder gave frames of shape {tuple(frames.shape[1:])}, not RGB")
         return frames
 
 

@@ -56,3 +56,17 @@ def test_a_gif_is_counted_without_decoding_and_a_long_one_refused(tmp_path, monk
     with pytest.raises(MediaError) as err:
         open_video(gif)
     assert err.value.reason == "too_many_frames"
+
+
+def test_tiny_frames_decode_as_rgb(tmp_path):
+    """decord returns 4 channels for some tiny H.264 frames (32×48): the reader falls back to PyAV, same pixels."""
+    import av  # noqa: F401  (PyAV is the fallback decoder)
+
+    from pipeline.extract.decode import _pyav_read, open_video
+    from pipeline.synth.media import write_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (20, 32, 48, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "tiny.mp4", frames, fps=10.0)
+    got = open_video(str(path)).read([0, 5, 10])
+    assert got.shape == (3, 32, 48, 3)
+    assert np.array_equal(got, _pyav_read(str(path), [0, 5, 10], None))
