@@ -80,8 +80,18 @@ def test_generation_stops_at_the_templates_end_of_turn(tmp_path, name):
 
     first = raw(3)
     assert eot not in first
-    with torch.no_grad():  # the end-of-turn logit becomes 3x the third token's (the largest logit there, > 0)
-        llm.lm_head.weight[eot] = 3 * llm.lm_head.weight[first[2]]
+    with torch.no_grad():  # the last hidden state (after the final norm) at each of the three steps
+        out = llm.generate(inputs_embeds=embeds, max_new_tokens=3, do_sample=False, eos_token_id=None,
+                           pad_token_id=tok.pad_token_id, output_hidden_states=True, return_dict_in_generate=True)
+        h = [step[-1][0, -1].float() for step in out.hidden_states]
+        logits = [llm.lm_head.weight.float() @ v for v in h]
+        # an end-of-turn row whose logit is below the top one at steps 1 and 2 and above it at step 3
+        basis, _ = torch.linalg.qr(torch.stack(h[:2], 1))
+        along = h[2] - basis @ (basis.T @ h[2])
+        low = min(logits[0].max(), logits[1].max()) - 1
+        fixed = basis @ torch.linalg.solve(torch.stack(h[:2]) @ basis, torch.full((2,), float(low)))
+        row = fixed + along * (2 * logits[2].max().abs() + 1 - fixed @ h[2]) / (along @ h[2])
+        llm.lm_head.weight[eot] = row.to(llm.lm_head.weight.dtype)
     rigged = raw(6)
     assert rigged[:3] == [*first[:2], eot] and len(rigged) == 6  # the rig moved only the third token
     want = tok.decode(first[:2], skip_special_tokens=True).strip()
