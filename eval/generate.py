@@ -55,26 +55,10 @@ def _left_pad(embs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def stop_ids(model) -> list[int]:
-    """Token ids that end an answer: EOS, plus `<|user|>` for the chatglm3 format (train.chatglm.answer_stop_ids),
-    plus the chat template's end-of-turn token for the chat_template format."""
-    from train.chatglm import answer_stop_ids
+    """Token ids that end an answer in the model's conversation format (pipeline.contract.stops)."""
+    from pipeline.contract.stops import answer_stop_ids
 
-    fmt = getattr(model, "conv_format", None)
-    stops = answer_stop_ids(model.tokenizer, fmt)
-    end = template_end_of_turn(model.tokenizer) if fmt == "chat_template" else None
-    return stops + [end] if end is not None and end not in stops else stops
-
-
-def template_end_of_turn(tokenizer) -> int | None:
-    """The token a chat template closes an assistant turn with: the last supervised token of a rendered reply (the
-    label mask's own reading of the template), when it is a special or added token; None for a template that ends
-    turns with ordinary text, whose answers end at EOS."""
-    from pipeline.contract.conversation import IGNORE_INDEX, encode
-
-    turns = [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "A man cooks."}]
-    last = [t for t in encode(turns, tokenizer, "chat_template").labels if t != IGNORE_INDEX][-1]
-    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
-    return last if last in special else None
+    return answer_stop_ids(model.tokenizer, getattr(model, "conv_format", None))
 
 
 def _decode(tokenizer, ids: list[int], stops: list[int]) -> str:

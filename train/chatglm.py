@@ -220,15 +220,6 @@ def llm_glm_config(llm: str):
     return config
 
 
-def answer_stop_ids(tokenizer, conv_format: str) -> list[int]:
-    """Token ids that end a generated answer: EOS, plus `<|user|>` in the chatglm3 format (VTimeLLM's GLM inference
-    stops there: a ChatGLM3 model ends its turn by opening the next user turn)."""
-    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if conv_format == "chatglm3":
-        stops.append(tokenizer.convert_tokens_to_ids("<|user|>"))
-    return stops
-
-
 def keeps_lm_head_lora(llm) -> bool:
     """True for GLM models: VTimeLLM's GLM recipe puts LoRA on ChatGLM3's `output_layer`, GLM's `lm_head`."""
     return getattr(getattr(llm, "config", None), "model_type", None) == "glm"

@@ -46,7 +46,7 @@ def export(cfg: ExportConfig) -> Path:
     """Write the folder (under a temporary name, renamed into place when complete)."""
     from pipeline.contract.conversation import prepends_every_chunk
     from pipeline.contract.provenance import producer
-    from train.chatglm import answer_stop_ids
+    from pipeline.contract.stops import answer_stop_ids
     from train.checkpoint import load_for_inference, read_checkpoint, save_tensors
 
     meta = read_checkpoint(cfg.checkpoint)

@@ -61,8 +61,9 @@ def test_generation_stops_at_the_templates_end_of_turn(tmp_path, name):
     import numpy as np
     import torch
 
-    from eval.generate import Query, generate_batch, generate_shared, stop_ids, template_end_of_turn
+    from eval.generate import Query, generate_batch, generate_shared, stop_ids
     from pipeline.contract.conversation import generation_prompt, video_turn
+    from pipeline.contract.stops import template_end_of_turn
     from train.model import VideoLLM, load_llm, new_projector
 
     llm, tok = load_llm(str(_tiny_backbone(name, tmp_path / name)), attn="sdpa")

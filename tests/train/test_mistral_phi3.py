@@ -41,7 +41,7 @@ def _tokenizer(family: str):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_label_masks_hold_the_answers_and_their_end_of_turn(family):
-    from eval.generate import template_end_of_turn
+    from pipeline.contract.stops import answer_stop_ids, template_end_of_turn
 
     tok = _tokenizer(family)
     end = FAMILIES[family][1]
@@ -49,6 +49,8 @@ def test_label_masks_hold_the_answers_and_their_end_of_turn(family):
     spans = [tok.decode(s).replace(" ", "").replace("\u2581", "") for s in supervised_spans(enc.labels)]
     assert spans == ["Amanwalks." + end, "From40to90." + end]
     assert IGNORE_INDEX in enc.labels and template_end_of_turn(tok) == tok.convert_tokens_to_ids(end)
+    # evaluation, chat and an exported model stop at the end of the turn (Phi-3's EOS is another token)
+    assert tok.convert_tokens_to_ids(end) in answer_stop_ids(tok, "chat_template")
     supervised = sum(len(s) for s in supervised_spans(enc.labels))
     assert supervised == sum(t != IGNORE_INDEX for t in enc.labels)  # nothing outside the answers
 
