@@ -161,6 +161,8 @@ def main() -> None:
     if args.phase:
         print(json.dumps(phase(*args.phase)))
         return
+    if "://" in args.workdir:  # local manifests, markers and child processes: an object-store URL is not a folder
+        ap.error(f"--workdir must be a local folder, got {args.workdir}")
     sizes = [int(x) for x in args.rows.split(",")]
     load = os.getloadavg()[0]
     results = [r for n in sizes for r in measure(n, Path(args.workdir), args.row_group, args.before)]

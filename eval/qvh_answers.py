@@ -58,7 +58,7 @@ def clip_scores(pairs: list[tuple[int, float]], duration: float) -> list[float]:
     scores = [0.0] * n
     for p, s in pairs:
         if n:
-            c = min(n - 1, int(p / 100 * duration // CLIP_SECONDS))
+            c = min(n - 1, int(grounding_span(p, p, duration)[0] // CLIP_SECONDS))  # the position's start time
             scores[c] = max(scores[c], s)
     return scores
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.cli import dist_env, invoke  # noqa: F401  (dist_env: a fixture)
 from typer.testing import CliRunner
 
 from infra import storage
@@ -20,18 +21,7 @@ EVENTS = [{"start": 0.5, "end": 1.5, "caption": "the grey gets lighter"},
           {"start": 2.0, "end": 3.5, "caption": "the bar stays still"}]
 
 
-def invoke(app, *args: str) -> str:
-    res = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-    assert res.exit_code == 0, (args[0], res.output, res.exception)
-    return res.output
 
-
-@pytest.fixture
-def dist_env(monkeypatch):
-    """An in-process vtl-train sets RANK etc. for its one-process group: put them back afterwards."""
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
 
 
 def annotations(s3: str, tmp_path: Path) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.cli import dist_env, invoke  # noqa: F401  (dist_env: a fixture)
 from support.encoders import hf_tower
 from support.extract import write_rows
-from typer.testing import CliRunner
 
 from manifests.schema import Event, ManifestRow
 from pipeline.contract.feature_spec import KEY, from_index
@@ -31,17 +31,7 @@ TRAIN = ("--llm", "tiny-random", "--max-steps", "2", "--micro-batch", "2", "--gl
          "--num-workers", "0", "--no-progress")
 
 
-def invoke(app, *args: str) -> str:
-    res = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-    assert res.exit_code == 0, (args[0], res.output, res.exception)
-    return res.output
 
-
-@pytest.fixture
-def dist_env(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
 
 
 def extract(tmp_path, encoder: str, sampling: list[str], k: int):

@@ -783,6 +783,8 @@ def main(argv=None) -> int:
     bad = sorted(set(only) - set(PHASES))
     if bad:
         ap.error(f"unknown phases {bad}")
+    if "://" in args.out:  # the figures JSON and logs are written with local file calls
+        ap.error(f"--out must be a local folder, got {args.out}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = args.start or ("fork" if args.dry_run else "spawn")

@@ -1,6 +1,6 @@
 """Local temporary folders of a download (under $VTL_SPOOL_DIR, else the system temp folder), and their cleanup.
 
-Each folder is named `vtl-download-{pid}-{what}-XXXX` after the process that made it (the driver, or the Ray worker
+Each folder is named `vtl-download-{pid}-{what}-<random suffix>` after the process that made it (the driver, or the Ray worker
 running a task). A run killed with -9 cannot remove its own, so every start (`clean_spool`, on the driver and at the
 start of each Ray task) removes the folders of processes that no longer exist, and leaves those of live ones alone:
 two downloads into different folders may share one machine. `commit` puts a finished local file at its location

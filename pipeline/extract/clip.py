@@ -16,7 +16,9 @@ torch and open_clip are imported inside functions so that importing this module 
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,13 +152,21 @@ def weights_file(cfg: ClipConfig) -> str | None:
     return cfg.weights
 
 
+@functools.lru_cache(maxsize=8)
+def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file, once per file version: the encoder id and the feature spec both name it (a ViT-L/14
+    file is ~0.9 GB, seconds to hash)."""
+    from manifests.schema import file_sha256
+
+    return file_sha256(path)
+
+
 def weights_id(cfg: ClipConfig, digits: int = 16) -> str:
     """`sha256:…` of the weights file (the first `digits` hex digits), `pretrained:TAG`, or `random-seedS`."""
     path = weights_file(cfg)
     if path:
-        from manifests.schema import file_sha256
-
-        return "sha256:" + file_sha256(path)[:digits]
+        st = os.stat(path)
+        return "sha256:" + _weights_digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)[:digits]
     if cfg.pretrained:
         return f"pretrained:{cfg.pretrained}"
     return f"random-seed{cfg.seed}"

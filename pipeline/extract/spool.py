@@ -26,11 +26,12 @@ class MediaSpool:
 
     def local(self, media: str) -> str:
         from infra import storage
+        from manifests.common import REMOTE_MEDIA, is_remote_media
 
         try:
             remote = storage.is_remote(media)
         except storage.StorageError as e:  # http(s) media (fetched by `vtl-pipeline download`), or an unknown scheme
-            reason = "remote_media" if media.split("://", 1)[0].lower() in ("http", "https") else "unsupported_media"
+            reason = REMOTE_MEDIA if is_remote_media(media) else "unsupported_media"
             raise MediaError(reason, f"{e}; fetch it first with `vtl-pipeline download`") from e
         if not remote:
             return media

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from support.evaluation import eval_shards, many_videos, tiny_checkpoint
 from support.storage import free_port
 from typer.testing import CliRunner
@@ -118,14 +117,6 @@ def _finish(proc: subprocess.Popen, log: Path, timeout: float = 600) -> str:
     text = log.read_text()
     assert rc == 0, text[-4000:]
     return text
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.slow

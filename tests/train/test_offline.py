@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.cli import set_tar_size_field
 from support.evaluation import eval_shards, tiny_checkpoint
 from support.training import write_training_shards
 
@@ -117,26 +118,11 @@ def test_vtl_chat_with_hub_clip_weights_and_no_hub_is_one_line_in_seconds(own_ch
     assert seconds < 30 and "Retrying" not in proc.stdout + proc.stderr
 
 
-def _negative_size(shard: Path, member: int) -> None:
-    """The `member`-th tar header of `shard` declares a negative size (its checksum kept valid)."""
-    data = bytearray(shard.read_bytes())
-    pos = 0
-    for _ in range(member):
-        size = int(data[pos + 124:pos + 136].split(b"\0")[0] or b"0", 8)
-        pos += 512 + (size + 511) // 512 * 512
-    block = data[pos:pos + 512]
-    block[124:136] = b"-0001000".ljust(12, b"\0")
-    block[148:156] = b" " * 8
-    block[148:156] = f"{sum(block):06o}\0 ".encode()
-    data[pos:pos + 512] = block
-    shard.write_bytes(bytes(data))
-
-
 def test_tiny_random_on_a_damaged_shard_is_the_checked_readers_one_line(shards, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(shards, damaged)
     second = sorted(damaged.glob("*.tar"))[1]
-    _negative_size(second, 4)
+    set_tar_size_field(second, 4, b"-0001000")
     proc, _ = run_cli("train.cli", train_args(damaged, tmp_path / "out", TINY_RANDOM), offline_env(tmp_path))
     one_line(proc, "tiny-random", str(second), "declares -512 bytes", "damaged shard")
     assert "Traceback" not in proc.stderr and not (tmp_path / "out" / "llm").exists()

@@ -4,6 +4,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from support.cli import set_tar_size_field
 
 from pipeline.contract.shard_refs import FeatureRef, iter_sample_refs, read_features_into
 from pipeline.contract.shards import FEATURES, META, Sample, ShardWriter, iter_tar_members
@@ -106,21 +107,6 @@ def test_compressed_shards_are_refused_with_a_clear_message(tmp_path, mode):
         list(iter_sample_refs(path))
 
 
-def _with_size_field(path, member: int, size_field: bytes) -> None:
-    """Rewrite the size field of the `member`-th header of a tar in place, with a valid checksum."""
-    data = bytearray(path.read_bytes())
-    pos = 0
-    for _ in range(member):
-        size = int(data[pos + 124:pos + 136].split(b"\0")[0] or b"0", 8)
-        pos += 512 + (size + 511) // 512 * 512
-    block = data[pos:pos + 512]
-    block[124:136] = size_field.ljust(12, b"\0")
-    block[148:156] = b" " * 8
-    block[148:156] = f"{sum(block):06o}\0 ".encode()
-    data[pos:pos + 512] = block
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("size_field", [b"-0001000", b"77777777777"], ids=["negative", "past-the-end"])
 def test_a_header_declaring_an_impossible_size_raises_instead_of_hanging(tmp_path, size_field):
@@ -128,7 +114,7 @@ def test_a_header_declaring_an_impossible_size_raises_instead_of_hanging(tmp_pat
         for i in range(3):
             w.write(Sample(f"k{i}", np.zeros((4, 8), np.float16), {"key": f"k{i}"}))
     shard = tmp_path / w.shards[0].name
-    _with_size_field(shard, 2, size_field)
+    set_tar_size_field(shard, 2, size_field)
     with pytest.raises(ValueError, match="declares"):
         list(iter_sample_refs(shard))
 
